@@ -1,0 +1,3 @@
+"""hotfolder: a hot-folder daemon for ComfyUI."""
+
+__version__ = "0.1.0"

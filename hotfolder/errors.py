@@ -1,0 +1,48 @@
+"""One exception hierarchy, so the pipeline decides "fail the job" or "retry later" by type alone.
+
+`JobError` is the job's own fault: the file goes to failed/ with the message as its reason.
+`ServerError` is the server's fault: the job waits and is tried again; it never fails a job
+by itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HotfolderError(Exception):
+    """Base of everything hotfolder raises on purpose."""
+
+
+class ConfigError(HotfolderError):
+    """The configuration is invalid; `problems` holds every "key.path: what is wrong" line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class JobError(HotfolderError):
+    """The job cannot run as given. `message` is written for the person who dropped the file."""
+
+    def __init__(self, message: str, *, kind: str = "job", details: dict[str, Any] | None = None):
+        self.message = message
+        self.kind = kind
+        self.details = details or {}
+        super().__init__(message)
+
+
+class ServerError(HotfolderError):
+    """ComfyUI is unreachable, restarting or answered 5xx: try again later.
+
+    `retryable` is False once a bounded retry budget is spent (e.g. repeated 5xx); the pipeline
+    then turns it into a job failure carrying the server's own text.
+    """
+
+    def __init__(self, message: str, *, server: str = "", status: int | None = None,
+                 body: str = "") -> None:
+        self.message = message
+        self.server = server
+        self.status = status
+        self.body = body
+        super().__init__(message)

@@ -1,0 +1,157 @@
+"""File operations that never leave half a file and never overwrite one.
+
+Sync clients and NAS users see a file the moment its name appears, so every file is written
+under a hidden temporary name and linked into place; links fail instead of overwriting, which
+is how a name clash becomes a suffix instead of a lost file. Moves fall back to copy + fsync
+when the destination is on another file system (EXDEV).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+def temp_path(directory: Path, name: str) -> Path:
+    return directory / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+
+
+def candidates(name: str) -> Iterator[str]:
+    """`fox.txt`, `fox-2.txt`, `fox-3.txt`, … — suffix before the extension(s) we know."""
+    stem, ext = split_name(name)
+    yield name
+    n = 2
+    while True:
+        yield f"{stem}-{n}{ext}"
+        n += 1
+
+
+def split_name(name: str) -> tuple[str, str]:
+    for double in (".error.json", ".state.json"):
+        if name.endswith(double):
+            return name[: -len(double)], double
+    stem, dot, ext = name.rpartition(".")
+    return (stem, dot + ext) if stem else (name, "")
+
+
+def place(tmp: Path, target: Path) -> Path:
+    """Give `tmp` the first free name among target, target-2, …; return the name used."""
+    for name in candidates(target.name):
+        final = target.with_name(name)
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            # some SMB/FUSE mounts refuse hard links: check-then-rename is the best they allow
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK,
+                                 errno.EACCES):
+                raise
+            if final.exists():
+                continue
+            os.replace(tmp, final)
+            return final
+        os.unlink(tmp)
+        return final
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def atomic_writer(target: Path, mode: str = "wb") -> Iterator[tuple[IO[Any], list[Path]]]:
+    """Write to a hidden temp file; on success it is placed at a free name (put in the list)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(target.parent, target.name)
+    placed: list[Path] = []
+    try:
+        with open(tmp, mode) as fh:
+            yield fh, placed
+            fh.flush()
+            os.fsync(fh.fileno())
+        placed.append(place(tmp, target))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_json(target: Path, data: Any, *, replace: bool = False) -> Path:
+    """Write JSON atomically; `replace` overwrites (state records), else a free name is used."""
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+    if replace:
+        tmp = temp_path(target.parent, target.name)
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return target
+    with atomic_writer(target, "w") as (fh, placed):
+        fh.write(text)
+    return placed[0]
+
+
+def move(src: Path, dest_dir: Path, name: str | None = None) -> Path:
+    """Move `src` into `dest_dir` under a free name, across file systems if need be."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    target = dest_dir / (name or src.name)
+    try:
+        for candidate in candidates(target.name):
+            final = dest_dir / candidate
+            try:
+                os.link(src, final)
+            except FileExistsError:
+                continue
+            os.unlink(src)
+            return final
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            return _copy_across(src, target)
+        if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK,
+                         errno.EACCES):
+            return _rename_free(src, target)
+        raise
+    raise AssertionError("unreachable")
+
+
+def _rename_free(src: Path, target: Path) -> Path:
+    for candidate in candidates(target.name):
+        final = target.with_name(candidate)
+        if not final.exists():
+            os.rename(src, final)
+            return final
+    raise AssertionError("unreachable")
+
+
+def _copy_across(src: Path, target: Path) -> Path:
+    tmp = temp_path(target.parent, target.name)
+    try:
+        with open(src, "rb") as reader, open(tmp, "wb") as writer:
+            shutil.copyfileobj(reader, writer, 1024 * 1024)
+            writer.flush()
+            os.fsync(writer.fileno())
+        shutil.copystat(src, tmp)
+        final = place(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    os.unlink(src)
+    return final
+
+
+def free_stem(directory: Path, stem: str, suffixes: list[str]) -> str:
+    """The first of stem, stem-2, … for which no `stem + suffix` exists yet in `directory`."""
+    for n in range(1, 1_000_000):
+        candidate = stem if n == 1 else f"{stem}-{n}"
+        if not any((directory / f"{candidate}{s}").exists() for s in suffixes):
+            return candidate
+    raise AssertionError("unreachable")

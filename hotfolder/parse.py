@@ -1,0 +1,185 @@
+"""Turn a job file's bytes into a `JobSpec`: a prompt, a spec of fields, or a whole workflow.
+
+Everything a user can get wrong in a file is a `JobError` with a sentence that says what to
+change; nothing here touches the network or the template.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from hotfolder.errors import JobError
+from hotfolder.fields import JOB_FIELDS, check_field
+
+MAX_JOB_BYTES = 1024 * 1024
+SPEC_KEYS = (*JOB_FIELDS, "workflow", "set")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    kind: Literal["prompt", "spec", "workflow"]
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    template: str | None = None  # a template name the job asked for
+    sets: Mapping[str, Any] = field(default_factory=dict)  # "NODE.INPUT" -> value
+    workflow: Mapping[str, Any] | None = None  # a complete API workflow dropped as the job
+
+
+def workflow_format(obj: Any) -> Literal["api", "gui"] | None:
+    """Tell an API-format workflow from a GUI save, or neither."""
+    if isinstance(obj, Mapping):
+        if isinstance(obj.get("nodes"), list) and "links" in obj:
+            return "gui"
+        if obj and all(isinstance(n, Mapping) and "class_type" in n for n in obj.values()):
+            return "api"
+    return None
+
+
+def parse_job(path: Path) -> JobSpec:
+    try:
+        size = path.stat().st_size
+        if size > MAX_JOB_BYTES:
+            raise JobError(f"the file is {size} bytes; job files are limited to {MAX_JOB_BYTES}",
+                           kind="unreadable")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise JobError(f"cannot read the job file: {exc.strerror or exc}",
+                       kind="unreadable") from exc
+    return parse_bytes(path.name, data)
+
+
+def parse_bytes(name: str, data: bytes) -> JobSpec:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise JobError(f"the file is not UTF-8 text (bad byte at offset {exc.start}); "
+                       "save it as UTF-8", kind="unreadable") from exc
+    suffix = Path(name).suffix.lower()
+    if suffix == ".txt":
+        prompt = text.strip()
+        if not prompt:
+            raise JobError("the prompt file is empty", kind="invalid")
+        return JobSpec(kind="prompt", fields={"prompt": prompt})
+    if suffix == ".json":
+        obj = _load_json(text)
+    elif suffix in (".yaml", ".yml"):
+        obj = _load_yaml(text)
+    else:
+        raise JobError(f"{suffix or 'files without an extension'} is not a job format",
+                       kind="invalid")
+    return parse_object(obj)
+
+
+def parse_object(obj: Any) -> JobSpec:
+    kind = workflow_format(obj)
+    if kind == "gui":
+        raise JobError(
+            "this is a workflow saved from ComfyUI's editor (GUI format, with 'nodes' and "
+            "'links'), which the API cannot run: in ComfyUI use Workflow > Export (API) / "
+            "\"Save (API Format)\" and drop that file instead", kind="gui_workflow")
+    if kind == "api":
+        return JobSpec(kind="workflow", workflow=obj)
+    if not isinstance(obj, Mapping):
+        raise JobError(f"a job spec must be a mapping of fields, got {_kind(obj)}", kind="invalid")
+    return _parse_spec(obj)
+
+
+def _parse_spec(obj: Mapping[str, Any]) -> JobSpec:
+    problems: list[str] = []
+    fields: dict[str, Any] = {}
+    for key, value in obj.items():
+        if key not in SPEC_KEYS:
+            close = difflib.get_close_matches(str(key), SPEC_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"unknown field {key!r}{hint}")
+        elif key in JOB_FIELDS:
+            problem = check_field(key, value)
+            if problem:
+                problems.append(f"{key}: {problem}")
+            else:
+                fields[key] = value
+    template = obj.get("workflow")
+    if template is not None and not isinstance(template, str):
+        problems.append(f"workflow: expected a template name, got {_kind(template)}")
+        template = None
+    sets = _parse_sets(obj.get("set"), problems)
+    if problems:
+        raise JobError("the job spec is invalid: " + "; ".join(problems)
+                       + f". Known fields: {', '.join(SPEC_KEYS)}", kind="invalid",
+                       details={"problems": problems})
+    return JobSpec(kind="spec", fields=fields, template=template, sets=sets)
+
+
+def _parse_sets(value: Any, problems: list[str]) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        problems.append(f"set: expected a mapping of NODE.INPUT to value, got {_kind(value)}")
+        return {}
+    sets: dict[str, Any] = {}
+    for target, item in value.items():
+        if not isinstance(target, str) or "." not in target.strip(".") :
+            problems.append(f"set: {target!r} is not NODE.INPUT (NODE is a node id, title or "
+                            "class_type, e.g. KSampler.steps)")
+        elif isinstance(item, (Mapping, list)) or item is None:
+            problems.append(f"set.{target}: expected a text, number or true/false, "
+                            f"got {_kind(item)}")
+        else:
+            sets[target] = item
+    return sets
+
+
+class _UniqueKeyError(ValueError):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _UniqueKeyError(f"the key {key!r} appears twice")
+        out[key] = value
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a valid JSON number")
+
+
+def _load_json(text: str) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_unique_pairs, parse_constant=_no_constants)
+    except _UniqueKeyError as exc:
+        raise JobError(f"invalid JSON: {exc}", kind="invalid") from exc
+    except json.JSONDecodeError as exc:
+        raise JobError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
+                       kind="invalid") from exc
+    except (ValueError, RecursionError) as exc:
+        raise JobError(f"invalid JSON: {exc}", kind="invalid") from exc
+
+
+def _load_yaml(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise JobError(f"invalid YAML: {exc}".replace("\n", " "), kind="invalid") from exc
+    except RecursionError as exc:
+        raise JobError("invalid YAML: nested too deeply", kind="invalid") from exc
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a text"
+    if value is None:
+        return "nothing"
+    return type(value).__name__

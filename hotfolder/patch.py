@@ -1,0 +1,194 @@
+"""Find where each job field goes in an API workflow, and write a job's values into a copy of it.
+
+Bindings are found from the graph itself (the sampler's seed, the text encoders linked to its
+`positive` and `negative` inputs, the latent node feeding it, every `filename_prefix`), so a
+template works without configuration; a template's `bindings:` override any field.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from hotfolder.errors import JobError
+
+Target = tuple[str, str]  # (node id, input name)
+
+# field -> input names that take it on any node that has them as literal values
+_DIRECT_INPUTS = {
+    "seed": ("seed", "noise_seed"),
+    "steps": ("steps",),
+    "cfg": ("cfg",),
+    "sampler": ("sampler_name",),
+    "scheduler": ("scheduler",),
+    "denoise": ("denoise",),
+    "filename_prefix": ("filename_prefix",),
+}
+_SIZE_FIELDS = ("width", "height", "batch_size")
+_TEXT_INPUTS = ("text", "text_g", "text_l")
+_PRIMITIVE_TEXT = ("value", "string", "text")
+
+
+def is_link(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], int))
+
+
+def node_title(node: Mapping[str, Any]) -> str:
+    meta = node.get("_meta")
+    return str(meta.get("title", "")) if isinstance(meta, Mapping) else ""
+
+
+def resolve_node(workflow: Mapping[str, Any], ref: str) -> str:
+    """A node by id, by its `_meta.title`, or by a class_type that occurs exactly once."""
+    if ref in workflow:
+        return ref
+    by_title = [nid for nid, node in workflow.items() if node_title(node) == ref]
+    if len(by_title) == 1:
+        return by_title[0]
+    if len(by_title) > 1:
+        raise JobError(f"{len(by_title)} nodes are titled {ref!r} (ids "
+                       f"{', '.join(by_title)}): address one by its id", kind="patch")
+    by_class = [nid for nid, node in workflow.items() if node.get("class_type") == ref]
+    if len(by_class) == 1:
+        return by_class[0]
+    if len(by_class) > 1:
+        raise JobError(f"the workflow has {len(by_class)} {ref} nodes (ids "
+                       f"{', '.join(by_class)}): address one by its id or title", kind="patch")
+    raise JobError(f"no node with id, title or class {ref!r} in the workflow; nodes are: "
+                   + ", ".join(f"{nid} {_label(node)}" for nid, node in workflow.items()),
+                   kind="patch")
+
+
+def resolve_target(workflow: Mapping[str, Any], target: str) -> Target:
+    """`NODE.INPUT`, split at the last dot: titles may contain dots, input names never do."""
+    ref, _, input_name = target.rpartition(".")
+    if not ref or not input_name:
+        raise JobError(f"{target!r} is not NODE.INPUT", kind="patch")
+    node_id = resolve_node(workflow, ref)
+    inputs = workflow[node_id].get("inputs", {})
+    if input_name not in inputs:
+        raise JobError(f"node {node_id} {_label(workflow[node_id])} has no input "
+                       f"{input_name!r}; its inputs are: {', '.join(inputs) or 'none'}",
+                       kind="patch")
+    return node_id, input_name
+
+
+def find_bindings(workflow: Mapping[str, Any]) -> dict[str, list[Target]]:
+    """Where each field goes in this graph, found from its structure."""
+    found: dict[str, list[Target]] = {}
+    for nid, node in workflow.items():
+        for key, value in node.get("inputs", {}).items():
+            if is_link(value):
+                continue
+            for field, names in _DIRECT_INPUTS.items():
+                if key in names:
+                    found.setdefault(field, []).append((nid, key))
+    for field in _SIZE_FIELDS:
+        targets = [(nid, field) for nid in _latent_nodes(workflow)
+                   if field in workflow[nid].get("inputs", {})
+                   and not is_link(workflow[nid]["inputs"][field])]
+        if targets:
+            found[field] = targets
+    for field, polarity in (("prompt", "positive"), ("negative", "negative")):
+        targets = _text_targets(workflow, polarity)
+        if targets:
+            found[field] = targets
+    return found
+
+
+def bindings_for(workflow: Mapping[str, Any],
+                 overrides: Mapping[str, Iterable[str]]) -> dict[str, list[Target]]:
+    found = find_bindings(workflow)
+    for field, targets in overrides.items():
+        found[field] = [resolve_target(workflow, t) for t in targets]
+    return found
+
+
+def patch_workflow(base: Mapping[str, Any], *, template_name: str,
+                   overrides: Mapping[str, Iterable[str]], values: Mapping[str, Any],
+                   sets: Mapping[str, Any], optional: Iterable[str] = ()) -> dict[str, Any]:
+    """A patched deep copy of `base`; fields in `optional` are skipped if the graph has no place."""
+    workflow: dict[str, Any] = copy.deepcopy(dict(base))
+    bindings = bindings_for(workflow, overrides)
+    optional = set(optional)
+    for field, value in values.items():
+        targets = bindings.get(field)
+        if not targets:
+            if field in optional:
+                continue
+            raise JobError(f"the workflow template {template_name!r} has no place for the field "
+                           f"{field!r}; remove it from the job, or add a binding for it under "
+                           f"workflows.{template_name}.bindings in the config", kind="patch")
+        for node_id, input_name in targets:
+            workflow[node_id]["inputs"][input_name] = value
+    for target, value in sets.items():
+        node_id, input_name = resolve_target(workflow, target)
+        current = workflow[node_id]["inputs"][input_name]
+        if is_link(current):
+            raise JobError(f"set {target}: input {input_name!r} of node {node_id} "
+                           f"{_label(workflow[node_id])} is connected to node {current[0]}; "
+                           "set the value on that node instead", kind="patch")
+        workflow[node_id]["inputs"][input_name] = value
+    return workflow
+
+
+def _label(node: Mapping[str, Any]) -> str:
+    title, cls = node_title(node), node.get("class_type", "?")
+    return f"{title!r} ({cls})" if title and title != cls else f"({cls})"
+
+
+def _latent_nodes(workflow: Mapping[str, Any]) -> list[str]:
+    """Nodes feeding a sampler's `latent_image`, else any Empty*Latent* node."""
+    linked = []
+    for node in workflow.values():
+        value = node.get("inputs", {}).get("latent_image")
+        if is_link(value) and value[0] in workflow and value[0] not in linked:
+            linked.append(value[0])
+    sized = [nid for nid in linked if "width" in workflow[nid].get("inputs", {})]
+    if sized:
+        return sized
+    return [nid for nid, node in workflow.items()
+            if str(node.get("class_type", "")).startswith("Empty")
+            and "Latent" in str(node.get("class_type", ""))]
+
+
+def _text_targets(workflow: Mapping[str, Any], polarity: str) -> list[Target]:
+    """Text inputs upstream of every `positive` (or `negative`) input, following conditioning."""
+    start = [value[0] for node in workflow.values()
+             for key, value in node.get("inputs", {}).items()
+             if key == polarity and is_link(value)]
+    targets: list[Target] = []
+    seen: set[str] = set()
+    queue = [nid for nid in start if nid in workflow]
+    while queue:
+        nid = queue.pop(0)
+        if nid in seen:
+            continue
+        seen.add(nid)
+        inputs = workflow[nid].get("inputs", {})
+        texts = [key for key in _TEXT_INPUTS if key in inputs]
+        if texts:
+            for key in texts:
+                targets.extend(_text_source(workflow, nid, key))
+            continue
+        if is_link(inputs.get(polarity)):
+            nexts = [inputs[polarity][0]]
+        else:
+            nexts = [v[0] for k, v in inputs.items() if k.startswith("conditioning") and is_link(v)]
+        queue.extend(n for n in nexts if n in workflow)
+    return list(dict.fromkeys(targets))
+
+
+def _text_source(workflow: Mapping[str, Any], nid: str, key: str) -> list[Target]:
+    """The literal text behind an encoder input: the input itself or a primitive linked to it."""
+    value = workflow[nid]["inputs"][key]
+    if not is_link(value):
+        return [(nid, key)] if isinstance(value, str) else []
+    source = workflow.get(value[0], {})
+    for name in _PRIMITIVE_TEXT:
+        literal = source.get("inputs", {}).get(name)
+        if isinstance(literal, str):
+            return [(value[0], name)]
+    return []
