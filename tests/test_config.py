@@ -1,0 +1,75 @@
+"""Config loading: every problem reported with its key path, all at once."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hotfolder.config import load_config, parse_config
+from hotfolder.errors import ConfigError
+from hotfolder.scaffold import config_text
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_config_loads_and_matches_the_init_text():
+    config = load_config(ROOT / "config/hotfolder.yaml")
+    assert config.servers[0].url == "http://127.0.0.1:8188"
+    assert config.folders[0].root == (ROOT / "hot").resolve()
+    assert config.folders[0].template == "sdxl"
+    text = (ROOT / "config/hotfolder.yaml").read_text()
+    assert text == config_text(root="../hot", workflow="workflows/sdxl_txt2img.json")
+
+
+def _base(tmp_path: Path) -> dict:
+    shutil.copy(ROOT / "config/workflows/sdxl_txt2img.json", tmp_path / "t.json")
+    return {"workflows": {"sdxl": "t.json"},
+            "folders": [{"root": "hot", "workflow": "sdxl"}]}
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path):
+    config = parse_config(_base(tmp_path), base=tmp_path)
+    assert config.folders[0].root == tmp_path / "hot"
+    assert config.folders[0].inbox == tmp_path / "hot" / "inbox"
+    assert config.templates["sdxl"].workflow["4"]["class_type"] == "CheckpointLoaderSimple"
+
+
+def test_all_problems_with_key_paths(tmp_path):
+    data = _base(tmp_path)
+    data["folders"].append({"root": "other", "workflow": "missing.json", "settle_seconds": "x",
+                            "defaults": {"steps": 0, "colour": "red"}})
+    data["comfy"] = {"max_in_flight": 0, "pol_interval": 1}
+    data["servers"] = ["ftp://nope"]
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, base=tmp_path)
+    text = "\n".join(info.value.problems)
+    assert "folders[1].workflow: file not found:" in text
+    assert "folders[1].settle_seconds: expected a number" in text
+    assert "folders[1].defaults.steps: must be at least 1" in text
+    assert "folders[1].defaults.colour: unknown key" in text
+    assert "comfy.max_in_flight: must be at least 1" in text
+    assert "comfy.pol_interval: unknown key" in text
+    assert "servers[0].url: expected an http:// or https:// URL" in text
+
+
+def test_unknown_template_name(tmp_path):
+    data = _base(tmp_path)
+    data["folders"][0]["workflow"] = "sdlx"
+    with pytest.raises(ConfigError, match=r"folders\[0\].workflow: unknown template 'sdlx'"):
+        parse_config(data, base=tmp_path)
+
+
+def test_gui_template_is_refused(tmp_path):
+    data = _base(tmp_path)
+    (tmp_path / "t.json").write_text('{"nodes": [], "links": []}')
+    with pytest.raises(ConfigError, match="Save \\(API Format\\)"):
+        parse_config(data, base=tmp_path)
+
+
+def test_bad_yaml_is_a_config_error(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("folders: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
