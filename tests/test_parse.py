@@ -11,7 +11,7 @@ from hotfolder.parse import parse_bytes
 
 
 def test_txt_is_the_trimmed_prompt():
-    spec = parse_bytes("fox.txt", "  a red fox in snow\n\n".encode())
+    spec = parse_bytes("fox.txt", b"  a red fox in snow\n\n")
     assert spec.kind == "prompt"
     assert spec.fields == {"prompt": "a red fox in snow"}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hotfolder.errors import JobError
-from hotfolder.patch import find_bindings, patch_workflow, resolve_target
+from hotfolder.patch import find_bindings, patch_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 SDXL = json.loads((ROOT / "config/workflows/sdxl_txt2img.json").read_text())
@@ -42,7 +42,7 @@ def test_patch_writes_values_and_leaves_the_template_alone():
     wf = patch({"prompt": "fox", "negative": "blur", "seed": 5, "steps": 12, "cfg": 4.5,
                 "width": 640, "height": 480, "batch_size": 2, "sampler": "dpmpp_2m",
                 "scheduler": "karras", "denoise": 0.5, "filename_prefix": "hotfolder/fox-1"})
-    assert SDXL == before
+    assert before == SDXL
     assert wf["6"]["inputs"]["text"] == "fox" and wf["7"]["inputs"]["text"] == "blur"
     assert wf["3"]["inputs"] | {} == {**SDXL["3"]["inputs"], "seed": 5, "steps": 12, "cfg": 4.5,
                                       "sampler_name": "dpmpp_2m", "scheduler": "karras",
@@ -86,7 +86,8 @@ def test_field_without_a_place_names_field_and_template():
 
 def test_binding_override():
     wf = patch({"prompt": "p"}, overrides={"prompt": ["Negative Prompt.text"]})
-    assert wf["7"]["inputs"]["text"] == "p" and wf["6"]["inputs"]["text"] == SDXL["6"]["inputs"]["text"]
+    assert wf["7"]["inputs"]["text"] == "p"
+    assert wf["6"]["inputs"]["text"] == SDXL["6"]["inputs"]["text"]
 
 
 def test_sdxl_encoder_and_advanced_sampler():

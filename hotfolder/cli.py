@@ -1,0 +1,159 @@
+"""The `hotfolder` command. Only this module decides how logs look and what the exit codes are."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from hotfolder import __version__
+from hotfolder.config import Config, find_config, load_config
+from hotfolder.errors import ConfigError
+
+EX_CONFIG = 78  # sysexits.h: systemd's RestartPreventExitStatus=78 stops a crash loop on it
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sim"]:  # the simulator has its own options
+        from hotfolder.sim import main as sim_main
+
+        return sim_main(argv[1:])
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print("hotfolder: the configuration has problems:", file=sys.stderr)  # noqa: T201
+        for line in exc.problems:
+            print(f"  - {line}", file=sys.stderr)  # noqa: T201
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hotfolder",
+                                     description="A hot-folder daemon for ComfyUI.")
+    parser.add_argument("--version", action="version", version=f"hotfolder {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", help="config file (default: $HOTFOLDER_CONFIG, "
+                                        "./config/hotfolder.yaml, /etc/hotfolder/hotfolder.yaml)")
+        return p
+
+    run = with_config(sub.add_parser("run", help="run the daemon in the foreground"))
+    run.add_argument("--once", action="store_true",
+                     help="process what is in the inboxes now, then exit")
+    run.set_defaults(func=cmd_run)
+    check = with_config(sub.add_parser("check", help="validate the config, templates and "
+                                                     "servers"))
+    check.set_defaults(func=cmd_check)
+    submit = with_config(sub.add_parser("submit", help="run job files once, in the foreground"))
+    submit.add_argument("--folder", help="hot folder whose settings apply (default: the first)")
+    submit.add_argument("files", nargs="+", type=Path)
+    submit.set_defaults(func=cmd_submit)
+    init = sub.add_parser("init", help="create a config, template and hot folder in DIR")
+    init.add_argument("dir", type=Path)
+    init.set_defaults(func=cmd_init)
+    demo = sub.add_parser("demo", help="run the daemon against the built-in simulator")
+    demo.add_argument("--keep", action="store_true", help="(kept for compatibility; the demo "
+                                                         "folder is always kept)")
+    demo.set_defaults(func=cmd_demo)
+    sub.add_parser("sim", help="run the ComfyUI API simulator (see `hotfolder sim --help`)")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(find_config(args.config))
+    from hotfolder.logs import configure_logging
+
+    configure_logging(config.log.level, config.log.format)
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hotfolder.daemon import Daemon
+
+    return Daemon(_load(args), once=args.once).run()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from hotfolder.checkrun import run_checks
+
+    config = load_config(find_config(args.config))
+    problems = run_checks(config, out=sys.stdout)
+    return 1 if problems else 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from hotfolder.claim import JobState
+    from hotfolder.daemon import ensure_folders
+    from hotfolder.fsutil import candidates
+    from hotfolder.pipeline import Pipeline
+    from hotfolder.servers import ServerPool
+
+    config = _load(args)
+    folder = next((f for f in config.folders if f.name == args.folder), None) \
+        if args.folder else config.folders[0]
+    if folder is None:
+        raise ConfigError([f"--folder: no hot folder named {args.folder!r}"])
+    missing = [str(f) for f in args.files if not f.is_file()]
+    if missing:
+        print("hotfolder: no such file: " + ", ".join(missing), file=sys.stderr)  # noqa: T201
+        return 2
+    ensure_folders(config)
+    stop = threading.Event()
+    pool = ServerPool(config.servers, config.comfy, stop)
+    pool.start()
+    pipeline = Pipeline(config, pool, stop)
+    states = []
+    for source in args.files:
+        name = next(n for n in candidates(source.name) if not (folder.processing / n).exists())
+        shutil.copy2(source, folder.processing / name)
+        state = JobState(name=name, folder=folder.name, source=source.name)
+        state.save(folder)
+        states.append(state)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, len(states))) as executor:
+            outcomes = list(executor.map(lambda s: pipeline.run(folder, s), states))
+    except KeyboardInterrupt:
+        stop.set()
+        return 130
+    finally:
+        stop.set()
+        pool.close()
+    for source, outcome in zip(args.files, outcomes, strict=True):
+        if outcome.status == "done":
+            print(f"{source}: done -> " + ", ".join(str(p) for p in outcome.outputs))  # noqa: T201
+        else:
+            print(f"{source}: {outcome.status}: {outcome.error or ''}")  # noqa: T201
+    return 0 if all(o.status == "done" for o in outcomes) else 1
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from hotfolder.scaffold import init_dir
+
+    try:
+        config_path = init_dir(args.dir)
+    except FileExistsError as exc:
+        print(f"hotfolder: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    print(f"Created {config_path}\nStart it with:  hotfolder run --config {config_path}")  # noqa: T201
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from hotfolder.demo import run_demo
+
+    return run_demo()
+
+
+

@@ -1,0 +1,203 @@
+"""HTTP side of one ComfyUI server, speaking the protocol exactly as the recorded captures show.
+
+Every failure to get an answer (refused, timed out, 5xx) is a `ServerError`: the job is not
+at fault and will be retried. A 400 is a `JobError` explained in the user's words. Only
+`/history/{id}` is ever read, never the whole `/history`, which can hold 10,000 entries.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import IO, Any
+from urllib.parse import quote
+
+import requests
+import structlog
+
+from hotfolder.errors import JobError, ServerError
+from hotfolder.explain import explain_rejection
+
+log = structlog.get_logger()
+
+CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Submitted:
+    prompt_id: str
+    number: int | float | None
+
+
+@dataclass(frozen=True)
+class QueueState:
+    running: frozenset[str]
+    pending: frozenset[str]
+
+    def __contains__(self, prompt_id: object) -> bool:
+        return prompt_id in self.running or prompt_id in self.pending
+
+
+class ComfyClient:
+    """One server's HTTP API. Safe to share between threads (one session per thread)."""
+
+    def __init__(self, url: str, *, name: str | None = None, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.name = name or self.url
+        self.timeout = timeout
+        self._local = threading.local()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers["User-Agent"] = "hotfolder"
+            self._local.session = session
+        return session
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            response = self._session().request(method, self.url + path, **kwargs)
+        except requests.Timeout as exc:
+            raise ServerError(f"ComfyUI at {self.url} did not answer {method} {path} within "
+                              f"{kwargs['timeout']:g} s", server=self.name) from exc
+        except requests.RequestException as exc:
+            raise ServerError(f"ComfyUI at {self.url} is unreachable ({_reason(exc)})",
+                              server=self.name) from exc
+        if response.status_code >= 500:
+            body = response.text[:2000]
+            raise ServerError(f"ComfyUI at {self.url} answered {method} {path} with HTTP "
+                              f"{response.status_code}: {body.strip() or '(empty body)'}",
+                              server=self.name, status=response.status_code, body=body)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ServerError(f"ComfyUI at {self.url} answered {method} {path} with HTTP "
+                              f"{response.status_code} and a body that is not JSON",
+                              server=self.name, status=response.status_code,
+                              body=response.text[:2000]) from exc
+
+    # -- the API ------------------------------------------------------------------------------
+
+    def submit(self, workflow: Mapping[str, Any], *, prompt_id: str,
+               client_id: str) -> Submitted:
+        """POST /prompt with our own prompt_id, so the job can be found again after any crash."""
+        body = {"prompt": workflow, "client_id": client_id, "prompt_id": prompt_id}
+        response = self._request("POST", "/prompt", json=body)
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if response.status_code == 403:
+            # ComfyUI's Origin check answers 403 with an empty body; a proxy may refuse us too.
+            # Not the job's fault: it waits until the server (or its proxy) lets us in.
+            raise ServerError(f"ComfyUI at {self.url} refused POST /prompt with HTTP 403 (an "
+                              "Origin/Host mismatch, or a proxy denying access)",
+                              server=self.name, status=403)
+        if response.status_code == 400 and isinstance(answer, Mapping):
+            message, problems = explain_rejection(answer, workflow)
+            raise JobError(message, kind="rejected",
+                           details={"problems": problems, "comfyui": answer})
+        if response.status_code != 200 or not isinstance(answer, Mapping):
+            raise ServerError(f"ComfyUI at {self.url} answered POST /prompt with HTTP "
+                              f"{response.status_code}: {response.text[:500]}",
+                              server=self.name, status=response.status_code,
+                              body=response.text[:2000])
+        if answer.get("node_errors"):
+            # ComfyUI dropped the invalid outputs and runs the rest: that is not what was asked
+            message, problems = explain_rejection(answer, workflow)
+            raise JobError(message, kind="rejected",
+                           details={"problems": problems, "comfyui": answer,
+                                    "partial_prompt_id": answer.get("prompt_id")})
+        return Submitted(prompt_id=str(answer.get("prompt_id", prompt_id)),
+                         number=answer.get("number"))
+
+    def history(self, prompt_id: str) -> dict[str, Any] | None:
+        """The finished entry, or None while queued, running, unknown or forgotten."""
+        answer = self._json("GET", f"/history/{quote(prompt_id, safe='')}")
+        if isinstance(answer, Mapping):
+            entry = answer.get(prompt_id)
+            if isinstance(entry, dict):
+                return entry
+        return None
+
+    def queue(self) -> QueueState:
+        answer = self._json("GET", "/queue")
+
+        def ids(key: str) -> frozenset[str]:
+            items = answer.get(key, []) if isinstance(answer, Mapping) else []
+            return frozenset(str(item[1]) for item in items
+                             if isinstance(item, list) and len(item) > 1)
+
+        return QueueState(running=ids("queue_running"), pending=ids("queue_pending"))
+
+    def queue_remaining(self) -> int:
+        answer = self._json("GET", "/prompt")
+        try:
+            return int(answer["exec_info"]["queue_remaining"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ServerError(f"ComfyUI at {self.url}: unexpected /prompt answer {answer!r}",
+                              server=self.name) from exc
+
+    def object_info(self) -> dict[str, Any]:
+        answer = self._json("GET", "/object_info")
+        return answer if isinstance(answer, dict) else {}
+
+    def interrupt(self, prompt_id: str) -> None:
+        """Interrupts only if this prompt is the one running (ComfyUI ignores it otherwise)."""
+        self._request("POST", "/interrupt", json={"prompt_id": prompt_id})
+
+    def delete_queued(self, prompt_id: str) -> None:
+        self._request("POST", "/queue", json={"delete": [prompt_id]})
+
+    def delete_history(self, prompt_id: str) -> None:
+        self._request("POST", "/history", json={"delete": [prompt_id]})
+
+    def download(self, output: Mapping[str, Any], sink: IO[bytes]) -> int:
+        """Stream one output file from /view into `sink`; returns the byte count."""
+        params = {"filename": str(output.get("filename", "")),
+                  "subfolder": str(output.get("subfolder", "")),
+                  "type": str(output.get("type", "output"))}
+        response = self._request("GET", "/view", params=params, stream=True)
+        with response:
+            if response.status_code != 200:
+                raise JobError(f"ComfyUI could not send the output {params['filename']!r} "
+                               f"(HTTP {response.status_code} from /view)", kind="download",
+                               details={"output": dict(output), "status": response.status_code})
+            total = 0
+            try:
+                for chunk in _chunks(response):
+                    sink.write(chunk)
+                    total += len(chunk)
+            except requests.RequestException as exc:
+                raise ServerError(f"download of {params['filename']!r} from {self.url} broke "
+                                  f"off ({_reason(exc)})", server=self.name) from exc
+        return total
+
+    def ping(self) -> bool:
+        try:
+            self.queue_remaining()
+        except ServerError:
+            return False
+        return True
+
+
+def _chunks(response: requests.Response) -> Iterator[bytes]:
+    yield from response.iter_content(CHUNK)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "timed out",
+                   "Connection reset", "Remote end closed"):
+        if marker in text:
+            return marker.lower()
+    return type(exc).__name__

@@ -1,0 +1,202 @@
+"""Learn that a prompt finished: one WebSocket per server, with `/history` as the safety net.
+
+ComfyUI sends execution messages only to the socket whose clientId matches the prompt's
+client_id, only while it is connected, and never replays them. So the socket connects before
+anything is submitted, every (re)connection uses a fresh client id (a second socket with an old
+id goes deaf when the old one closes), and after a reconnect every waiter is woken to reconcile
+through `/history`. Waiters whose prompt was sent under an older id, or that run while no socket
+is up, poll `/history/{id}` at the configured interval.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import websocket
+
+log = structlog.get_logger()
+
+
+@dataclass
+class Watch:
+    """What the WebSocket has told us about one prompt."""
+
+    prompt_id: str
+    client_id: str
+    job: str = ""
+    folder: str = ""
+    wake: threading.Event = field(default_factory=threading.Event)
+    finished: bool = False  # `executing` node null, or an end message, was seen
+    error: dict[str, Any] | None = None
+    progress: tuple[int, int] | None = None
+
+
+class CompletionListener:
+    """Owns the WebSocket of one server and routes its messages to the prompts' watches."""
+
+    def __init__(self, url: str, *, name: str, stop: threading.Event, enabled: bool = True,
+                 backoff_max: float = 30.0) -> None:
+        self.ws_url = url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/ws"
+        self.name = name
+        self.enabled = enabled
+        self.backoff_max = backoff_max
+        self._stop = stop
+        self._lock = threading.Lock()
+        self._watches: dict[str, Watch] = {}
+        self._client_id = uuid.uuid4().hex
+        self._live = threading.Event()
+        self.queue_remaining: int | None = None
+        self._thread: threading.Thread | None = None
+        self._ws: websocket.WebSocket | None = None
+
+    @property
+    def client_id(self) -> str:
+        return self._client_id
+
+    def live_for(self, watch: Watch) -> bool:
+        """True when messages about this prompt can reach us now."""
+        return self._live.is_set() and watch.client_id == self._client_id
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._live.wait(timeout)
+
+    def watch(self, prompt_id: str, *, client_id: str | None = None, job: str = "",
+              folder: str = "") -> Watch:
+        """Register before POSTing, so no message about the prompt can be missed.
+
+        `client_id` is the id the prompt was sent under, when it was sent earlier (a resumed
+        job); messages reach us only if that is still the socket's id.
+        """
+        with self._lock:
+            w = self._watches.get(prompt_id)
+            if w is None:
+                w = Watch(prompt_id=prompt_id, client_id=client_id or self._client_id,
+                          job=job, folder=folder)
+                self._watches[prompt_id] = w
+            return w
+
+    def forget(self, prompt_id: str) -> None:
+        with self._lock:
+            self._watches.pop(prompt_id, None)
+
+    def start(self) -> None:
+        if not self.enabled:
+            return
+        self._thread = threading.Thread(target=self._run, name=f"ws-{self.name}", daemon=True)
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return not self.enabled or (self._thread is not None and self._thread.is_alive())
+
+    def close(self) -> None:
+        ws = self._ws
+        if ws is not None:
+            ws.close(timeout=0.5)
+
+    # -- the socket loop ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = 0.5
+        announced_down = False
+        while not self._stop.is_set():
+            client_id = uuid.uuid4().hex
+            try:
+                ws = websocket.create_connection(f"{self.ws_url}?clientId={client_id}",
+                                                 timeout=10, enable_multithread=True)
+            except Exception as exc:  # noqa: BLE001 - any failure to connect means "poll instead"
+                if not announced_down:
+                    log.info("server.websocket_unavailable", server=self.name,
+                             reason=str(exc) or type(exc).__name__,
+                             action="following jobs by polling /history until it connects")
+                    announced_down = True
+                self._stop.wait(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            with self._lock:
+                self._client_id = client_id
+            self._ws = ws
+            self._live.set()
+            delay = 0.5
+            if announced_down:
+                log.info("server.websocket_connected", server=self.name)
+            announced_down = False
+            self._wake_all()  # reconcile: anything may have finished while we were away
+            try:
+                self._receive(ws)
+            finally:
+                self._live.clear()
+                self._ws = None
+                ws.close(timeout=0.5)
+                self._wake_all()
+            if not self._stop.is_set():
+                log.info("server.websocket_dropped", server=self.name,
+                         action="reconnecting; jobs are reconciled through /history")
+
+    def _receive(self, ws: websocket.WebSocket) -> None:
+        ws.settimeout(1.0)
+        while not self._stop.is_set():
+            try:
+                opcode, data = ws.recv_data()
+            except websocket.WebSocketTimeoutException:
+                continue
+            except (websocket.WebSocketException, OSError):
+                return
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return
+            if opcode != websocket.ABNF.OPCODE_TEXT:
+                continue  # binary previews and SaveImageWebsocket frames: not ours to keep
+            try:
+                message = json.loads(data)
+            except ValueError:
+                continue
+            if isinstance(message, dict):
+                self.handle(message)
+
+    def handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        data = message.get("data")
+        if not isinstance(data, dict):
+            return
+        if kind == "status":
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                self.queue_remaining = int(data["status"]["exec_info"]["queue_remaining"])
+            return
+        prompt_id = data.get("prompt_id")
+        with self._lock:
+            w = self._watches.get(prompt_id) if isinstance(prompt_id, str) else None
+        if w is None:
+            return
+        if kind == "progress":
+            self._progress(w, data)
+        elif kind == "executing" and data.get("node") is None:
+            w.finished = True
+            w.wake.set()
+        elif kind in ("execution_success", "execution_error", "execution_interrupted"):
+            if kind != "execution_success":
+                w.error = {"type": kind, **data}
+            w.finished = True
+            w.wake.set()
+
+    def _progress(self, w: Watch, data: dict[str, Any]) -> None:
+        try:
+            value, maximum = int(data["value"]), int(data["max"])
+        except (KeyError, TypeError, ValueError):
+            return
+        w.progress = (value, maximum)
+        # one line per quarter keeps a 30-step job to a handful of log lines
+        quarter = (value * 4) // maximum if maximum > 0 else 0
+        if maximum > 0 and quarter > ((value - 1) * 4) // maximum:
+            log.info("job.progress", job=w.job, folder=w.folder, prompt_id=w.prompt_id,
+                     server=self.name, node=data.get("node"), step=value, steps=maximum)
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            for w in self._watches.values():
+                w.wake.set()

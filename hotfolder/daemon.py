@@ -1,0 +1,163 @@
+"""The daemon: watcher, worker threads and servers, held together by one health-checked loop.
+
+Signal handlers only set the stop event; everything else happens in the loop. Workers claim a
+file only when they can work on it, so the inbox itself is the queue: nothing is moved to
+processing/ long before a server can take it.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from hotfolder.claim import JobState, claim, leftovers
+from hotfolder.config import Config, FolderConfig
+from hotfolder.finish import Outcome
+from hotfolder.pipeline import Pipeline
+from hotfolder.servers import ServerPool
+from hotfolder.watch import InboxWatcher
+
+log = structlog.get_logger()
+
+TICK = 0.1
+
+
+@dataclass
+class _Work:
+    folder: FolderConfig
+    path: Path | None = None  # an inbox file to claim
+    state: JobState | None = None  # or a job already in processing/ (resumed)
+    detected_at: float | None = None
+
+
+def ensure_folders(config: Config) -> None:
+    for folder in config.folders:
+        for path in (folder.inbox, folder.processing, folder.outbox, folder.done, folder.failed):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+class Daemon:
+    def __init__(self, config: Config, *, once: bool = False) -> None:
+        self.config = config
+        self.once = once
+        self.stop = threading.Event()
+        self.pool = ServerPool(config.servers, config.comfy, self.stop)
+        self.pipeline = Pipeline(config, self.pool, self.stop)
+        self.watcher = InboxWatcher(config.folders, self._ready)
+        self.work: queue.Queue[_Work] = queue.Queue()
+        self._outstanding = 0
+        self._lock = threading.Lock()
+        self.counts = {"done": 0, "failed": 0, "left": 0}
+        size = config.comfy.max_in_flight * len(config.servers) + 2
+        self.workers = [threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
+                        for i in range(size)]
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        ensure_folders(self.config)
+        self._install_signals()
+        log.info("daemon.starting", config=str(self.config.path or ""),
+                 folders=[str(f.root) for f in self.config.folders],
+                 servers=[s.url for s in self.config.servers])
+        self.pool.start()
+        if not self.pool.check_all():
+            log.warning("server.waiting",
+                        message="no ComfyUI server answers yet; jobs wait in the inbox until "
+                                "one does. Start ComfyUI, or try `hotfolder demo` to see "
+                                "hotfolder work against its built-in simulator.")
+        for folder in self.config.folders:
+            for state in leftovers(folder):
+                log.info("job.resuming", job=state.source, folder=folder.name,
+                         prompt_id=state.prompt_id, server=state.server)
+                self._enqueue(_Work(folder, state=state))
+        self.watcher.start()
+        for worker in self.workers:
+            worker.start()
+        log.info("daemon.ready", inboxes=[str(f.inbox) for f in self.config.folders])
+        try:
+            while not self.stop.is_set():
+                self.watcher.tick()
+                self.pool.probe()
+                if not self._healthy():
+                    log.error("daemon.unhealthy", action="stopping so the service manager "
+                              "restarts us")
+                    return 1
+                if self.once and self._idle():
+                    break
+                self.stop.wait(TICK)
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.watcher.stop()
+        self.pool.close()
+        for worker in self.workers:
+            if worker.is_alive():
+                worker.join(timeout=10)
+        log.info("daemon.stopped", **self.counts)
+
+    def _healthy(self) -> bool:
+        return (self.watcher.alive() and all(w.is_alive() for w in self.workers)
+                and all(s.listener.alive() for s in self.pool.servers))
+
+    def _idle(self) -> bool:
+        with self._lock:
+            return self._outstanding == 0 and self.watcher.idle()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def request_stop(signum: int, _frame: object) -> None:
+            self.stop.set()  # only this: logging and joins happen in the loop
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+    # -- work -------------------------------------------------------------------------------------
+
+    def _ready(self, folder: FolderConfig, path: Path, detected_at: float) -> None:
+        self._enqueue(_Work(folder, path=path, detected_at=detected_at))
+
+    def _enqueue(self, work: _Work) -> None:
+        with self._lock:
+            self._outstanding += 1
+        self.work.put(work)
+
+    def _worker(self) -> None:
+        while not self.stop.is_set():
+            try:
+                work = self.work.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                outcome = self._handle(work)
+                if outcome is not None:
+                    with self._lock:
+                        self.counts[outcome.status] += 1
+            finally:
+                with self._lock:
+                    self._outstanding -= 1
+
+    def _handle(self, work: _Work) -> Outcome | None:
+        state = work.state
+        if state is None:
+            assert work.path is not None
+            if self.stop.is_set():
+                return None
+            state = claim(work.folder, work.path, work.detected_at)
+            self.watcher.release(work.path)
+            if state is None:
+                return None
+            log.info("job.claimed", job=state.source, folder=work.folder.name,
+                     waited=round(time.time() - (work.detected_at or time.time()), 3))
+        return self.pipeline.run(work.folder, state)

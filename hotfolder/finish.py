@@ -1,0 +1,74 @@
+"""The last step of every job: the sidecar and done/, or the error file and failed/.
+
+A job file leaves processing/ only here, so each one ends in exactly one of done/ or failed/.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from hotfolder.claim import JobState
+from hotfolder.config import FolderConfig
+from hotfolder.errors import JobError
+from hotfolder.fsutil import move, split_name, write_json
+
+log = structlog.get_logger()
+
+
+@dataclass
+class Outcome:
+    status: str  # done | failed | left
+    job_file: Path | None = None
+    outputs: list[Path] = field(default_factory=list)
+    error: str | None = None
+
+
+def iso_time(stamp: float | None) -> str | None:
+    """Local time with its offset, to the millisecond: readable, and unambiguous in a log."""
+    if stamp is None:
+        return None
+    return datetime.fromtimestamp(stamp).astimezone().isoformat(timespec="milliseconds")
+
+
+def finish_done(folder: FolderConfig, state: JobState, record: Mapping[str, Any],
+                files: list[dict[str, Any]]) -> Outcome:
+    assert state.out_stem is not None
+    sidecar = {**record, "status": "done", "outputs": files}
+    sidecar_path = write_json(folder.outbox / f"{state.out_stem}.json", sidecar)
+    job_file = move(folder.processing / state.name, folder.done, state.source or state.name)
+    state.drop(folder)
+    outputs = [folder.outbox / f["file"] for f in files]
+    log.info("job.finished", outcome="done", prompt_id=record.get("prompt_id"),
+             server=record.get("server"), outputs=[p.name for p in outputs],
+             sidecar=sidecar_path.name, seconds=record.get("timings", {}).get("total_seconds"))
+    return Outcome("done", job_file=job_file, outputs=outputs)
+
+
+def finish_failed(folder: FolderConfig, state: JobState, error: JobError,
+                  record: Mapping[str, Any]) -> Outcome:
+    source = folder.processing / state.name
+    job_file = move(source, folder.failed, state.source or state.name) if source.exists() else None
+    stem = split_name(job_file.name)[0] if job_file else split_name(state.source)[0]
+    report = {
+        "job": record.get("job", state.source),
+        "error": error.message,
+        "kind": error.kind,
+        "folder": folder.name,
+        "workflow": record.get("workflow"),
+        "server": state.server,
+        "prompt_id": state.prompt_id,
+        "failed_at": iso_time(time.time()),
+        "details": error.details,
+    }
+    error_path = write_json(folder.failed / f"{stem}.error.json", report)
+    state.drop(folder)
+    log.warning("job.failed", outcome="failed", kind=error.kind, reason=error.message,
+                prompt_id=state.prompt_id, error_file=error_path.name)
+    return Outcome("failed", job_file=job_file, error=error.message)

@@ -1,0 +1,57 @@
+"""Logging setup, called once by the CLI: structlog for our events, stdlib routed through it.
+
+Human-readable lines on a terminal, JSON lines otherwise (journald, files, CI); urllib3,
+watchdog and websocket-client log through the same processors so everything has one format.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Any
+
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=False),
+    ]
+    renderer: Any = (structlog.dev.ConsoleRenderer(colors=stream.isatty())
+                     if fmt == "console" else structlog.processors.JSONRenderer())
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    *([] if fmt == "console" else [structlog.processors.dict_tracebacks]),
+                    renderer],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(_LEVELS.get(level, logging.INFO))
+    # chatty third parties stay at warning unless we are debugging
+    for name in ("urllib3", "watchdog", "websocket"):
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+
+    def log_thread_death(args: threading.ExceptHookArgs) -> None:
+        structlog.get_logger().error(
+            "thread.died", thread=getattr(args.thread, "name", "?"),
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+    threading.excepthook = log_thread_death

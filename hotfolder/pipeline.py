@@ -1,0 +1,316 @@
+"""One claimed job from processing/ to done/ or failed/: parse, patch, submit, complete, deliver.
+
+This is the one place that decides between "fail the job" and "retry later": a `JobError` ends
+the job in failed/ with its message; a `ServerError` makes the job wait and try again, however
+long the server is away (a bounded number of 5xx answers excepted, which then fail the job with
+the server's own text). A stop request leaves the job in processing/ with its state record, to be
+resumed by the next start.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from hotfolder.claim import JobState
+from hotfolder.config import Config, FolderConfig
+from hotfolder.deliver import collect_outputs, deliver_all, job_stem, safe_prefix_part
+from hotfolder.errors import JobError, ServerError
+from hotfolder.explain import explain_history_failure
+from hotfolder.finish import Outcome, finish_done, finish_failed, iso_time
+from hotfolder.parse import JobSpec, parse_job
+from hotfolder.patch import find_bindings, patch_workflow
+from hotfolder.servers import Server, ServerPool
+
+log = structlog.get_logger()
+
+SEED_RANDOM_MAX = 2**50  # what ComfyUI's own "randomize" produces; well inside every seed input
+HISTORY_LAG_TRIES = 40  # `execution_success` arrives before the history entry is written
+
+
+class Stopping(Exception):
+    """The daemon is shutting down: leave the job in processing/ for the next start."""
+
+
+class _Gone(Exception):
+    """The server no longer knows the prompt (restarted, or the queue was cleared)."""
+
+
+class Pipeline:
+    def __init__(self, config: Config, pool: ServerPool, stop: threading.Event) -> None:
+        self.config = config
+        self.pool = pool
+        self.stop = stop
+
+    def run(self, folder: FolderConfig, state: JobState) -> Outcome:
+        path = folder.processing / state.name
+        record: dict[str, Any] = {"job": state.source or state.name, "folder": folder.name}
+        with structlog.contextvars.bound_contextvars(job=record["job"], folder=folder.name):
+            try:
+                spec = parse_job(path)
+                workflow = self.prepare(folder, state, spec, record)
+                entry, server = self.execute(folder, state, workflow, record)
+                return self.deliver(folder, state, entry, server, workflow, record)
+            except JobError as exc:
+                return finish_failed(folder, state, exc, record)
+            except Stopping:
+                log.info("job.left_in_processing", reason="daemon stopping",
+                         prompt_id=state.prompt_id, note="resumed at the next start")
+                return Outcome("left", job_file=path)
+            except Exception as exc:  # a bug must not kill the daemon or strand the job
+                log.exception("job.internal_error")
+                error = JobError(f"hotfolder hit an internal error handling this job "
+                                 f"({type(exc).__name__}: {exc}); please report it",
+                                 kind="internal")
+                return finish_failed(folder, state, error, record)
+
+    # -- parse + patch ----------------------------------------------------------------------
+
+    def prepare(self, folder: FolderConfig, state: JobState, spec: JobSpec,
+                record: dict[str, Any]) -> dict[str, Any]:
+        prefix = f"hotfolder/{safe_prefix_part(job_stem(state.source or state.name))}-" \
+                 f"{state.job_id[:8]}"
+        if spec.kind == "workflow":
+            assert spec.workflow is not None
+            base, template_name, overrides = spec.workflow, "(workflow in the job file)", {}
+            values: dict[str, Any] = {"seed": folder.defaults.get("seed", "random")}
+            optional = {"seed", "filename_prefix"}
+        else:
+            template_name = spec.template or folder.template
+            template = self.config.templates.get(template_name)
+            if template is None:
+                known = ", ".join(sorted(self.config.templates)) or "none"
+                raise JobError(f"unknown workflow template {template_name!r}; the config "
+                               f"defines: {known}", kind="invalid")
+            base, overrides = template.workflow, template.bindings
+            values = {**folder.defaults, **spec.fields}
+            # defaults the template has no place for are skipped; the job's own fields are not
+            optional = (set(folder.defaults) - set(spec.fields)) | {"filename_prefix"}
+            values.setdefault("seed", "random")
+        seed = values.pop("seed")
+        if seed != "keep":
+            if state.seed is None:
+                state.seed = secrets.randbelow(SEED_RANDOM_MAX) if seed == "random" else seed
+            values["seed"] = state.seed
+        values["filename_prefix"] = prefix
+        workflow = patch_workflow(base, template_name=template_name, overrides=overrides,
+                                  values=values, sets=spec.sets, optional=optional)
+        used = find_bindings(workflow)
+
+        def first(field_name: str) -> Any:
+            targets = used.get(field_name) or []
+            return workflow[targets[0][0]]["inputs"][targets[0][1]] if targets else None
+
+        record.update({
+            "workflow": template_name, "kind": spec.kind, "prompt": first("prompt"),
+            "negative": first("negative"), "seed": first("seed"),
+            "fields": {k: v for k, v in values.items() if k != "filename_prefix"},
+            "set": dict(spec.sets), "filename_prefix": prefix,
+        })
+        return workflow
+
+    # -- submit + complete --------------------------------------------------------------------
+
+    def execute(self, folder: FolderConfig, state: JobState, workflow: dict[str, Any],
+                record: dict[str, Any]) -> tuple[dict[str, Any], Server]:
+        limit = folder.job_timeout or self.config.comfy.job_timeout
+        failures_5xx = 0
+        server: Server | None = None
+        try:
+            while True:
+                if self.stop.is_set():
+                    raise Stopping
+                known = self.pool.by_name(state.server) if state.prompt_id else None
+                if known is not None and server is None:
+                    server = self.pool.attach(known)  # resumed: it is in flight there already
+                if known is not None and state.prompt_id:
+                    try:
+                        entry = self.follow(known, state, workflow, limit)
+                    except _Gone:
+                        log.warning("job.lost_by_server", server=known.name,
+                                    prompt_id=state.prompt_id,
+                                    action="the server forgot the prompt (restart?); resubmitting")
+                        state.prompt_id = None
+                        continue
+                    record.update(server=known.name, prompt_id=state.prompt_id)
+                    return entry, known
+                if server is None:
+                    server = self.pool.acquire()
+                    if server is None:
+                        raise Stopping
+                try:
+                    self.submit(server, state, workflow)
+                except ServerError as exc:
+                    failures_5xx = self._after_submit_error(server, exc, failures_5xx)
+                    if not server.up:
+                        self.pool.release(server)
+                        server = None
+        finally:
+            if server is not None:
+                self.pool.release(server)
+
+    def submit(self, server: Server, state: JobState, workflow: dict[str, Any]) -> None:
+        prompt_id = str(uuid.uuid4())
+        watch = server.listener.watch(prompt_id, job=state.source, folder=state.folder)
+        # record the id before the POST: after a crash the job is found again by it
+        state.server, state.prompt_id, state.client_id = server.name, prompt_id, watch.client_id
+        state.phase, state.submitted_at = "submitting", time.time()
+        state.submissions += 1
+        state.save(self._folder(state))
+        try:
+            server.client.submit(workflow, prompt_id=prompt_id, client_id=watch.client_id)
+        except (ServerError, JobError) as exc:
+            server.listener.forget(prompt_id)
+            state.prompt_id = None
+            state.phase = "claimed"
+            state.save(self._folder(state))
+            if isinstance(exc, JobError) and exc.details.get("partial_prompt_id"):
+                # ComfyUI queued the valid part of the graph anyway; the job failed, so stop it
+                self._abandon(server, str(exc.details["partial_prompt_id"]))
+            raise
+        self.pool.mark_up(server)
+        state.phase = "submitted"
+        state.save(self._folder(state))
+        log.info("job.submitted", server=server.name, prompt_id=prompt_id,
+                 submission=state.submissions)
+
+    def _after_submit_error(self, server: Server, exc: ServerError, failures_5xx: int) -> int:
+        if exc.status is not None and exc.status >= 500:
+            failures_5xx += 1
+            if failures_5xx > self.config.comfy.retries_5xx:
+                raise JobError(f"ComfyUI kept answering HTTP {exc.status} to this job "
+                               f"({failures_5xx} times); the server said: "
+                               f"{exc.body.strip() or '(nothing)'}", kind="server_error",
+                               details={"server": server.name, "status": exc.status,
+                                        "body": exc.body}) from exc
+            log.warning("job.submit_retry", server=server.name, status=exc.status,
+                        attempt=failures_5xx, limit=self.config.comfy.retries_5xx)
+            delay = self.config.comfy.backoff_initial * 2 ** (failures_5xx - 1)
+        else:
+            self.pool.mark_down(server, exc)
+            delay = self.config.comfy.backoff_initial
+        if self.stop.wait(min(delay, self.config.comfy.backoff_max)):
+            raise Stopping
+        return failures_5xx
+
+    def follow(self, server: Server, state: JobState, workflow: Mapping[str, Any],
+               limit: float) -> dict[str, Any]:
+        """Wait for the prompt's history entry; raise _Gone if the server forgot it."""
+        assert state.prompt_id is not None
+        prompt_id, comfy, client = state.prompt_id, self.config.comfy, server.client
+        listener = server.listener
+        watch = listener.watch(prompt_id, client_id=state.client_id, job=state.source,
+                               folder=state.folder)
+        deadline = time.monotonic() + limit
+        lag_tries = checks = 0
+        down_delay = comfy.poll_interval
+        try:
+            while True:
+                live = listener.live_for(watch)
+                wait = max(5.0, comfy.poll_interval * 5) if live else comfy.poll_interval
+                if watch.finished:
+                    wait = min(0.05 * (lag_tries + 1), comfy.poll_interval)
+                watch.wake.wait(wait)
+                watch.wake.clear()
+                if self.stop.is_set():
+                    raise Stopping
+                try:
+                    entry = client.history(prompt_id)
+                    if entry is not None:
+                        self.pool.mark_up(server)
+                        return entry
+                    checks += 1
+                    if watch.finished and lag_tries < HISTORY_LAG_TRIES:
+                        lag_tries += 1
+                        continue
+                    consult_queue = not live or watch.finished or checks % 5 == 0
+                    if consult_queue and prompt_id not in client.queue():
+                        entry = client.history(prompt_id)  # it may have just finished
+                        if entry is not None:
+                            return entry
+                        raise _Gone
+                    down_delay = comfy.poll_interval
+                except ServerError as exc:
+                    self.pool.mark_down(server, exc)
+                    started = time.monotonic()
+                    if self.stop.wait(down_delay):
+                        raise Stopping from exc
+                    deadline += time.monotonic() - started  # time limit counts server time only
+                    down_delay = min(down_delay * 2, 5.0)
+                    continue
+                if time.monotonic() > deadline:
+                    self._abandon(server, prompt_id)
+                    raise JobError(f"the job did not finish within {limit:g} seconds (the job "
+                                   "time limit); it was removed from ComfyUI's queue",
+                                   kind="timeout", details={"limit_seconds": limit})
+        finally:
+            listener.forget(prompt_id)
+
+    def _abandon(self, server: Server, prompt_id: str) -> None:
+        try:
+            server.client.delete_queued(prompt_id)
+            server.client.interrupt(prompt_id)
+        except ServerError as exc:
+            log.warning("job.abandon_failed", server=server.name, error=exc.message)
+
+    # -- deliver + finish -----------------------------------------------------------------------
+
+    def deliver(self, folder: FolderConfig, state: JobState, entry: dict[str, Any],
+                server: Server, workflow: Mapping[str, Any], record: dict[str, Any]) -> Outcome:
+        status = entry.get("status") if isinstance(entry.get("status"), Mapping) else {}
+        if status.get("status_str") == "error":
+            message, details = explain_history_failure(entry, workflow)
+            raise JobError(message, kind="execution_error", details=details)
+        outputs = collect_outputs(entry, include_temp=folder.include_temp_outputs)
+        if not outputs:
+            raise JobError("the workflow produced no output: ComfyUI finished it but reported "
+                           "no saved files (does it end in a SaveImage or another save node?)",
+                           kind="no_output")
+        completed_at = time.time()
+        state.phase = "delivering"
+        state.save(folder)
+        log.info("job.completed", server=server.name, prompt_id=state.prompt_id,
+                 outputs=len(outputs))
+        files = self._download_all(folder, state, server, outputs)
+        if self.config.comfy.delete_history and state.prompt_id:
+            try:
+                server.client.delete_history(state.prompt_id)
+            except ServerError as exc:
+                log.warning("job.history_delete_failed", error=exc.message)
+        record["timings"] = _timings(state, completed_at)
+        return finish_done(folder, state, record, files)
+
+    def _download_all(self, folder: FolderConfig, state: JobState, server: Server,
+                      outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        delay = self.config.comfy.backoff_initial
+        while True:
+            try:
+                return deliver_all(server.client, outputs, folder.outbox, state,
+                                   save=lambda: state.save(folder))
+            except ServerError as exc:
+                self.pool.mark_down(server, exc)
+                if self.stop.wait(delay):
+                    raise Stopping from exc
+                delay = min(delay * 2, self.config.comfy.backoff_max)
+
+    def _folder(self, state: JobState) -> FolderConfig:
+        return next(f for f in self.config.folders if f.name == state.folder)
+
+
+def _timings(state: JobState, completed_at: float) -> dict[str, Any]:
+    now = time.time()
+    first = state.detected_at or state.claimed_at
+    return {
+        "detected_at": iso_time(state.detected_at), "claimed_at": iso_time(state.claimed_at),
+        "submitted_at": iso_time(state.submitted_at), "completed_at": iso_time(completed_at),
+        "delivered_at": iso_time(now),
+        "run_seconds": round(completed_at - (state.submitted_at or completed_at), 3),
+        "deliver_seconds": round(now - completed_at, 3),
+        "total_seconds": round(now - first, 3),
+    }

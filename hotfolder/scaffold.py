@@ -1,0 +1,88 @@
+"""`hotfolder init DIR`: a self-contained, commented starting point.
+
+The shipped `config/hotfolder.yaml` is this same text (a test keeps them equal), so every key a
+user can set is documented in exactly one place.
+"""
+
+from __future__ import annotations
+
+import shutil
+from importlib import resources
+from pathlib import Path
+
+TEMPLATE_FILE = "sdxl_txt2img.json"
+
+CONFIG_TEXT = """\
+# hotfolder configuration. Relative paths are relative to this file's folder.
+# Check it with:  hotfolder check --config THIS_FILE
+
+# ComfyUI servers to send jobs to (base URLs). A plain URL, or {{url: ..., name: ...}}.
+servers:
+  - {server}
+
+# How hotfolder talks to ComfyUI.
+comfy:
+  max_in_flight: 2        # prompts kept queued on each server, so the GPU never waits for us
+  poll_interval: 1.0      # seconds between /history checks when the WebSocket is not available
+  request_timeout: 30     # seconds to wait for any HTTP answer
+  retries_5xx: 3          # HTTP 5xx answers to one job before it fails with the server's text
+  backoff_initial: 1.0    # first wait (seconds) before retrying an unreachable server
+  backoff_max: 60         # longest wait between retries
+  job_timeout: 3600       # seconds a job may take on the server before it is failed
+  delete_history: false   # delete a job's entry from ComfyUI's history once its files are safe
+  websocket: true         # follow completion over /ws (false: poll /history only)
+
+# Workflow templates: API-format JSON ("Save (API Format)" in ComfyUI), by name.
+# Where each job field goes is found from the graph; `bindings` overrides it per field with
+# NODE.INPUT targets (NODE is a node id, a title, or a class_type that occurs once).
+workflows:
+  sdxl:
+    path: {workflow}
+    # bindings:
+    #   prompt: "Positive Prompt.text"
+    #   negative: "Negative Prompt.text"
+
+# Hot folders. Each has inbox/, processing/, outbox/, done/ and failed/ under its root,
+# created on start.
+folders:
+  - name: sdxl
+    root: {root}
+    workflow: sdxl          # a template name from above, or a path to an API-format .json
+    settle_seconds: 1.0     # a file is taken once its size and mtime are unchanged this long
+    extensions: [.txt, .json, .yaml, .yml]
+    include_temp_outputs: false   # also deliver PreviewImage (temp) outputs
+    # job_timeout: 600      # overrides comfy.job_timeout for this folder
+    # Values for fields a job does not set. Fields: prompt, negative, seed (a number,
+    # "random", or "keep" = the template's own), steps, cfg, width, height, batch_size,
+    # sampler, scheduler, denoise.
+    defaults:
+      negative: "blurry, low quality, watermark, text"
+      seed: random
+
+log:
+  level: info     # debug | info | warning | error
+  format: auto    # auto (console on a terminal, JSON lines otherwise) | console | json
+"""
+
+
+def config_text(*, root: str, workflow: str, server: str = "http://127.0.0.1:8188") -> str:
+    return CONFIG_TEXT.format(root=root, workflow=workflow, server=server)
+
+
+def template_source() -> resources.abc.Traversable:
+    return resources.files("hotfolder").joinpath("templates", TEMPLATE_FILE)
+
+
+def init_dir(directory: Path) -> Path:
+    directory = directory.resolve()
+    config_path = directory / "hotfolder.yaml"
+    if config_path.exists():
+        raise FileExistsError(f"{config_path} already exists; not overwriting it")
+    (directory / "workflows").mkdir(parents=True, exist_ok=True)
+    with resources.as_file(template_source()) as src:
+        shutil.copyfile(src, directory / "workflows" / TEMPLATE_FILE)
+    for sub in ("inbox", "processing", "outbox", "done", "failed"):
+        (directory / "hot" / sub).mkdir(parents=True, exist_ok=True)
+    config_path.write_text(config_text(root="hot", workflow=f"workflows/{TEMPLATE_FILE}"),
+                           encoding="utf-8")
+    return config_path

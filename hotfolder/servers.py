@@ -1,0 +1,132 @@
+"""The ComfyUI servers and their in-flight slots: which server takes the next job, and when.
+
+Each server holds at most `max_in_flight` of our prompts, so the next job is already queued when
+the current one ends, while the rest wait in the inbox where another daemon could take them. A
+server that stops answering is out of rotation until a probe sees it answer again.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Sequence
+
+import structlog
+
+from hotfolder.client import ComfyClient
+from hotfolder.complete import CompletionListener
+from hotfolder.config import ComfyConfig, ServerConfig
+from hotfolder.errors import ServerError
+
+log = structlog.get_logger()
+
+
+class Server:
+    def __init__(self, cfg: ServerConfig, comfy: ComfyConfig, stop: threading.Event) -> None:
+        self.name = cfg.name
+        self.url = cfg.url
+        self.client = ComfyClient(cfg.url, name=cfg.name, timeout=comfy.request_timeout)
+        self.listener = CompletionListener(cfg.url, name=cfg.name, stop=stop,
+                                           enabled=comfy.websocket,
+                                           backoff_max=comfy.backoff_max)
+        self.in_flight = 0
+        self.up = True
+        self.last_error = ""
+        self.next_probe = 0.0
+        self.probe_delay = comfy.backoff_initial
+
+
+class ServerPool:
+    def __init__(self, servers: Sequence[ServerConfig], comfy: ComfyConfig,
+                 stop: threading.Event) -> None:
+        self.comfy = comfy
+        self.stop = stop
+        self.servers = [Server(s, comfy, stop) for s in servers]
+        self._cond = threading.Condition()
+
+    def by_name(self, name: str | None) -> Server | None:
+        return next((s for s in self.servers if s.name == name), None)
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.listener.start()
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.listener.close()
+
+    def acquire(self, preferred: Server | None = None) -> Server | None:
+        """Block until a server that is up has a free slot; None when stopping."""
+        with self._cond:
+            while not self.stop.is_set():
+                if preferred is not None and preferred.up \
+                        and preferred.in_flight < self.comfy.max_in_flight:
+                    chosen: Server | None = preferred
+                else:
+                    free = [s for s in self.servers
+                            if s.up and s.in_flight < self.comfy.max_in_flight]
+                    chosen = min(free, key=lambda s: s.in_flight, default=None)
+                if chosen is not None:
+                    chosen.in_flight += 1
+                    return chosen
+                self._cond.wait(0.5)
+        return None
+
+    def attach(self, server: Server) -> Server:
+        """Count a prompt that is already on `server` (a resumed job) without waiting for a slot."""
+        with self._cond:
+            server.in_flight += 1
+        return server
+
+    def release(self, server: Server) -> None:
+        with self._cond:
+            server.in_flight = max(0, server.in_flight - 1)
+            self._cond.notify_all()
+
+    def mark_down(self, server: Server, error: ServerError) -> None:
+        with self._cond:
+            server.last_error = error.message
+            if not server.up:
+                return
+            server.up = False
+            server.probe_delay = self.comfy.backoff_initial
+            server.next_probe = time.monotonic() + server.probe_delay
+        log.warning("server.unreachable", server=server.name, url=server.url,
+                    error=error.message,
+                    action="jobs wait and are retried when it answers again")
+
+    def mark_up(self, server: Server) -> None:
+        with self._cond:
+            was_down = not server.up
+            server.up = True
+            server.last_error = ""
+            self._cond.notify_all()
+        if was_down:
+            log.info("server.up", server=server.name, url=server.url)
+
+    def probe(self, now: float | None = None) -> None:
+        """Ask each down server whether it is back, with capped exponential backoff + jitter."""
+        now = time.monotonic() if now is None else now
+        for server in self.servers:
+            if server.up or now < server.next_probe:
+                continue
+            if server.client.ping():
+                self.mark_up(server)
+            else:
+                server.probe_delay = min(server.probe_delay * 2, self.comfy.backoff_max)
+                server.next_probe = now + server.probe_delay * (0.75 + random.random() / 2)
+                log.debug("server.still_down", server=server.name,
+                          retry_in=round(server.probe_delay, 1))
+
+    def check_all(self) -> list[Server]:
+        """Ping every server once (at start); mark the silent ones down. Returns those up."""
+        up = []
+        for server in self.servers:
+            try:
+                server.client.queue_remaining()
+            except ServerError as exc:
+                self.mark_down(server, exc)
+            else:
+                up.append(server)
+        return up
