@@ -1,0 +1,15 @@
+"""A stdlib-only simulator of the ComfyUI HTTP + WebSocket API, faithful to real captures.
+
+Used by the test suite, the benchmarks and `hotfolder demo` (no GPU needed)::
+
+    from hotfolder.sim import SimServer, Faults
+    sim = SimServer(port=0, job_seconds=0.2, faults=Faults()).start()
+    ...  # talk to sim.url
+    sim.stop()
+"""
+
+from hotfolder.sim.cli import main
+from hotfolder.sim.faults import Faults
+from hotfolder.sim.server import SimServer
+
+__all__ = ["Faults", "SimServer", "main"]

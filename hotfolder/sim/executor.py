@@ -1,0 +1,398 @@
+"""Running one prompt: cache, node order, timing, WebSocket messages, faults.
+
+The message sequence is what clients are written against, so it follows the captures:
+`execution_start`, `execution_cached`, then per node `progress_state` / `executing` /
+(`progress`) / (`executed`) / `progress_state`, and `execution_success`, `execution_error` or
+`execution_interrupted`. Routing follows the real server: most messages only reach the socket
+whose sid is the prompt's client_id; progress messages reach everyone when there is none.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hotfolder.sim.graph import ExecutionList, is_link, signatures
+from hotfolder.sim.imaging import ImageBatch, blend_towards_grey, resize
+from hotfolder.sim.jpeg import encode_jpeg
+from hotfolder.sim.nodes import SAMPLERS, planned_steps, run_node
+from hotfolder.sim.outputs import OUTPUT_NODES
+
+if TYPE_CHECKING:
+    from hotfolder.sim.engine import Engine
+
+OOM_MESSAGE = (
+    "Allocation on device \nThis error means you ran out of memory on your GPU.\n\nTIPS: If the "
+    "workflow worked before you might have accidentally set the batch_size to a large number."
+)
+
+
+class Interrupted(Exception):
+    """POST /interrupt reached this node (or the simulator is stopping)."""
+
+
+class InjectedFailure(Exception):
+    """A fault from `Faults.error_rate` / `fail_next`, shaped like a real node exception."""
+
+    def __init__(self, type_name: str, message: str, frames: list[str]) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.frames = frames
+
+
+@dataclass
+class CacheEntry:
+    outputs: tuple[Any, ...]
+    ui: dict[str, Any] | None
+
+
+def _format_value(value: Any) -> Any:
+    if value is None or isinstance(value, (int, float, bool, str)):
+        return value
+    return str(value)
+
+
+def _frames(*lines: tuple[str, int, str, str]) -> list[str]:
+    return [
+        f'  File "{path}", line {line}, in {func}\n    {code}\n' for path, line, func, code in lines
+    ]
+
+
+_EXECUTE_FRAME = (
+    "execution.py",
+    496,
+    "execute",
+    "output_data, output_ui, has_subgraph, has_pending_tasks = await get_output_data(...)",
+)
+
+
+def _exception_frames(class_type: str) -> list[str]:
+    if class_type == "SaveImage":
+        return _frames(
+            _EXECUTE_FRAME,
+            (
+                "nodes.py",
+                1590,
+                "save_images",
+                "full_output_folder, filename, counter, subfolder, filename_prefix = "
+                "folder_paths.get_save_image_path(...)",
+            ),
+            ("folder_paths.py", 397, "get_save_image_path", "raise Exception(err)"),
+        )
+    return _frames(_EXECUTE_FRAME, ("execution.py", 277, "process_inputs", "result = f(**inputs)"))
+
+
+class PromptRun:
+    """Executes one queue item on the engine's single worker thread."""
+
+    def __init__(self, engine: Engine, item: list[Any]) -> None:
+        self.engine = engine
+        self.hub = engine.hub
+        self.catalog = engine.catalog
+        self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs_to_execute = item[
+            :5
+        ]
+        self.client_id = (
+            self.extra_data.get("client_id") if "client_id" in self.extra_data else None
+        )
+        self.messages: list[list[Any]] = []
+        self.executed: list[str] = []
+        self.ui: dict[str, Any] = {}
+        self.meta: dict[str, Any] = {}
+        self.progress: dict[str, dict[str, Any]] = {}
+        self.current: str | None = None
+        self.inputs: dict[str, Any] = {}
+        self.fail_node: str | None = None
+        self.fail_step = 0
+        self.step_seconds = 0.0
+        self.node_seconds = 0.0
+        self.clock = time.monotonic()
+        # NodeContext / OutputContext attributes
+        self.input_dir = engine.input_dir
+        self.output_dir = engine.output_dir
+        self.temp_dir = engine.temp_dir
+
+    # -- messages ---------------------------------------------------------------------------
+    def _add_message(self, event: str, data: dict[str, Any], broadcast: bool = False) -> None:
+        data = {**data, "timestamp": int(time.time() * 1000)}
+        self.messages.append([event, data])
+        if self.client_id is not None or broadcast:
+            self.hub.send(event, data, self.client_id)
+
+    def _to_client(self, event: str, data: dict[str, Any]) -> None:
+        if self.client_id is not None:
+            self.hub.send(event, data, self.client_id)
+
+    def _progress_state(self, node_id: str, value: Any, maximum: Any, state: str) -> None:
+        self.progress[node_id] = {
+            "value": value,
+            "max": maximum,
+            "state": state,
+            "node_id": node_id,
+            "prompt_id": self.prompt_id,
+            "display_node_id": node_id,
+            "parent_node_id": None,
+            "real_node_id": node_id,
+        }
+        nodes = {k: dict(v) for k, v in self.progress.items()}
+        self.hub.send(
+            "progress_state", {"prompt_id": self.prompt_id, "nodes": nodes}, self.client_id
+        )
+
+    # -- timing -----------------------------------------------------------------------------
+    def _spend(self, seconds: float) -> None:
+        """Sleep towards a running deadline so thousands of tiny steps do not drift."""
+        if seconds > 0:
+            self.clock = max(self.clock, time.monotonic() - 0.05) + seconds
+            remaining = self.clock - time.monotonic()
+            if remaining > 0:
+                self.engine.interrupt_event.wait(remaining)
+        if self.engine.interrupt_event.is_set():
+            raise Interrupted()
+
+    # -- NodeContext / OutputContext API ----------------------------------------------------
+    def random_letters(self, count: int) -> str:
+        return self.engine.faults.random_letters(count)
+
+    def sample(self, steps: int, final: ImageBatch | None) -> None:
+        node_id = self.current or ""
+        preview_source = None
+        if final is not None and final.frames and self.engine.preview_method:
+            width, height = min(final.width, 64), min(final.height, 64)
+            preview_source = (
+                width,
+                height,
+                resize(final.frames[0], final.width, final.height, width, height),
+            )
+        for step in range(1, steps + 1):
+            self._spend(self.step_seconds)
+            if node_id == self.fail_node and step >= self.fail_step:
+                raise InjectedFailure(
+                    "torch.OutOfMemoryError",
+                    OOM_MESSAGE,
+                    _frames(
+                        _EXECUTE_FRAME,
+                        ("comfy/samplers.py", 1035, "sample", "output = executor.execute(...)"),
+                        (
+                            "comfy/model_management.py",
+                            1121,
+                            "cast_to",
+                            "r = torch.empty_like(weight)",
+                        ),
+                    ),
+                )
+            self._progress_state(node_id, step, steps, "running")
+            preview = None
+            if preview_source is not None:
+                width, height, pixels = preview_source
+                preview = (
+                    "JPEG",
+                    encode_jpeg(width, height, blend_towards_grey(pixels, step / steps), 75),
+                )
+            self._send_progress(node_id, step, steps, preview)
+
+    def send_images(self, pngs: list[bytes]) -> None:
+        node_id = self.current or ""
+        for index, png in enumerate(pngs):
+            self._progress_state(node_id, index, len(pngs), "running")
+            self._send_progress(node_id, index, len(pngs), ("PNG", png))
+
+    def _send_progress(
+        self, node_id: str, value: int, maximum: int, image: tuple[str, bytes] | None
+    ) -> None:
+        data = {"value": value, "max": maximum, "prompt_id": self.prompt_id, "node": node_id}
+        meta = {
+            "node_id": node_id,
+            "prompt_id": self.prompt_id,
+            "display_node_id": node_id,
+            "parent_node_id": None,
+            "real_node_id": node_id,
+        }
+        self.hub.send_progress(data, image, meta, self.client_id)
+
+    # -- execution --------------------------------------------------------------------------
+    def execute(self) -> tuple[bool, dict[str, Any]]:
+        engine = self.engine
+        engine.interrupt_event.clear()
+        engine.client_id = self.client_id
+        self._add_message("execution_start", {"prompt_id": self.prompt_id})
+        sigs = signatures(self.prompt, self.input_dir)
+        cache = engine.cache
+        for stale in [s for s in cache if s not in set(sigs.values())]:
+            del cache[stale]  # CLASSIC cache: keep only what the current prompt uses
+        cached_nodes = [n for n in self.prompt if sigs[n] in cache]
+        self._add_message("execution_cached", {"nodes": cached_nodes, "prompt_id": self.prompt_id})
+
+        def is_cached(node_id: str) -> bool:
+            return sigs.get(node_id) in cache and node_id != self.fail_node
+
+        order = ExecutionList(
+            self.prompt, lambda n: self.catalog.is_output(self._class(n)), is_cached
+        )
+        for output in self.outputs_to_execute:
+            order.add_node(output)
+        self._plan(order)
+        success = True
+        try:
+            while not order.is_empty():
+                node_id = order.stage()
+                if is_cached(node_id):
+                    self._emit_cached(node_id, cache[sigs[node_id]])
+                else:
+                    cache[sigs[node_id]] = self._run(node_id, sigs)
+                order.complete(node_id)
+        except Interrupted:
+            success = False
+            self._add_message(
+                "execution_interrupted",
+                {
+                    "prompt_id": self.prompt_id,
+                    "node_id": self.current,
+                    "node_type": self._class(self.current),
+                    "executed": list(self.executed),
+                },
+                broadcast=True,
+            )
+        except Exception as exc:  # noqa: BLE001 - a node failure, reported like ComfyUI does
+            success = False
+            self._report_error(exc)
+        else:
+            self._add_message("execution_success", {"prompt_id": self.prompt_id})
+        engine.last_node_id = None
+        order_keys = [n for n in self.prompt if n in self.ui]
+        return success, {
+            "outputs": {n: self.ui[n] for n in order_keys},
+            "meta": {n: self.meta[n] for n in order_keys},
+        }
+
+    def _class(self, node_id: str | None) -> str:
+        node = self.prompt.get(node_id) if node_id is not None else None
+        return node.get("class_type", "") if isinstance(node, dict) else ""
+
+    def _plan(self, order: ExecutionList) -> None:
+        """Spread job_seconds over the sampler steps (or the nodes) that will really run."""
+        job_seconds = max(0.0, float(self.engine.job_seconds))
+        will_run = order.will_run()
+        if self.engine.faults.take_execution_failure():
+            samplers = [n for n in will_run if self._class(n) in SAMPLERS]
+            if samplers:
+                self.fail_node = samplers[0]
+                self.fail_step = max(1, planned_steps(self.prompt, samplers[0]) // 2)
+            elif will_run:
+                self.fail_node = max(will_run, key=list(self.prompt).index)
+            elif self.outputs_to_execute:
+                self.fail_node = self.outputs_to_execute[0]
+        steps = sum(planned_steps(self.prompt, n) for n in will_run if self._class(n) in SAMPLERS)
+        if steps:
+            self.step_seconds = job_seconds / steps
+        elif will_run:
+            self.node_seconds = job_seconds / len(will_run)
+        self.clock = time.monotonic()
+
+    def _emit_cached(self, node_id: str, entry: CacheEntry) -> None:
+        if entry.ui is not None:
+            self._record_ui(node_id, entry.ui)
+        self._progress_state(node_id, 1, 1, "finished")
+
+    def _record_ui(self, node_id: str, ui: dict[str, Any]) -> None:
+        self.ui[node_id] = ui
+        self.meta[node_id] = {
+            "node_id": node_id,
+            "display_node": node_id,
+            "parent_node": None,
+            "real_node_id": node_id,
+        }
+        self._to_client(
+            "executed",
+            {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": self.prompt_id},
+        )
+
+    def _resolve(self, node_id: str, sigs: dict[str, str]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, value in self.prompt[node_id].get("inputs", {}).items():
+            if is_link(value):
+                entry = self.engine.cache.get(sigs.get(value[0], ""))
+                values[name] = (
+                    entry.outputs[value[1]] if entry and value[1] < len(entry.outputs) else None
+                )
+            else:
+                values[name] = value
+        return values
+
+    def _run(self, node_id: str, sigs: dict[str, str]) -> CacheEntry:
+        class_type = self._class(node_id)
+        self.current = node_id
+        self._progress_state(node_id, 0.0, 1.0, "running")
+        self.inputs = self._resolve(node_id, sigs)
+        if self.client_id is not None:
+            self.engine.last_node_id = node_id
+        self._to_client(
+            "executing", {"node": node_id, "display_node": node_id, "prompt_id": self.prompt_id}
+        )
+        self._spend(0.0)  # interrupt check at the node boundary
+        if node_id == self.fail_node and class_type not in SAMPLERS:
+            raise InjectedFailure(
+                "RuntimeError",
+                f"Simulated failure in {class_type} (hotfolder simulator fault injection)",
+                _exception_frames(class_type),
+            )
+        if class_type not in SAMPLERS:
+            self._spend(self.node_seconds)
+        ui = None
+        if class_type in OUTPUT_NODES:
+            ui = OUTPUT_NODES[class_type](self.inputs, self)
+            outputs: tuple[Any, ...] = ()
+        else:
+            outputs = run_node(class_type, self.inputs, self.catalog.outputs(class_type), self)
+        if ui:
+            self._record_ui(node_id, ui)
+        state = self.progress.get(node_id, {})
+        if class_type in SAMPLERS or class_type == "SaveImageWebsocket":
+            value = maximum = state.get("max", 1.0)  # a stepped node finishes at its last step
+        else:
+            value = maximum = 1.0
+        self._progress_state(node_id, value, maximum, "finished")
+        self.executed.append(node_id)
+        return CacheEntry(outputs, ui)
+
+    def _current_inputs(self) -> dict[str, list[Any]]:
+        """The failing node's inputs as ComfyUI reports them (non-scalars as strings)."""
+        node_id = self.current or ""
+        class_type = self._class(node_id)
+        values = {k: [_format_value(v)] for k, v in self.inputs.items()}
+        hidden = self.catalog.hidden(class_type) if class_type in self.catalog else {}
+        for name, kind in hidden.items():
+            if kind == "PROMPT":
+                values[name] = [str(self.prompt)]
+            elif kind == "EXTRA_PNGINFO":
+                values[name] = [self.extra_data.get("extra_pnginfo")]
+            elif kind == "UNIQUE_ID":
+                values[name] = [node_id]
+        return values
+
+    def _report_error(self, exc: Exception) -> None:
+        if isinstance(exc, InjectedFailure):
+            type_name, frames = exc.type_name, exc.frames
+        else:
+            klass = type(exc)
+            type_name = (
+                klass.__qualname__
+                if klass.__module__ == "builtins"
+                else f"{klass.__module__}.{klass.__qualname__}"
+            )
+            frames = _exception_frames(self._class(self.current))
+        self._add_message(
+            "execution_error",
+            {
+                "prompt_id": self.prompt_id,
+                "node_id": self.current,
+                "node_type": self._class(self.current),
+                "executed": list(self.executed),
+                "exception_message": str(exc),
+                "exception_type": type_name,
+                "traceback": frames,
+                "current_inputs": self._current_inputs(),
+                "current_outputs": list(self.prompt),
+            },
+        )
