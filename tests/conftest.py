@@ -1,0 +1,30 @@
+"""End-to-end fixtures: the simulator on a free port, the real daemon as a child process.
+
+Tests talk to the daemon only through folders, like a user does, and assert on the files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import HotFolder, make_config
+
+from hotfolder.sim import Faults, SimServer
+
+
+@pytest.fixture
+def sim() -> Iterator[SimServer]:
+    server = SimServer(host="127.0.0.1", port=0, job_seconds=0.05, faults=Faults())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hot(tmp_path: Path, sim: SimServer) -> Iterator[HotFolder]:
+    folder = HotFolder(base=tmp_path, server_url=sim.url,
+                       config=make_config(tmp_path, sim.url))
+    yield folder
+    folder.stop()

@@ -1,0 +1,149 @@
+"""The daemon as a child process and a hot folder on disk, for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "config" / "workflows" / "sdxl_txt2img.json"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll `predicate` until it is truthy; fail the test with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class HotFolder:
+    """A configured hot folder on disk plus the daemon process that serves it."""
+
+    base: Path
+    server_url: str
+    config: dict[str, Any] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.base / "hot"
+
+    def dir(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def config_path(self) -> Path:
+        return self.base / "hotfolder.yaml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base / "daemon.log"
+
+    def write_config(self) -> None:
+        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+
+    def start(self, *extra: str) -> subprocess.Popen[bytes]:
+        self.write_config()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("HOTFOLDER_CONFIG", None)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "hotfolder", "run", "--config", str(self.config_path),
+                 *extra], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.base)
+        wait_for(lambda: "daemon.ready" in self.log() or self.proc.poll() is not None,
+                 what="the daemon to start")
+        assert self.proc.poll() is None, self.log()
+        return self.proc
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail("the daemon did not stop within 20 s of SIGTERM\n" + self.log())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def drop(self, name: str, content: str | bytes) -> Path:
+        """Write a job the way a careful copier does: temp name in the inbox, then rename."""
+        inbox = self.dir("inbox")
+        inbox.mkdir(parents=True, exist_ok=True)
+        tmp = inbox / f".{name}.part"
+        tmp.write_bytes(content.encode() if isinstance(content, str) else content)
+        final = inbox / name
+        tmp.rename(final)
+        return final
+
+    def finished(self, name: str, timeout: float = 30.0) -> str:
+        """Wait until the job file is in done/ or failed/; return which."""
+        def where() -> str | None:
+            if (self.dir("done") / name).exists():
+                return "done"
+            if (self.dir("failed") / name).exists():
+                return "failed"
+            return None
+        try:
+            return wait_for(where, timeout, what=f"{name} to finish")
+        except pytest.fail.Exception:
+            print(self.log()[-6000:])
+            raise
+
+    def error(self, name: str) -> dict[str, Any]:
+        stem = name.rsplit(".", 1)[0]
+        return json.loads((self.dir("failed") / f"{stem}.error.json").read_text())
+
+    def sidecar(self, stem: str) -> dict[str, Any]:
+        return json.loads((self.dir("outbox") / f"{stem}.json").read_text())
+
+
+def make_config(base: Path, server_url: str, **folder: Any) -> dict[str, Any]:
+    (base / "workflows").mkdir(parents=True, exist_ok=True)
+    shutil.copy(TEMPLATE, base / "workflows" / "sdxl.json")
+    return {
+        "servers": [server_url],
+        "comfy": {"poll_interval": 0.2, "backoff_initial": 0.1, "backoff_max": 0.5,
+                  "request_timeout": 5, "retries_5xx": 2, "max_in_flight": 2},
+        "workflows": {"sdxl": "workflows/sdxl.json"},
+        "folders": [{"name": "main", "root": "hot", "workflow": "sdxl",
+                     "settle_seconds": 0.2, **folder}],
+        "log": {"level": "debug", "format": "json"},
+    }
