@@ -1,23 +1,37 @@
 """Claim a settled file by an atomic rename into processing/, and keep its state record there.
 
 The rename is the lock: of two processes renaming the same inbox file, exactly one succeeds.
-The state record (a hidden JSON file beside the job) says which server and prompt_id the job
-went to, so a restarted daemon finds the job again instead of running it twice.
+The state record (a hidden JSON file beside the job) says who owns the job and which server and
+prompt_id it went to, so a restarted daemon finds the job again instead of running it twice. An
+owner refreshes its lease while the job lives; a job whose owner is gone (same host, dead
+process) or whose lease ran out (another host) is adopted, again by a rename only one wins.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import socket
+import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from hotfolder.config import FolderConfig
-from hotfolder.fsutil import candidates, write_json
+from hotfolder.fsutil import candidates, pid_alive, write_json
+
+LEASE_SECONDS = 120.0
+STATELESS_GRACE = 10.0  # a claim's state is written right after its rename; give it time
+HOST = socket.gethostname()
+INSTANCE = uuid.uuid4().hex  # this process; a pid alone can be reused after a restart
+
+
+def _me() -> dict[str, Any]:
+    return {"host": HOST, "pid": os.getpid(), "instance": INSTANCE}
 
 
 @dataclass
@@ -28,8 +42,8 @@ class JobState:
     source: str = ""  # the name it had in the inbox
     detected_at: float | None = None
     claimed_at: float = field(default_factory=time.time)
-    owner: dict[str, Any] = field(default_factory=lambda: {"host": socket.gethostname(),
-                                                           "pid": os.getpid()})
+    owner: dict[str, Any] = field(default_factory=_me)
+    lease_until: float = field(default_factory=lambda: time.time() + LEASE_SECONDS)
     server: str | None = None
     prompt_id: str | None = None
     client_id: str | None = None
@@ -38,23 +52,41 @@ class JobState:
     seed: int | None = None  # chosen once, so a resubmitted job keeps its seed
     out_stem: str | None = None  # the outbox base name, chosen before the first download
     delivered: dict[str, dict[str, Any]] = field(default_factory=dict)  # output key -> file
-    phase: str = "claimed"  # claimed | submitted | completed | delivering
+    phase: str = "claimed"  # claimed | submitting | submitted | delivering
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _closed: bool = field(default=False, repr=False, compare=False)
 
     @staticmethod
     def path_for(folder: FolderConfig, name: str) -> Path:
+        if len(name.encode()) > 180:  # keep ".NAME.state.json" under NAME_MAX (255 bytes)
+            name = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()
         return folder.processing / f".{name}.state.json"
 
+    def record(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+
     def save(self, folder: FolderConfig) -> None:
-        write_json(self.path_for(folder, self.name), asdict(self), replace=True)
+        """Write the record; a no-op once the job has finished (a late heartbeat must not
+        bring a finished job's record back)."""
+        with self._lock:
+            if not self._closed:
+                write_json(self.path_for(folder, self.name), self.record(), replace=True)
+
+    def renew(self, folder: FolderConfig, now: float | None = None) -> None:
+        self.lease_until = (now or time.time()) + LEASE_SECONDS
+        self.save(folder)
 
     def drop(self, folder: FolderConfig) -> None:
-        self.path_for(folder, self.name).unlink(missing_ok=True)
+        with self._lock:
+            self._closed = True
+            self.path_for(folder, self.name).unlink(missing_ok=True)
 
     @classmethod
     def load(cls, folder: FolderConfig, name: str) -> JobState | None:
         try:
             data = json.loads(cls.path_for(folder, name).read_text(encoding="utf-8"))
-            known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+            known = {k: v for k, v in data.items()
+                     if k in cls.__dataclass_fields__ and not k.startswith("_")}
             return cls(**known)
         except (OSError, ValueError, TypeError):
             return None
@@ -78,19 +110,90 @@ def claim(folder: FolderConfig, path: Path, detected_at: float | None = None) ->
     return None
 
 
-def leftovers(folder: FolderConfig) -> list[JobState]:
-    """Jobs found in processing/ at start: resumed from their state record, oldest first."""
-    if not folder.processing.is_dir():
-        return []
-    found = []
-    for entry in sorted(folder.processing.iterdir(), key=_mtime):
-        if entry.name.startswith(".") or not entry.is_file():
-            continue
-        state = JobState.load(folder, entry.name) or JobState(name=entry.name,
-                                                              folder=folder.name,
-                                                              source=entry.name)
-        found.append(state)
-    return found
+def owner_gone(state: JobState, now: float | None = None) -> bool:
+    """True when nobody can still be working on this job."""
+    owner = state.owner or {}
+    if owner.get("instance") == INSTANCE:
+        return False
+    if owner.get("host") == HOST:
+        pid = owner.get("pid")
+        if not isinstance(pid, int) or pid == os.getpid():
+            return True  # our pid, another instance: a previous life of this process
+        return not pid_alive(pid)
+    return state.lease_until < (now or time.time())
+
+
+def adopt(folder: FolderConfig, name: str, state: JobState | None) -> JobState | None:
+    """Take over an orphaned job; None if another process took it first."""
+    record = JobState.path_for(folder, name)
+    if state is None:
+        try:  # no record at all: creating one exclusively is the claim
+            fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return None
+        os.close(fd)
+        state = JobState(name=name, folder=folder.name, source=name)
+    else:
+        stolen = record.with_name(record.name + f".{INSTANCE[:12]}")
+        try:
+            os.rename(record, stolen)
+        except FileNotFoundError:
+            return None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(stolen)
+    state.owner = _me()
+    state.renew(folder)
+    return state
+
+
+class Orphans:
+    """Finds jobs in processing/ that nobody owns any more (at start, and from time to time)."""
+
+    def __init__(self) -> None:
+        self._stateless_since: dict[Path, float] = {}
+
+    def scan(self, folder: FolderConfig, busy: set[str], now: float | None = None,
+             *, at_start: bool = False) -> list[JobState]:
+        now = now or time.time()
+        if not folder.processing.is_dir():
+            return []
+        adopted = []
+        live_names = set()
+        for entry in sorted(folder.processing.iterdir(), key=_mtime):
+            if entry.name.startswith(".") or entry.name in busy or not _is_file(entry):
+                continue
+            live_names.add(entry.name)
+            state = JobState.load(folder, entry.name)
+            if state is None:
+                first = self._stateless_since.setdefault(entry, now)
+                if not at_start and now - first < STATELESS_GRACE:
+                    continue
+            elif not owner_gone(state, now):
+                continue
+            taken = adopt(folder, entry.name, state)
+            self._stateless_since.pop(entry, None)
+            if taken is not None:
+                adopted.append(taken)
+        if at_start:
+            _remove_stale_records(folder, live_names | busy)
+        return adopted
+
+
+def _remove_stale_records(folder: FolderConfig, names: set[str]) -> None:
+    """State records whose job already left (a crash between the move and the cleanup)."""
+    wanted = {JobState.path_for(folder, n).name for n in names}
+    for entry in folder.processing.glob(".*.state.json"):
+        if entry.name not in wanted:
+            state = JobState.load(folder, entry.name[1:-len(".state.json")])
+            if state is None or owner_gone(state):
+                entry.unlink(missing_ok=True)
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file() and not path.is_symlink()
+    except OSError:
+        return False
 
 
 def _mtime(path: Path) -> float:

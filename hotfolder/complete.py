@@ -82,6 +82,12 @@ class CompletionListener:
                 self._watches[prompt_id] = w
             return w
 
+    def wake(self, prompt_id: str) -> None:
+        with self._lock:
+            w = self._watches.get(prompt_id)
+        if w is not None:
+            w.wake.set()
+
     def forget(self, prompt_id: str) -> None:
         with self._lock:
             self._watches.pop(prompt_id, None)

@@ -55,6 +55,9 @@ class Template:
     bindings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+SUBFOLDERS = ("inbox", "processing", "outbox", "done", "failed")
+
+
 @dataclass(frozen=True)
 class FolderConfig:
     name: str
@@ -65,26 +68,39 @@ class FolderConfig:
     settle_seconds: float = 1.0
     include_temp_outputs: bool = False
     job_timeout: float | None = None
+    watch: str = "auto"  # auto | native | poll
+    rescan_seconds: float = 30.0
+    ignore: tuple[str, ...] = ()
+    file_mode: int | None = None  # permissions for outputs and moved files, e.g. 0o664
+    prune_days: float | None = None  # delete files in done/ and failed/ older than this
+    # each defaults to <root>/<name>; outbox, done and failed may live on another file system
+    dirs: Mapping[str, Path] = field(default_factory=dict)
+
+    def _dir(self, name: str) -> Path:
+        return self.dirs.get(name) or self.root / name
 
     @property
     def inbox(self) -> Path:
-        return self.root / "inbox"
+        return self._dir("inbox")
 
     @property
     def processing(self) -> Path:
-        return self.root / "processing"
+        return self._dir("processing")
 
     @property
     def outbox(self) -> Path:
-        return self.root / "outbox"
+        return self._dir("outbox")
 
     @property
     def done(self) -> Path:
-        return self.root / "done"
+        return self._dir("done")
 
     @property
     def failed(self) -> Path:
-        return self.root / "failed"
+        return self._dir("failed")
+
+    def all_dirs(self) -> list[Path]:
+        return [self._dir(name) for name in SUBFOLDERS]
 
 
 @dataclass(frozen=True)
@@ -303,7 +319,8 @@ def _load_template(name: str, raw_path: Any, raw_bindings: Any, base: Path, wher
 
 
 _FOLDER_KEYS = ("name", "root", "workflow", "defaults", "extensions", "settle_seconds",
-                "include_temp_outputs", "job_timeout")
+                "include_temp_outputs", "job_timeout", "watch", "rescan_seconds", "ignore",
+                "file_mode", "prune_days", *SUBFOLDERS)
 
 
 def _folders(value: Any, base: Path, templates: dict[str, Template],
@@ -331,7 +348,18 @@ def _folders(value: Any, base: Path, templates: dict[str, Template],
             include_temp_outputs=p.boolean(data, "include_temp_outputs", where, False),
             job_timeout=(p.number(data, "job_timeout", where, 0.0, minimum=0.1)
                          if "job_timeout" in data else None),
+            watch=p.choice(data, "watch", where, "auto", ("auto", "native", "poll")),
+            rescan_seconds=p.number(data, "rescan_seconds", where, 30.0, minimum=0.1),
+            ignore=_patterns(data.get("ignore"), _join(where, "ignore"), p),
+            file_mode=_mode(data.get("file_mode"), _join(where, "file_mode"), p),
+            prune_days=(p.number(data, "prune_days", where, 0.0, minimum=0.001)
+                        if data.get("prune_days") is not None else None),
+            dirs={key: (base / data[key]).resolve() for key in SUBFOLDERS
+                  if isinstance(data.get(key), str) and data[key]},
         )
+        for key in SUBFOLDERS:
+            if key in data and not (isinstance(data[key], str) and data[key]):
+                p.add(_join(where, key), f"expected a folder path, got {data[key]!r}")
         for other in folders:
             if other.name == folder.name:
                 p.add(_join(where, "name"), f"duplicate folder name {folder.name!r}")
@@ -373,6 +401,30 @@ def _defaults(value: Any, where: str, p: _Problems) -> dict[str, Any]:
         else:
             out[key] = item
     return out
+
+
+def _patterns(value: Any, where: str, p: _Problems) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        p.add(where, "expected a list of file name patterns such as ['*.bak', 'draft-*']")
+        return ()
+    return tuple(value)
+
+
+def _mode(value: Any, where: str, p: _Problems) -> int | None:
+    """Permissions as quoted octal text ("0664"): a bare YAML 664 or 0664 is ambiguous."""
+    if value is None:
+        return None
+    try:
+        mode = int(value, 8) if isinstance(value, str) else -1
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        p.add(where, f"expected permissions as quoted octal text such as \"0664\", "
+                     f"got {value!r}")
+        return None
+    return mode
 
 
 def _extensions(value: Any, where: str, p: _Problems) -> tuple[str, ...]:

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import structlog
 
-from hotfolder.claim import JobState, claim, leftovers
+from hotfolder.claim import LEASE_SECONDS, JobState, Orphans, claim
 from hotfolder.config import Config, FolderConfig
-from hotfolder.finish import Outcome
+from hotfolder.errors import JobError
+from hotfolder.finish import Outcome, fail_unclaimed
+from hotfolder.fsutil import clear_dead_temps
 from hotfolder.pipeline import Pipeline
 from hotfolder.servers import ServerPool
 from hotfolder.watch import InboxWatcher
@@ -26,6 +28,9 @@ from hotfolder.watch import InboxWatcher
 log = structlog.get_logger()
 
 TICK = 0.1
+ORPHAN_SCAN_SECONDS = 5.0
+HEARTBEAT_SECONDS = LEASE_SECONDS / 4
+PRUNE_SECONDS = 3600.0
 
 
 @dataclass
@@ -38,8 +43,9 @@ class _Work:
 
 def ensure_folders(config: Config) -> None:
     for folder in config.folders:
-        for path in (folder.inbox, folder.processing, folder.outbox, folder.done, folder.failed):
+        for path in folder.all_dirs():
             path.mkdir(parents=True, exist_ok=True)
+            clear_dead_temps(path)  # halves of files whose writer was killed mid-write
 
 
 class Daemon:
@@ -49,10 +55,13 @@ class Daemon:
         self.stop = threading.Event()
         self.pool = ServerPool(config.servers, config.comfy, self.stop)
         self.pipeline = Pipeline(config, self.pool, self.stop)
-        self.watcher = InboxWatcher(config.folders, self._ready)
+        self.watcher = InboxWatcher(config.folders, self._ready, self._cancel)
         self.work: queue.Queue[_Work] = queue.Queue()
+        self.orphans = Orphans()
+        self.active: dict[tuple[str, str], JobState] = {}  # (folder, name) -> jobs we own
         self._outstanding = 0
         self._lock = threading.Lock()
+        self._next = {"orphans": 0.0, "heartbeat": 0.0, "prune": 0.0}
         self.counts = {"done": 0, "failed": 0, "left": 0}
         size = config.comfy.max_in_flight * len(config.servers) + 2
         self.workers = [threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
@@ -72,11 +81,7 @@ class Daemon:
                         message="no ComfyUI server answers yet; jobs wait in the inbox until "
                                 "one does. Start ComfyUI, or try `hotfolder demo` to see "
                                 "hotfolder work against its built-in simulator.")
-        for folder in self.config.folders:
-            for state in leftovers(folder):
-                log.info("job.resuming", job=state.source, folder=folder.name,
-                         prompt_id=state.prompt_id, server=state.server)
-                self._enqueue(_Work(folder, state=state))
+        self._adopt_orphans(at_start=True)
         self.watcher.start()
         for worker in self.workers:
             worker.start()
@@ -85,6 +90,7 @@ class Daemon:
             while not self.stop.is_set():
                 self.watcher.tick()
                 self.pool.probe()
+                self._housekeeping(time.monotonic())
                 if not self._healthy():
                     log.error("daemon.unhealthy", action="stopping so the service manager "
                               "restarts us")
@@ -104,6 +110,35 @@ class Daemon:
             if worker.is_alive():
                 worker.join(timeout=10)
         log.info("daemon.stopped", **self.counts)
+
+    def _housekeeping(self, now: float) -> None:
+        if now >= self._next["orphans"]:
+            self._next["orphans"] = now + ORPHAN_SCAN_SECONDS
+            self._adopt_orphans()
+        if now >= self._next["heartbeat"]:
+            self._next["heartbeat"] = now + HEARTBEAT_SECONDS
+            with self._lock:
+                owned = [(self._folder(f), s) for (f, _), s in self.active.items()]
+            for folder, state in owned:
+                state.renew(folder)
+        if now >= self._next["prune"]:
+            self._next["prune"] = now + PRUNE_SECONDS
+            for folder in self.config.folders:
+                prune(folder)
+
+    def _adopt_orphans(self, at_start: bool = False) -> None:
+        for folder in self.config.folders:
+            with self._lock:
+                busy = {name for (f, name) in self.active if f == folder.name}
+            for state in self.orphans.scan(folder, busy, at_start=at_start):
+                log.info("job.resuming", job=state.source, folder=folder.name,
+                         prompt_id=state.prompt_id, server=state.server, phase=state.phase)
+                with self._lock:
+                    self.active[(folder.name, state.name)] = state
+                self._enqueue(_Work(folder, state=state))
+
+    def _folder(self, name: str) -> FolderConfig:
+        return next(f for f in self.config.folders if f.name == name)
 
     def _healthy(self) -> bool:
         return (self.watcher.alive() and all(w.is_alive() for w in self.workers)
@@ -127,6 +162,24 @@ class Daemon:
 
     def _ready(self, folder: FolderConfig, path: Path, detected_at: float) -> None:
         self._enqueue(_Work(folder, path=path, detected_at=detected_at))
+
+    def _cancel(self, folder: FolderConfig, cancel_file: Path) -> None:
+        """`NAME.cancel` in the inbox: stop the job NAME (or NAME.ext), wherever it is."""
+        target = cancel_file.name[: -len(".cancel")]
+        with self._lock:
+            running = [s for (f, _), s in self.active.items() if f == folder.name
+                       and target in (s.source, s.name, Path(s.source).stem, Path(s.name).stem)]
+        waiting = [p for p in folder.inbox.iterdir() if p != cancel_file
+                   and target in (p.name, p.stem) and p.is_file()]
+        for state in running:
+            self.pipeline.request_cancel(folder, state)
+        for path in waiting:
+            fail_unclaimed(folder, path, JobError("cancelled: a .cancel file asked for it "
+                                                  "before the job started", kind="cancelled"))
+        if not running and not waiting:
+            log.info("job.cancel_unmatched", file=cancel_file.name, folder=folder.name,
+                     reason="no waiting or running job has that name")
+        cancel_file.unlink(missing_ok=True)
 
     def _enqueue(self, work: _Work) -> None:
         with self._lock:
@@ -154,10 +207,36 @@ class Daemon:
             assert work.path is not None
             if self.stop.is_set():
                 return None
-            state = claim(work.folder, work.path, work.detected_at)
+            with self._lock:  # registered before the rename: never seen as an orphan
+                state = claim(work.folder, work.path, work.detected_at)
+                if state is not None:
+                    self.active[(work.folder.name, state.name)] = state
             self.watcher.release(work.path)
             if state is None:
                 return None
             log.info("job.claimed", job=state.source, folder=work.folder.name,
                      waited=round(time.time() - (work.detected_at or time.time()), 3))
-        return self.pipeline.run(work.folder, state)
+        try:
+            return self.pipeline.run(work.folder, state)
+        finally:
+            with self._lock:
+                self.active.pop((work.folder.name, state.name), None)
+
+
+def prune(folder: FolderConfig, now: float | None = None) -> int:
+    """Delete files in done/ and failed/ finished more than `prune_days` ago (off by default)."""
+    if folder.prune_days is None:
+        return 0
+    cutoff = (now or time.time()) - folder.prune_days * 86400
+    removed = 0
+    for directory in (folder.done, folder.failed):
+        for entry in directory.iterdir():
+            try:
+                if entry.is_file() and entry.stat().st_mtime < cutoff:
+                    entry.unlink()
+                    removed += 1
+            except OSError as exc:
+                log.warning("folder.prune_failed", file=str(entry), error=str(exc))
+    if removed:
+        log.info("folder.pruned", folder=folder.name, removed=removed, days=folder.prune_days)
+    return removed

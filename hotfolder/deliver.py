@@ -7,6 +7,7 @@ gifs, videos, audio, …); `temp` outputs (PreviewImage) only when the folder as
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -16,7 +17,7 @@ import structlog
 from hotfolder.claim import JobState
 from hotfolder.client import ComfyClient
 from hotfolder.errors import JobError
-from hotfolder.fsutil import atomic_writer, free_stem, write_json
+from hotfolder.fsutil import apply_mode, atomic_writer, free_stem
 
 log = structlog.get_logger()
 
@@ -53,37 +54,68 @@ def safe_prefix_part(stem: str) -> str:
     return (cleaned or "job")[:60]
 
 
+_reserved: set[Path] = set()  # outbox stems taken by jobs still delivering
+_reserve_lock = threading.Lock()
+
+
+def reserve_stem(outbox: Path, state: JobState, suffixes: list[str]) -> str:
+    """Pick (once) and hold the job's outbox base name, so two jobs never share one."""
+    with _reserve_lock:
+        if state.out_stem is None:
+            taken = {p.name for p in _reserved if p.parent == outbox}
+            state.out_stem = free_stem(outbox, _short(job_stem(state.name)),
+                                       [".json", *suffixes], taken=taken)
+        _reserved.add(outbox / state.out_stem)
+        return state.out_stem
+
+
+def release_stem(outbox: Path, state: JobState) -> None:
+    with _reserve_lock:
+        if state.out_stem is not None:
+            _reserved.discard(outbox / state.out_stem)
+
+
 def deliver_all(client: ComfyClient, outputs: list[dict[str, Any]], outbox: Path,
-                state: JobState, save: Callable[[], None]) -> list[dict[str, Any]]:
+                state: JobState, save: Callable[[], None],
+                file_mode: int | None = None) -> list[dict[str, Any]]:
     """Download every output as `<stem>_00001.ext`, …, skipping those already delivered.
 
     The stem is chosen once and the state saved after each file, so a retry after a broken
-    download (or a restart) completes the set instead of starting a second one.
+    download (or a restart) completes the set instead of starting a second one. A file that
+    already has its final name belongs to this job (the stem is reserved for it): it was placed
+    just before a crash, so it is kept, not fetched again.
     """
     outbox.mkdir(parents=True, exist_ok=True)
     names = [f"_{i:05d}{_extension(o['filename'])}" for i, o in enumerate(outputs, start=1)]
-    if state.out_stem is None:
-        stem = job_stem(state.source or state.name)
-        state.out_stem = free_stem(outbox, stem, [".json", *names])
-        save()
+    stem = reserve_stem(outbox, state, names)
+    save()
     files = []
     for output, suffix in zip(outputs, names, strict=True):
         key = f"{output['node']}/{output.get('subfolder', '')}/{output['filename']}"
         if key not in state.delivered:
-            with atomic_writer(outbox / f"{state.out_stem}{suffix}") as (fh, placed):
-                size = client.download(output, fh)
+            final = outbox / f"{stem}{suffix}"
+            if final.is_file():
+                path, size = final, final.stat().st_size
+            else:
+                with atomic_writer(final) as (fh, placed):
+                    size = client.download(output, fh)
+                path = placed[0]
+                apply_mode(path, file_mode)
             state.delivered[key] = {
-                "file": placed[0].name, "bytes": size, "node": output["node"],
+                "file": path.name, "bytes": size, "node": output["node"],
                 "kind": output["kind"], "server_filename": output["filename"],
                 "subfolder": output.get("subfolder", ""), "type": output.get("type", "output")}
             save()
-            log.debug("job.output_saved", file=placed[0].name, bytes=size)
+            log.debug("job.output_saved", file=path.name, bytes=size)
         files.append(state.delivered[key])
     return files
 
 
-def write_sidecar(outbox: Path, stem: str, record: Mapping[str, Any]) -> Path:
-    return write_json(outbox / f"{stem}.json", record)
+def _short(stem: str, limit: int = 180) -> str:
+    """Room for `_00001.ext` and temp-name decorations within NAME_MAX (255 bytes)."""
+    while len(stem.encode()) > limit:
+        stem = stem[:-1]
+    return stem
 
 
 def _extension(filename: str) -> str:

@@ -5,10 +5,11 @@ A job file leaves processing/ only here, so each one ends in exactly one of done
 
 from __future__ import annotations
 
+import os
 import time
-from datetime import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,9 @@ import structlog
 
 from hotfolder.claim import JobState
 from hotfolder.config import FolderConfig
+from hotfolder.deliver import release_stem
 from hotfolder.errors import JobError
-from hotfolder.fsutil import move, split_name, write_json
+from hotfolder.fsutil import apply_mode, move, split_name, write_json
 
 log = structlog.get_logger()
 
@@ -41,8 +43,11 @@ def finish_done(folder: FolderConfig, state: JobState, record: Mapping[str, Any]
                 files: list[dict[str, Any]]) -> Outcome:
     assert state.out_stem is not None
     sidecar = {**record, "status": "done", "outputs": files}
-    sidecar_path = write_json(folder.outbox / f"{state.out_stem}.json", sidecar)
-    job_file = move(folder.processing / state.name, folder.done, state.source or state.name)
+    # the stem is this job's (reserved): rewriting it after a crash is not a clash
+    sidecar_path = write_json(folder.outbox / f"{state.out_stem}.json", sidecar, replace=True)
+    apply_mode(sidecar_path, folder.file_mode)
+    job_file = _file_away(folder, state, folder.done)
+    release_stem(folder.outbox, state)
     state.drop(folder)
     outputs = [folder.outbox / f["file"] for f in files]
     log.info("job.finished", outcome="done", prompt_id=record.get("prompt_id"),
@@ -54,7 +59,7 @@ def finish_done(folder: FolderConfig, state: JobState, record: Mapping[str, Any]
 def finish_failed(folder: FolderConfig, state: JobState, error: JobError,
                   record: Mapping[str, Any]) -> Outcome:
     source = folder.processing / state.name
-    job_file = move(source, folder.failed, state.source or state.name) if source.exists() else None
+    job_file = _file_away(folder, state, folder.failed) if source.exists() else None
     stem = split_name(job_file.name)[0] if job_file else split_name(state.source)[0]
     report = {
         "job": record.get("job", state.source),
@@ -68,7 +73,35 @@ def finish_failed(folder: FolderConfig, state: JobState, error: JobError,
         "details": error.details,
     }
     error_path = write_json(folder.failed / f"{stem}.error.json", report)
+    apply_mode(error_path, folder.file_mode)
+    release_stem(folder.outbox, state)
     state.drop(folder)
     log.warning("job.failed", outcome="failed", kind=error.kind, reason=error.message,
                 prompt_id=state.prompt_id, error_file=error_path.name)
     return Outcome("failed", job_file=job_file, error=error.message)
+
+
+def _file_away(folder: FolderConfig, state: JobState, dest: Path) -> Path:
+    """Move the job file out of processing/; its mtime becomes the finish time (for pruning)."""
+    final = move(folder.processing / state.name, dest, state.source or state.name)
+    os.utime(final)
+    apply_mode(final, folder.file_mode)
+    return final
+
+
+def fail_unclaimed(folder: FolderConfig, path: Path, error: JobError) -> Path | None:
+    """Fail a job that never left the inbox (cancelled before it started)."""
+    try:
+        job_file = move(path, folder.failed)
+    except FileNotFoundError:
+        return None  # claimed or removed meanwhile
+    os.utime(job_file)
+    apply_mode(job_file, folder.file_mode)
+    report = {"job": path.name, "error": error.message, "kind": error.kind,
+              "folder": folder.name, "failed_at": iso_time(time.time()),
+              "details": error.details}
+    apply_mode(write_json(folder.failed / f"{split_name(job_file.name)[0]}.error.json", report),
+               folder.file_mode)
+    log.warning("job.failed", job=path.name, folder=folder.name, outcome="failed",
+                kind=error.kind, reason=error.message)
+    return job_file

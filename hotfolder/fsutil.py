@@ -10,17 +10,60 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+_HOST = hashlib.sha1(socket.gethostname().encode(), usedforsecurity=False).hexdigest()[:8]
+_TEMP = re.compile(r"^\..*\.([0-9a-f]{8})-(\d+)-[0-9a-f]{6}\.tmp$")
+
 
 def temp_path(directory: Path, name: str) -> Path:
-    return directory / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+    """A hidden name that says who writes it, so a restart can clear a dead writer's leftovers."""
+    return directory / f".{name[:100]}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:6]}.tmp"
+
+
+def clear_dead_temps(directory: Path) -> int:
+    """Remove temp files of writers on this host that no longer run (killed mid-write)."""
+    removed = 0
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        match = _TEMP.match(entry.name)
+        if not match or match.group(1) != _HOST:
+            continue
+        pid = int(match.group(2))
+        if pid != os.getpid() and pid_alive(pid):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            entry.unlink()
+            removed += 1
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def apply_mode(path: Path, mode: int | None) -> None:
+    """Give a delivered or moved file the folder's permissions (e.g. group-writable on a NAS)."""
+    if mode is not None:
+        os.chmod(path, mode)
 
 
 def candidates(name: str) -> Iterator[str]:
@@ -148,10 +191,13 @@ def _copy_across(src: Path, target: Path) -> Path:
     return final
 
 
-def free_stem(directory: Path, stem: str, suffixes: list[str]) -> str:
-    """The first of stem, stem-2, … for which no `stem + suffix` exists yet in `directory`."""
+def free_stem(directory: Path, stem: str, suffixes: list[str],
+              taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """The first of stem, stem-2, … not in `taken` and with no `stem + suffix` in `directory`."""
     for n in range(1, 1_000_000):
         candidate = stem if n == 1 else f"{stem}-{n}"
+        if candidate in taken:
+            continue
         if not any((directory / f"{candidate}{s}").exists() for s in suffixes):
             return candidate
     raise AssertionError("unreachable")

@@ -47,6 +47,30 @@ class Pipeline:
         self.config = config
         self.pool = pool
         self.stop = stop
+        self._cancels: set[tuple[str, str]] = set()  # (folder, name in processing/)
+        self._cancel_lock = threading.Lock()
+
+    def request_cancel(self, folder: FolderConfig, state: JobState) -> None:
+        """Ask a running job to stop (a `.cancel` file); it notices within moments."""
+        with self._cancel_lock:
+            self._cancels.add((folder.name, state.name))
+        server = self.pool.by_name(state.server)
+        if server is not None and state.prompt_id:
+            server.listener.wake(state.prompt_id)
+
+    def _check_cancelled(self, folder: FolderConfig, state: JobState) -> None:
+        with self._cancel_lock:
+            asked = (folder.name, state.name) in self._cancels
+            self._cancels.discard((folder.name, state.name))
+        if not asked and (folder.processing / state.name).exists():
+            return
+        reason = ("a .cancel file asked for it" if asked
+                  else "its file was removed from processing/")
+        server = self.pool.by_name(state.server)
+        if server is not None and state.prompt_id:
+            self._abandon(server, state.prompt_id)
+        log.info("job.cancelled", reason=reason, prompt_id=state.prompt_id)
+        raise JobError(f"cancelled: {reason}", kind="cancelled")
 
     def run(self, folder: FolderConfig, state: JobState) -> Outcome:
         path = folder.processing / state.name
@@ -126,6 +150,7 @@ class Pipeline:
             while True:
                 if self.stop.is_set():
                     raise Stopping
+                self._check_cancelled(folder, state)
                 known = self.pool.by_name(state.server) if state.prompt_id else None
                 if known is not None and server is None:
                     server = self.pool.attach(known)  # resumed: it is in flight there already
@@ -144,6 +169,7 @@ class Pipeline:
                     server = self.pool.acquire()
                     if server is None:
                         raise Stopping
+                    continue  # the wait for a slot may have been long: check cancel again
                 try:
                     self.submit(server, state, workflow)
                 except ServerError as exc:
@@ -220,6 +246,7 @@ class Pipeline:
                 watch.wake.clear()
                 if self.stop.is_set():
                     raise Stopping
+                self._check_cancelled(self._folder(state), state)
                 try:
                     entry = client.history(prompt_id)
                     if entry is not None:
@@ -292,7 +319,7 @@ class Pipeline:
         while True:
             try:
                 return deliver_all(server.client, outputs, folder.outbox, state,
-                                   save=lambda: state.save(folder))
+                                   save=lambda: state.save(folder), file_mode=folder.file_mode)
             except ServerError as exc:
                 self.pool.mark_down(server, exc)
                 if self.stop.wait(delay):

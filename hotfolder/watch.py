@@ -20,27 +20,43 @@ from pathlib import Path
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
 
 from hotfolder.config import FolderConfig
+from hotfolder.mounts import fs_type, needs_polling
 
 log = structlog.get_logger()
 
-# temporary names of editors, browsers and sync clients: never jobs, never touched
+# temporary names of editors, browsers and sync clients: never jobs, never touched. Hidden
+# names cover .~lock.*, .syncthing.*, .dropbox*, ._* and .DS_Store. Dropbox's "conflicted
+# copy" files keep their extension and are real jobs.
 IGNORED_PATTERNS = ("*.tmp", "*.part", "*.partial", "*.crdownload", "*.download", "~$*",
-                    ".*", "Thumbs.db", "desktop.ini")
+                    ".*", "Thumbs.db", "desktop.ini", "*.swp", "*~")
+CANCEL_SUFFIX = ".cancel"
 
 Ready = Callable[[FolderConfig, Path, float], None]
+Cancel = Callable[[FolderConfig, Path], None]
 
 
-def is_ignored(name: str) -> bool:
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in IGNORED_PATTERNS)
+def is_ignored(name: str, extra: Iterable[str] = ()) -> bool:
+    if any(ch in name for ch in "\n\r"):
+        return True  # a name no log line or error file could show: leave it alone
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in (*IGNORED_PATTERNS, *extra))
+
+
+def observer_mode(folder: FolderConfig) -> tuple[str, str | None]:
+    """`native` (inotify & co.) or `poll`, and the file system type that decided it."""
+    kind = fs_type(folder.inbox)
+    if folder.watch != "auto":
+        return folder.watch, kind
+    return ("poll" if needs_polling(kind) else "native"), kind
 
 
 @dataclass
 class _Pending:
     folder: FolderConfig
-    size: int
-    mtime_ns: int
+    signature: tuple[int, int, int]  # size, mtime, inode: a replaced file starts settling again
     changed_at: float
     detected_at: float
 
@@ -59,32 +75,41 @@ class _Handler(FileSystemEventHandler):
 
 class InboxWatcher:
     def __init__(self, folders: Iterable[FolderConfig], on_ready: Ready,
-                 *, rescan_seconds: float = 30.0, use_observer: bool = True) -> None:
+                 on_cancel: Cancel | None = None, *, poll_seconds: float = 1.0) -> None:
         self.folders = {f.inbox.resolve(): f for f in folders}
         self.on_ready = on_ready
-        self.rescan_seconds = rescan_seconds
+        self.on_cancel = on_cancel
+        self.poll_seconds = poll_seconds
         self._lock = threading.Lock()
         self._noted: set[Path] = set()
         self._pending: dict[Path, _Pending] = {}
         self._handed: set[Path] = set()
         self._warned: set[Path] = set()
-        self._observer = Observer() if use_observer else None
-        self._next_rescan = 0.0
+        self._observers: dict[str, BaseObserver] = {}
+        self._next_rescan: dict[Path, float] = {}
 
     def start(self) -> None:
-        if self._observer is not None:
-            for inbox in self.folders:
-                self._observer.schedule(_Handler(self._note), str(inbox), recursive=False)
-            self._observer.start()
+        for inbox, folder in self.folders.items():
+            mode, kind = observer_mode(folder)
+            if mode not in self._observers:
+                self._observers[mode] = (PollingObserver(timeout=self.poll_seconds)
+                                         if mode == "poll" else Observer())
+            self._observers[mode].schedule(_Handler(self._note), str(inbox), recursive=False)
+            log.info("folder.watching", folder=folder.name, inbox=str(inbox), observer=mode,
+                     file_system=kind or "unknown", setting=folder.watch)
+        for observer in self._observers.values():
+            observer.start()
         self.rescan()
 
     def stop(self) -> None:
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=5)
+        for observer in self._observers.values():
+            observer.stop()
+        for observer in self._observers.values():
+            if observer.is_alive():
+                observer.join(timeout=5)
 
     def alive(self) -> bool:
-        return self._observer is None or self._observer.is_alive()
+        return all(o.is_alive() for o in self._observers.values())
 
     def idle(self) -> bool:
         with self._lock:
@@ -99,10 +124,12 @@ class InboxWatcher:
         with self._lock:
             self._noted.add(Path(raw))
 
-    def rescan(self) -> None:
+    def rescan(self, only: Iterable[Path] | None = None) -> None:
         """Queue everything in the inboxes, oldest first (files dropped while we were down)."""
         found: list[tuple[float, Path]] = []
-        for inbox in self.folders:
+        now = time.monotonic()
+        for inbox in (self.folders if only is None else only):
+            self._next_rescan[inbox] = now + self.folders[inbox].rescan_seconds
             try:
                 entries = list(os.scandir(inbox))
             except OSError as exc:
@@ -115,13 +142,13 @@ class InboxWatcher:
                     continue
         with self._lock:
             self._noted.update(path for _, path in sorted(found))
-        self._next_rescan = time.monotonic() + self.rescan_seconds
 
     def tick(self, now: float | None = None) -> None:
         """Advance settling; call often (the daemon's loop does, every ~0.1 s)."""
         now = time.monotonic() if now is None else now
-        if now >= self._next_rescan:
-            self.rescan()
+        due = [inbox for inbox, when in self._next_rescan.items() if now >= when]
+        if due:
+            self.rescan(due)
         with self._lock:
             noted, self._noted = self._noted, set()
         for path in noted:
@@ -132,9 +159,8 @@ class InboxWatcher:
                 stat = _stat(path)
                 if stat is None or not _is_regular(stat):
                     del self._pending[path]
-                elif (stat.st_size, stat.st_mtime_ns) != (pending.size, pending.mtime_ns):
-                    pending.size, pending.mtime_ns, pending.changed_at = (
-                        stat.st_size, stat.st_mtime_ns, now)
+                elif _signature(stat) != pending.signature:
+                    pending.signature, pending.changed_at = _signature(stat), now
                 elif now - pending.changed_at >= pending.folder.settle_seconds:
                     del self._pending[path]
                     self._handed.add(path)
@@ -146,10 +172,13 @@ class InboxWatcher:
         folder = self.folders.get(path.parent.resolve())
         if folder is None or path in self._pending or path in self._handed:
             return
-        if is_ignored(path.name):
+        if is_ignored(path.name, folder.ignore):
             return
         stat = _stat(path)
         if stat is None or not _is_regular(stat):
+            return  # directories, symlinks, FIFOs, devices: never opened, never moved
+        if path.name.endswith(CANCEL_SUFFIX) and self.on_cancel is not None:
+            self.on_cancel(folder, path)
             return
         if path.suffix.lower() not in folder.extensions:
             if path not in self._warned:
@@ -159,7 +188,7 @@ class InboxWatcher:
                                 "left in place")
             return
         with self._lock:
-            self._pending[path] = _Pending(folder, stat.st_size, stat.st_mtime_ns, now,
+            self._pending[path] = _Pending(folder, _signature(stat), now,
                                            detected_at=time.time())
         log.info("job.detected", file=path.name, folder=folder.name)
 
@@ -169,6 +198,10 @@ def _stat(path: Path) -> os.stat_result | None:
         return path.lstat()
     except OSError:
         return None
+
+
+def _signature(result: os.stat_result) -> tuple[int, int, int]:
+    return result.st_size, result.st_mtime_ns, result.st_ino
 
 
 def _is_regular(result: os.stat_result) -> bool:
