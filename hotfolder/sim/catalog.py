@@ -157,6 +157,23 @@ class Catalog:
         return bool(self._base.get(class_type, {}).get("output_node", False))
 
 
+def strip_annotation(name: str) -> str:
+    """ "sub/x.png [input]" -> "sub/x.png" (ComfyUI's annotated file names)."""
+    for suffix in (" [input]", " [output]", " [temp]"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def annotated_exists(input_dir: str, name: Any) -> bool:
+    """LoadImage's custom validation: the named file must exist inside the input folder."""
+    if not isinstance(name, str) or not name:
+        return False
+    path = os.path.abspath(os.path.join(input_dir, strip_annotation(name)))
+    root = os.path.abspath(input_dir)
+    return os.path.commonpath((root, path)) == root and os.path.isfile(path)
+
+
 def models_in(folder: str) -> list[str] | None:
     files = MODEL_FOLDERS.get(folder)
     return None if files is None else list(files)

@@ -56,9 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="simulated GPU time per prompt (default 1.0)",
     )
-    parser.add_argument("--output-dir", help="where SaveImage writes (default: a temporary folder)")
     parser.add_argument(
-        "--input-dir", help="where /upload/image writes (default: a temporary folder)"
+        "--output-dir", help="where SaveImage writes (default: a temporary folder, removed on exit)"
+    )
+    parser.add_argument(
+        "--input-dir",
+        help="where /upload/image writes and LoadImage reads (default: a temporary folder, "
+        "removed on exit)",
     )
     parser.add_argument(
         "--port-file", help="write the bound port number to this file once listening"

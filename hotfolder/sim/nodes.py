@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from hotfolder.sim import imaging
+from hotfolder.sim.catalog import strip_annotation
 from hotfolder.sim.imaging import ImageBatch, Latent, Thing
 from hotfolder.sim.png import PngError, decode_png
 
@@ -183,10 +184,7 @@ def empty_image(i: dict[str, Any], ctx: NodeContext) -> tuple:
 
 
 def load_image(i: dict[str, Any], ctx: NodeContext) -> tuple:
-    name = str(i.get("image", ""))
-    for suffix in (" [input]", " [output]", " [temp]"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
+    name = strip_annotation(str(i.get("image", "")))
     with open(os.path.join(ctx.input_dir, name), "rb") as handle:
         data = handle.read()
     try:

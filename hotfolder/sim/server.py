@@ -348,14 +348,14 @@ class SimServer:
         return self
 
     def stop(self) -> None:
-        if self._httpd is None:
-            return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self.hub.close_all()
-        self._httpd.close_connections()
-        self.engine.stop()
-        self._httpd = None
+        """Stop serving, cut open connections, end the worker; safe to call twice."""
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self.hub.close_all()
+            self._httpd.close_connections()
+            self.engine.stop()
+            self._httpd = None
         shutil.rmtree(self._scratch, ignore_errors=True)
 
     def __enter__(self) -> SimServer:

@@ -10,10 +10,9 @@ The checks are done with the same Python operations, so the exception texts matc
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from hotfolder.sim.catalog import CUSTOM_VALIDATED, Catalog
+from hotfolder.sim.catalog import CUSTOM_VALIDATED, Catalog, annotated_exists
 
 Error = dict[str, Any]
 Result = tuple[bool, list[Error], Any]
@@ -56,19 +55,6 @@ def types_compatible(received: Any, wanted: Any) -> bool:
     if "*" in got or "*" in want:
         return True
     return not got.isdisjoint(want)
-
-
-def annotated_exists(input_dir: str, name: Any) -> bool:
-    """LoadImage's custom validation: the (possibly "sub/name.png [input]") file must exist."""
-    if not isinstance(name, str) or not name:
-        return False
-    for suffix in (" [input]", " [output]", " [temp]"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    path = os.path.abspath(os.path.join(input_dir, name))
-    root = os.path.abspath(input_dir)
-    return os.path.commonpath((root, path)) == root and os.path.isfile(path)
 
 
 class _Validator:
