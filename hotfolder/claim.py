@@ -52,6 +52,7 @@ class JobState:
     seed: int | None = None  # chosen once, so a resubmitted job keeps its seed
     out_stem: str | None = None  # the outbox base name, chosen before the first download
     delivered: dict[str, dict[str, Any]] = field(default_factory=dict)  # output key -> file
+    expected: int | None = None  # how many outputs the finished prompt has
     phase: str = "claimed"  # claimed | submitting | submitted | delivering
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _closed: bool = field(default=False, repr=False, compare=False)

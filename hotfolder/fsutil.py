@@ -144,7 +144,11 @@ def write_json(target: Path, data: Any, *, replace: bool = False) -> Path:
 
 
 def move(src: Path, dest_dir: Path, name: str | None = None) -> Path:
-    """Move `src` into `dest_dir` under a free name, across file systems if need be."""
+    """Move `src` into `dest_dir` under a free name, across file systems if need be.
+
+    A name already holding `src` itself (a move cut short between link and unlink) finishes
+    that move instead of making a second copy.
+    """
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / (name or src.name)
     try:
@@ -153,6 +157,9 @@ def move(src: Path, dest_dir: Path, name: str | None = None) -> Path:
             try:
                 os.link(src, final)
             except FileExistsError:
+                if _same_file(src, final):
+                    os.unlink(src)
+                    return final
                 continue
             os.unlink(src)
             return final
@@ -164,6 +171,13 @@ def move(src: Path, dest_dir: Path, name: str | None = None) -> Path:
             return _rename_free(src, target)
         raise
     raise AssertionError("unreachable")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _rename_free(src: Path, target: Path) -> Path:

@@ -79,6 +79,11 @@ class Pipeline:
             try:
                 spec = parse_job(path)
                 workflow = self.prepare(folder, state, spec, record)
+                if state.expected is not None and len(state.delivered) >= state.expected:
+                    # every output was already delivered before a restart: just finish
+                    record.update(server=state.server, prompt_id=state.prompt_id,
+                                  timings=_timings(state, time.time()))
+                    return finish_done(folder, state, record, list(state.delivered.values()))
                 entry, server = self.execute(folder, state, workflow, record)
                 return self.deliver(folder, state, entry, server, workflow, record)
             except JobError as exc:
@@ -300,7 +305,7 @@ class Pipeline:
                            "no saved files (does it end in a SaveImage or another save node?)",
                            kind="no_output")
         completed_at = time.time()
-        state.phase = "delivering"
+        state.phase, state.expected = "delivering", len(outputs)
         state.save(folder)
         log.info("job.completed", server=server.name, prompt_id=state.prompt_id,
                  outputs=len(outputs))

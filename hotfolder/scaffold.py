@@ -51,6 +51,13 @@ folders:
     settle_seconds: 1.0     # a file is taken once its size and mtime are unchanged this long
     extensions: [.txt, .json, .yaml, .yml]
     include_temp_outputs: false   # also deliver PreviewImage (temp) outputs
+    watch: auto             # auto (poll on NFS/SMB/FUSE, inotify elsewhere) | native | poll
+    rescan_seconds: 30      # full inbox scan, catching anything the observer missed
+    ignore: []              # extra file name patterns never treated as jobs, e.g. ["draft-*"]
+    # file_mode: "0664"     # permissions for outputs and moved files (quoted octal)
+    # prune_days: 30        # delete files in done/ and failed/ older than this
+    # outbox: /mnt/share/outbox   # any of inbox/processing/outbox/done/failed may live
+    #                             # elsewhere; keep processing on the inbox's file system
     # job_timeout: 600      # overrides comfy.job_timeout for this folder
     # Values for fields a job does not set. Fields: prompt, negative, seed (a number,
     # "random", or "keep" = the template's own), steps, cfg, width, height, batch_size,

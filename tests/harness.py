@@ -48,6 +48,7 @@ class HotFolder:
     server_url: str
     config: dict[str, Any] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    log_name: str = "daemon.log"
 
     @property
     def root(self) -> Path:
@@ -62,20 +63,21 @@ class HotFolder:
 
     @property
     def log_path(self) -> Path:
-        return self.base / "daemon.log"
+        return self.base / self.log_name
 
     def write_config(self) -> None:
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
 
     def start(self, *extra: str) -> subprocess.Popen[bytes]:
         self.write_config()
+        offset = len(self.log())
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("HOTFOLDER_CONFIG", None)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "hotfolder", "run", "--config", str(self.config_path),
                  *extra], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.base)
-        wait_for(lambda: "daemon.ready" in self.log() or self.proc.poll() is not None,
+        wait_for(lambda: "daemon.ready" in self.log()[offset:] or self.proc.poll() is not None,
                  what="the daemon to start")
         assert self.proc.poll() is None, self.log()
         return self.proc
@@ -90,6 +92,17 @@ class HotFolder:
             self.proc.kill()
             self.proc.wait()
             pytest.fail("the daemon did not stop within 20 s of SIGTERM\n" + self.log())
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye, like a power cut for this process."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def twin(self, log_name: str) -> HotFolder:
+        """Another daemon process on the same folders and config."""
+        return HotFolder(base=self.base, server_url=self.server_url, config=self.config,
+                         log_name=log_name)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

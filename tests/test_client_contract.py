@@ -598,11 +598,14 @@ REPLAYED: dict[str, Callable[[Exchange, ComfyClient, ReplayServer], None]] = {
 }
 
 
-@pytest.mark.parametrize("exchange", EXCHANGES, ids=[e.id for e in EXCHANGES])
+# routes the client never calls are not parametrized at all (not skipped): the test below
+# checks that each of them is listed, with its reason, in NOT_USED_BY_CLIENT
+USED_EXCHANGES = [e for e in EXCHANGES if e.route not in NOT_USED_BY_CLIENT]
+
+
+@pytest.mark.parametrize("exchange", USED_EXCHANGES, ids=[e.id for e in USED_EXCHANGES])
 def test_recorded_exchange_through_client(exchange: Exchange, replay_server: ReplayServer,
                                           client: ComfyClient) -> None:
-    if exchange.route in NOT_USED_BY_CLIENT:
-        pytest.skip(f"{exchange.route}: {NOT_USED_BY_CLIENT[exchange.route]}")
     if exchange.route not in REPLAYED:
         pytest.fail(f"no replay for {exchange.route}: add one, or list it in NOT_USED_BY_CLIENT")
     replay_server.load(exchange)

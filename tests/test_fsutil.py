@@ -76,3 +76,15 @@ def test_free_stem_skips_taken_names(tmp_path):
     (tmp_path / "fox.json").write_text("{}")
     (tmp_path / "fox-2_00001.png").write_bytes(b"")
     assert fsutil.free_stem(tmp_path, "fox", [".json", "_00001.png"]) == "fox-3"
+
+
+def test_move_cut_short_between_link_and_unlink_is_finished_not_doubled(tmp_path):
+    src_dir, dest = tmp_path / "processing", tmp_path / "done"
+    src_dir.mkdir()
+    dest.mkdir()
+    (src_dir / "job.txt").write_text("x")
+    os.link(src_dir / "job.txt", dest / "job.txt")  # the crash came right after the link
+    final = fsutil.move(src_dir / "job.txt", dest)
+    assert final == dest / "job.txt"
+    assert sorted(p.name for p in dest.iterdir()) == ["job.txt"]
+    assert not (src_dir / "job.txt").exists()
