@@ -64,7 +64,8 @@ def kill_and_restart_run(tmp_path: Path, jobs: int, seed: int, deadline: float) 
         kills = 0
         stop_at = time.monotonic() + deadline
         while not all_finished(hot, names):
-            assert time.monotonic() < stop_at, f"not finished after {kills} kills\n{hot.log()[-4000:]}"
+            assert time.monotonic() < stop_at, \
+                f"not finished after {kills} kills\n{hot.log()[-4000:]}"
             time.sleep(rng.uniform(0.05, 0.6))
             hot.kill()
             kills += 1
