@@ -30,6 +30,9 @@ BINDABLE = (*JOB_FIELDS, "filename_prefix")
 class ServerConfig:
     url: str
     name: str
+    weight: float = 1.0  # relative speed: a server twice as fast takes twice the share
+    tags: tuple[str, ...] = ()
+    max_in_flight: int | None = None  # overrides comfy.max_in_flight for this server
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class ComfyConfig:
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     job_timeout: float = 3600.0
+    failover_seconds: float = 10.0  # a server silent this long: its jobs go to another
     delete_history: bool = False
     websocket: bool = True
 
@@ -71,6 +75,7 @@ class FolderConfig:
     watch: str = "auto"  # auto | native | poll
     rescan_seconds: float = 30.0
     ignore: tuple[str, ...] = ()
+    server_tags: tuple[str, ...] = ()  # only servers with one of these tags (none: any)
     file_mode: int | None = None  # permissions for outputs and moved files, e.g. 0o664
     prune_days: float | None = None  # delete files in done/ and failed/ older than this
     # each defaults to <root>/<name>; outbox, done and failed may live on another file system
@@ -208,6 +213,12 @@ def parse_config(data: Any, *, base: Path, path: Path | None = None) -> Config:
     comfy = _comfy(top.get("comfy"), p)
     templates = _templates(top.get("workflows"), base, p)
     folders = _folders(top.get("folders"), base, templates, p)
+    known_tags = {t for s in servers for t in s.tags}
+    for i, folder in enumerate(folders):
+        missing = [t for t in folder.server_tags if t not in known_tags]
+        if missing:
+            p.add(f"folders[{i}].server_tags", f"no server has the tag(s) {', '.join(missing)} "
+                  f"(server tags: {', '.join(sorted(known_tags)) or 'none'})")
     log_data = p.mapping(top.get("log"), "log", ("level", "format"))
     log = LogConfig(
         level=p.choice(log_data, "level", "log", "info", ("debug", "info", "warning", "error")),
@@ -230,7 +241,7 @@ def _servers(value: Any, p: _Problems) -> tuple[ServerConfig, ...]:
         where = f"servers[{i}]"
         if isinstance(item, str):
             item = {"url": item}
-        entry = p.mapping(item, where, ("url", "name"))
+        entry = p.mapping(item, where, ("url", "name", "weight", "tags", "max_in_flight"))
         url = entry.get("url")
         parts = urlsplit(url) if isinstance(url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
@@ -242,7 +253,12 @@ def _servers(value: Any, p: _Problems) -> tuple[ServerConfig, ...]:
             continue
         if any(s.name == name for s in servers):
             p.add(_join(where, "name"), f"duplicate server name {name!r}")
-        servers.append(ServerConfig(url=url.rstrip("/"), name=name))
+        servers.append(ServerConfig(
+            url=url.rstrip("/"), name=name,
+            weight=p.number(entry, "weight", where, 1.0, minimum=0.01),
+            tags=_patterns(entry.get("tags"), _join(where, "tags"), p),
+            max_in_flight=(p.number(entry, "max_in_flight", where, 2, minimum=1, integer=True)
+                           if "max_in_flight" in entry else None)))
     return tuple(servers)
 
 
@@ -258,6 +274,7 @@ def _comfy(value: Any, p: _Problems) -> ComfyConfig:
         backoff_initial=p.number(data, "backoff_initial", "comfy", d.backoff_initial, minimum=0.01),
         backoff_max=p.number(data, "backoff_max", "comfy", d.backoff_max, minimum=0.01),
         job_timeout=p.number(data, "job_timeout", "comfy", d.job_timeout, minimum=0.1),
+        failover_seconds=p.number(data, "failover_seconds", "comfy", d.failover_seconds),
         delete_history=p.boolean(data, "delete_history", "comfy", d.delete_history),
         websocket=p.boolean(data, "websocket", "comfy", d.websocket),
     )
@@ -320,7 +337,7 @@ def _load_template(name: str, raw_path: Any, raw_bindings: Any, base: Path, wher
 
 _FOLDER_KEYS = ("name", "root", "workflow", "defaults", "extensions", "settle_seconds",
                 "include_temp_outputs", "job_timeout", "watch", "rescan_seconds", "ignore",
-                "file_mode", "prune_days", *SUBFOLDERS)
+                "file_mode", "prune_days", "server_tags", *SUBFOLDERS)
 
 
 def _folders(value: Any, base: Path, templates: dict[str, Template],
@@ -351,6 +368,7 @@ def _folders(value: Any, base: Path, templates: dict[str, Template],
             watch=p.choice(data, "watch", where, "auto", ("auto", "native", "poll")),
             rescan_seconds=p.number(data, "rescan_seconds", where, 30.0, minimum=0.1),
             ignore=_patterns(data.get("ignore"), _join(where, "ignore"), p),
+            server_tags=_patterns(data.get("server_tags"), _join(where, "server_tags"), p),
             file_mode=_mode(data.get("file_mode"), _join(where, "file_mode"), p),
             prune_days=(p.number(data, "prune_days", where, 0.0, minimum=0.001)
                         if data.get("prune_days") is not None else None),

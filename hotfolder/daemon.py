@@ -63,7 +63,7 @@ class Daemon:
         self._lock = threading.Lock()
         self._next = {"orphans": 0.0, "heartbeat": 0.0, "prune": 0.0}
         self.counts = {"done": 0, "failed": 0, "left": 0}
-        size = config.comfy.max_in_flight * len(config.servers) + 2
+        size = sum(s.limit for s in self.pool.servers) + 2
         self.workers = [threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
                         for i in range(size)]
 

@@ -19,7 +19,7 @@ from hotfolder.claim import JobState
 from hotfolder.config import FolderConfig
 from hotfolder.deliver import release_stem
 from hotfolder.errors import JobError
-from hotfolder.fsutil import apply_mode, move, split_name, write_json
+from hotfolder.fsutil import apply_mode, candidates, move, split_name, write_json
 
 log = structlog.get_logger()
 
@@ -58,9 +58,6 @@ def finish_done(folder: FolderConfig, state: JobState, record: Mapping[str, Any]
 
 def finish_failed(folder: FolderConfig, state: JobState, error: JobError,
                   record: Mapping[str, Any]) -> Outcome:
-    source = folder.processing / state.name
-    job_file = _file_away(folder, state, folder.failed) if source.exists() else None
-    stem = split_name(job_file.name)[0] if job_file else split_name(state.source)[0]
     report = {
         "job": record.get("job", state.source),
         "error": error.message,
@@ -72,8 +69,8 @@ def finish_failed(folder: FolderConfig, state: JobState, error: JobError,
         "failed_at": iso_time(time.time()),
         "details": error.details,
     }
-    error_path = write_json(folder.failed / f"{stem}.error.json", report)
-    apply_mode(error_path, folder.file_mode)
+    job_file, error_path = _fail_files(folder, folder.processing / state.name,
+                                       state.source or state.name, report)
     release_stem(folder.outbox, state)
     state.drop(folder)
     log.warning("job.failed", outcome="failed", kind=error.kind, reason=error.message,
@@ -89,19 +86,39 @@ def _file_away(folder: FolderConfig, state: JobState, dest: Path) -> Path:
     return final
 
 
-def fail_unclaimed(folder: FolderConfig, path: Path, error: JobError) -> Path | None:
-    """Fail a job that never left the inbox (cancelled before it started)."""
-    try:
-        job_file = move(path, folder.failed)
-    except FileNotFoundError:
-        return None  # claimed or removed meanwhile
+def _fail_files(folder: FolderConfig, source: Path, name: str,
+                report: Mapping[str, Any]) -> tuple[Path | None, Path]:
+    """Error file first, then the job beside it: whoever sees the job in failed/ sees why.
+
+    Both get one free stem (`fox.txt` + `fox.error.json`, or `fox-2.…`). A job whose file is
+    gone (cancelled by deleting it) leaves just the error file.
+    """
+    stem = name
+    for candidate in candidates(name):
+        stem = split_name(candidate)[0]
+        if not (folder.failed / candidate).exists() \
+                and not (folder.failed / f"{stem}.error.json").exists():
+            name = candidate
+            break
+    error_path = write_json(folder.failed / f"{stem}.error.json", report)
+    apply_mode(error_path, folder.file_mode)
+    if not source.exists():
+        return None, error_path
+    job_file = move(source, folder.failed, name)
     os.utime(job_file)
     apply_mode(job_file, folder.file_mode)
+    return job_file, error_path
+
+
+def fail_unclaimed(folder: FolderConfig, path: Path, error: JobError) -> Path | None:
+    """Fail a job that never left the inbox (cancelled before it started)."""
     report = {"job": path.name, "error": error.message, "kind": error.kind,
               "folder": folder.name, "failed_at": iso_time(time.time()),
               "details": error.details}
-    apply_mode(write_json(folder.failed / f"{split_name(job_file.name)[0]}.error.json", report),
-               folder.file_mode)
+    try:
+        job_file, _ = _fail_files(folder, path, path.name, report)
+    except FileNotFoundError:
+        return None  # claimed or removed meanwhile
     log.warning("job.failed", job=path.name, folder=folder.name, outcome="failed",
                 kind=error.kind, reason=error.message)
     return job_file

@@ -42,6 +42,10 @@ class _Gone(Exception):
     """The server no longer knows the prompt (restarted, or the queue was cleared)."""
 
 
+class _Failover(Exception):
+    """The server has been unreachable too long while others answer: run the job elsewhere."""
+
+
 class Pipeline:
     def __init__(self, config: Config, pool: ServerPool, stop: threading.Event) -> None:
         self.config = config
@@ -161,17 +165,25 @@ class Pipeline:
                     server = self.pool.attach(known)  # resumed: it is in flight there already
                 if known is not None and state.prompt_id:
                     try:
-                        entry = self.follow(known, state, workflow, limit)
+                        entry = self.follow(known, state, workflow, limit, folder.server_tags)
                     except _Gone:
                         log.warning("job.lost_by_server", server=known.name,
                                     prompt_id=state.prompt_id,
                                     action="the server forgot the prompt (restart?); resubmitting")
                         state.prompt_id = None
                         continue
+                    except _Failover:
+                        log.warning("job.moved", server=known.name, prompt_id=state.prompt_id,
+                                    action="server unreachable; resubmitting on another server")
+                        state.prompt_id = None
+                        if server is not None:
+                            self.pool.release(server)
+                            server = None
+                        continue
                     record.update(server=known.name, prompt_id=state.prompt_id)
                     return entry, known
                 if server is None:
-                    server = self.pool.acquire()
+                    server = self.pool.acquire(folder.server_tags)
                     if server is None:
                         raise Stopping
                     continue  # the wait for a slot may have been long: check cancel again
@@ -231,7 +243,7 @@ class Pipeline:
         return failures_5xx
 
     def follow(self, server: Server, state: JobState, workflow: Mapping[str, Any],
-               limit: float) -> dict[str, Any]:
+               limit: float, tags: tuple[str, ...] = ()) -> dict[str, Any]:
         """Wait for the prompt's history entry; raise _Gone if the server forgot it."""
         assert state.prompt_id is not None
         prompt_id, comfy, client = state.prompt_id, self.config.comfy, server.client
@@ -270,6 +282,9 @@ class Pipeline:
                     down_delay = comfy.poll_interval
                 except ServerError as exc:
                     self.pool.mark_down(server, exc)
+                    silent_for = time.monotonic() - (server.down_since or time.monotonic())
+                    if silent_for >= comfy.failover_seconds and self.pool.others_up(server, tags):
+                        raise _Failover from exc
                     started = time.monotonic()
                     if self.stop.wait(down_delay):
                         raise Stopping from exc

@@ -30,7 +30,11 @@ class Server:
         self.listener = CompletionListener(cfg.url, name=cfg.name, stop=stop,
                                            enabled=comfy.websocket,
                                            backoff_max=comfy.backoff_max)
+        self.weight = cfg.weight
+        self.tags = frozenset(cfg.tags)
+        self.limit = cfg.max_in_flight or comfy.max_in_flight
         self.in_flight = 0
+        self.down_since: float | None = None
         self.up = True
         self.last_error = ""
         self.next_probe = 0.0
@@ -56,22 +60,29 @@ class ServerPool:
         for server in self.servers:
             server.listener.close()
 
-    def acquire(self, preferred: Server | None = None) -> Server | None:
-        """Block until a server that is up has a free slot; None when stopping."""
+    def eligible(self, tags: tuple[str, ...] = ()) -> list[Server]:
+        """The servers a folder may use: all, or those carrying one of its tags."""
+        return [s for s in self.servers if not tags or s.tags.intersection(tags)]
+
+    def acquire(self, tags: tuple[str, ...] = ()) -> Server | None:
+        """Block until an eligible server that is up has a free slot; None when stopping.
+
+        Among free servers the least loaded wins: our prompts there plus other clients' work
+        (its `queue_remaining` beyond ours, from the WebSocket), divided by its weight.
+        """
+        candidates = self.eligible(tags)
         with self._cond:
             while not self.stop.is_set():
-                if preferred is not None and preferred.up \
-                        and preferred.in_flight < self.comfy.max_in_flight:
-                    chosen: Server | None = preferred
-                else:
-                    free = [s for s in self.servers
-                            if s.up and s.in_flight < self.comfy.max_in_flight]
-                    chosen = min(free, key=lambda s: s.in_flight, default=None)
-                if chosen is not None:
+                free = [s for s in candidates if s.up and _has_room(s)]
+                if free:
+                    chosen = min(free, key=_load)
                     chosen.in_flight += 1
                     return chosen
                 self._cond.wait(0.5)
         return None
+
+    def others_up(self, server: Server, tags: tuple[str, ...] = ()) -> bool:
+        return any(s.up for s in self.eligible(tags) if s is not server)
 
     def attach(self, server: Server) -> Server:
         """Count a prompt that is already on `server` (a resumed job) without waiting for a slot."""
@@ -90,6 +101,7 @@ class ServerPool:
             if not server.up:
                 return
             server.up = False
+            server.down_since = time.monotonic()
             server.probe_delay = self.comfy.backoff_initial
             server.next_probe = time.monotonic() + server.probe_delay
         log.warning("server.unreachable", server=server.name, url=server.url,
@@ -100,6 +112,7 @@ class ServerPool:
         with self._cond:
             was_down = not server.up
             server.up = True
+            server.down_since = None
             server.last_error = ""
             self._cond.notify_all()
         if was_down:
@@ -130,3 +143,19 @@ class ServerPool:
             else:
                 up.append(server)
         return up
+
+
+def _others(server: Server) -> int:
+    """Prompts of other clients queued on the server (its queue beyond ours)."""
+    return max(0, (server.listener.queue_remaining or 0) - server.in_flight)
+
+
+def _has_room(server: Server) -> bool:
+    """A free slot; a server kept busy by other clients gets one job of ours at a time."""
+    if server.in_flight >= server.limit:
+        return False
+    return server.in_flight == 0 or server.in_flight + _others(server) < server.limit
+
+
+def _load(server: Server) -> tuple[float, int]:
+    return (server.in_flight + _others(server)) / server.weight, server.in_flight
