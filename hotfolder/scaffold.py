@@ -16,7 +16,12 @@ CONFIG_TEXT = """\
 # hotfolder configuration. Relative paths are relative to this file's folder.
 # Check it with:  hotfolder check --config THIS_FILE
 
-# ComfyUI servers to send jobs to (base URLs). A plain URL, or {{url: ..., name: ...}}.
+# ComfyUI servers to send jobs to (base URLs). A plain URL, or a mapping:
+#   - url: http://gpu2:8188
+#     name: gpu2            # used in logs and sidecars (default: host:port)
+#     weight: 2             # relative speed: the least-loaded choice divides by it
+#     tags: [big-memory]    # folders can be pinned to tags with server_tags
+#     max_in_flight: 3      # overrides comfy.max_in_flight for this server
 servers:
   - {server}
 
@@ -29,6 +34,7 @@ comfy:
   backoff_initial: 1.0    # first wait (seconds) before retrying an unreachable server
   backoff_max: 60         # longest wait between retries
   job_timeout: 3600       # seconds a job may take on the server before it is failed
+  failover_seconds: 10    # a server silent this long: its jobs are resubmitted elsewhere
   delete_history: false   # delete a job's entry from ComfyUI's history once its files are safe
   websocket: true         # follow completion over /ws (false: poll /history only)
 
@@ -54,6 +60,7 @@ folders:
     watch: auto             # auto (poll on NFS/SMB/FUSE, inotify elsewhere) | native | poll
     rescan_seconds: 30      # full inbox scan, catching anything the observer missed
     ignore: []              # extra file name patterns never treated as jobs, e.g. ["draft-*"]
+    # server_tags: [big-memory]   # only servers with one of these tags take this folder's jobs
     # file_mode: "0664"     # permissions for outputs and moved files (quoted octal)
     # prune_days: 30        # delete files in done/ and failed/ older than this
     # outbox: /mnt/share/outbox   # any of inbox/processing/outbox/done/failed may live
