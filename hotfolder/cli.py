@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--folder", help="hot folder whose settings apply (default: the first)")
     submit.add_argument("files", nargs="+", type=Path)
     submit.set_defaults(func=cmd_submit)
+    status = with_config(sub.add_parser("status", help="counts, jobs in flight and servers"))
+    status.add_argument("--json", action="store_true", help="print the status document as JSON")
+    status.set_defaults(func=cmd_status)
     init = sub.add_parser("init", help="create a config, template and hot folder in DIR")
     init.add_argument("dir", type=Path)
     init.set_defaults(func=cmd_init)
@@ -136,6 +139,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
         else:
             print(f"{source}: {outcome.status}: {outcome.error or ''}")  # noqa: T201
     return 0 if all(o.status == "done" for o in outcomes) else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from hotfolder.status import collect, format_text
+
+    doc = collect(load_config(find_config(args.config)))
+    print(json.dumps(doc, indent=2) if args.json else format_text(doc))  # noqa: T201
+    return 0
 
 
 def cmd_init(args: argparse.Namespace) -> int:

@@ -88,6 +88,11 @@ class CompletionListener:
         if w is not None:
             w.wake.set()
 
+    def progress(self, prompt_id: str) -> tuple[int, int] | None:
+        with self._lock:
+            w = self._watches.get(prompt_id)
+        return w.progress if w is not None else None
+
     def forget(self, prompt_id: str) -> None:
         with self._lock:
             self._watches.pop(prompt_id, None)

@@ -122,6 +122,7 @@ class Config:
     templates: Mapping[str, Template]
     folders: tuple[FolderConfig, ...]
     log: LogConfig
+    stop_grace_seconds: float = 30.0  # keep below systemd's TimeoutStopSec
 
 
 def find_config(explicit: str | os.PathLike[str] | None) -> Path:
@@ -208,7 +209,8 @@ def _join(where: str, key: str) -> str:
 
 def parse_config(data: Any, *, base: Path, path: Path | None = None) -> Config:
     p = _Problems()
-    top = p.mapping(data, "", ("servers", "comfy", "workflows", "folders", "log"))
+    top = p.mapping(data, "", ("servers", "comfy", "workflows", "folders", "log",
+                              "stop_grace_seconds"))
     servers = _servers(top.get("servers"), p)
     comfy = _comfy(top.get("comfy"), p)
     templates = _templates(top.get("workflows"), base, p)
@@ -227,7 +229,8 @@ def parse_config(data: Any, *, base: Path, path: Path | None = None) -> Config:
     if p.lines:
         raise ConfigError(p.lines)
     return Config(path=path, servers=servers, comfy=comfy, templates=templates,
-                  folders=folders, log=log)
+                  folders=folders, log=log,
+                  stop_grace_seconds=p.number(top, "stop_grace_seconds", "", 30.0))
 
 
 def _servers(value: Any, p: _Problems) -> tuple[ServerConfig, ...]:

@@ -1,8 +1,10 @@
 """The daemon: watcher, worker threads and servers, held together by one health-checked loop.
 
-Signal handlers only set the stop event; everything else happens in the loop. Workers claim a
-file only when they can work on it, so the inbox itself is the queue: nothing is moved to
-processing/ long before a server can take it.
+Signal handlers only set events; everything else happens in the loop. Workers claim a file only
+when they can work on it, so the inbox itself is the queue. The first SIGTERM drains: nothing
+new is claimed or submitted, prompts already on ComfyUI may finish and deliver within the grace
+period, the rest stay in processing/ with their state for the next start. A second one stops at
+once. SIGHUP re-reads the config.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from pathlib import Path
 import structlog
 
 from hotfolder.claim import LEASE_SECONDS, JobState, Orphans, claim
-from hotfolder.config import Config, FolderConfig
-from hotfolder.errors import JobError
+from hotfolder.config import Config, FolderConfig, load_config
+from hotfolder.errors import ConfigError, JobError
 from hotfolder.finish import Outcome, fail_unclaimed
 from hotfolder.fsutil import clear_dead_temps
+from hotfolder.notify import Notifier
 from hotfolder.pipeline import Pipeline
 from hotfolder.servers import ServerPool
+from hotfolder.status import status_line, write_live
 from hotfolder.watch import InboxWatcher
 
 log = structlog.get_logger()
@@ -31,6 +35,7 @@ TICK = 0.1
 ORPHAN_SCAN_SECONDS = 5.0
 HEARTBEAT_SECONDS = LEASE_SECONDS / 4
 PRUNE_SECONDS = 3600.0
+STATUS_SECONDS = 1.0
 
 
 @dataclass
@@ -49,23 +54,26 @@ def ensure_folders(config: Config) -> None:
 
 
 class Daemon:
-    def __init__(self, config: Config, *, once: bool = False) -> None:
+    def __init__(self, config: Config, *, once: bool = False,
+                 notifier: Notifier | None = None) -> None:
         self.config = config
         self.once = once
-        self.stop = threading.Event()
-        self.pool = ServerPool(config.servers, config.comfy, self.stop)
-        self.pipeline = Pipeline(config, self.pool, self.stop)
+        self.notifier = notifier or Notifier()
+        self.stop = threading.Event()  # abort: leave everything where it is
+        self.draining = threading.Event()  # claim and submit nothing new
+        self.reload_requested = threading.Event()
+        self.pool = ServerPool(config.servers, config.comfy, self.stop, self.draining)
+        self.pipeline = Pipeline(config, self.pool, self.stop, self.draining)
         self.watcher = InboxWatcher(config.folders, self._ready, self._cancel)
         self.work: queue.Queue[_Work] = queue.Queue()
         self.orphans = Orphans()
         self.active: dict[tuple[str, str], JobState] = {}  # (folder, name) -> jobs we own
         self._outstanding = 0
         self._lock = threading.Lock()
-        self._next = {"orphans": 0.0, "heartbeat": 0.0, "prune": 0.0}
+        self._next = {"orphans": 0.0, "heartbeat": 0.0, "prune": 0.0, "status": 0.0}
         self.counts = {"done": 0, "failed": 0, "left": 0}
-        size = sum(s.limit for s in self.pool.servers) + 2
-        self.workers = [threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
-                        for i in range(size)]
+        self.workers: list[threading.Thread] = []
+        self._drain_deadline: float | None = None
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -78,29 +86,58 @@ class Daemon:
         self.pool.start()
         if not self.pool.check_all():
             log.warning("server.waiting",
-                        message="no ComfyUI server answers yet; jobs wait in the inbox until "
-                                "one does. Start ComfyUI, or try `hotfolder demo` to see "
-                                "hotfolder work against its built-in simulator.")
+                        message="no ComfyUI server answers yet; jobs wait until one does. "
+                                "Start ComfyUI, or try `hotfolder demo` to see hotfolder work "
+                                "against its built-in simulator.")
         self._adopt_orphans(at_start=True)
         self.watcher.start()
-        for worker in self.workers:
-            worker.start()
+        self._add_workers()
         log.info("daemon.ready", inboxes=[str(f.inbox) for f in self.config.folders])
+        self.notifier.ready(self._status_line())
         try:
-            while not self.stop.is_set():
-                self.watcher.tick()
-                self.pool.probe()
-                self._housekeeping(time.monotonic())
-                if not self._healthy():
-                    log.error("daemon.unhealthy", action="stopping so the service manager "
-                              "restarts us")
-                    return 1
-                if self.once and self._idle():
-                    break
-                self.stop.wait(TICK)
+            return self._loop()
         finally:
             self.shutdown()
+
+    def _loop(self) -> int:
+        while not self.stop.is_set():
+            now = time.monotonic()
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload()
+            if self.draining.is_set() and self._drained(now):
+                break
+            if not self.draining.is_set():
+                self.watcher.tick(now)
+            self.pool.probe(now)
+            self._housekeeping(now)
+            if not self._healthy():
+                log.error("daemon.unhealthy",
+                          action="stopping so the service manager restarts us")
+                return 1
+            self.notifier.watchdog(now)  # only from a loop that just proved itself healthy
+            if self.once and self._idle():
+                break
+            self.stop.wait(TICK)
         return 0
+
+    def _drained(self, now: float) -> bool:
+        if self._drain_deadline is None:
+            self._drain_deadline = now + self.config.stop_grace_seconds
+            self.notifier.stopping()
+            with self._lock:
+                running = len(self.active)
+            log.info("daemon.stopping", running=running,
+                     grace_seconds=self.config.stop_grace_seconds,
+                     note="nothing new is claimed; jobs on ComfyUI may finish")
+        with self._lock:
+            busy = bool(self.active)
+        if busy and now < self._drain_deadline:
+            return False
+        if busy:
+            log.info("daemon.grace_over", left=len(self.active),
+                     note="left in processing/ with their state, resumed at the next start")
+        return True
 
     def shutdown(self) -> None:
         self.stop.set()
@@ -109,36 +146,8 @@ class Daemon:
         for worker in self.workers:
             if worker.is_alive():
                 worker.join(timeout=10)
+        self._write_status()
         log.info("daemon.stopped", **self.counts)
-
-    def _housekeeping(self, now: float) -> None:
-        if now >= self._next["orphans"]:
-            self._next["orphans"] = now + ORPHAN_SCAN_SECONDS
-            self._adopt_orphans()
-        if now >= self._next["heartbeat"]:
-            self._next["heartbeat"] = now + HEARTBEAT_SECONDS
-            with self._lock:
-                owned = [(self._folder(f), s) for (f, _), s in self.active.items()]
-            for folder, state in owned:
-                state.renew(folder)
-        if now >= self._next["prune"]:
-            self._next["prune"] = now + PRUNE_SECONDS
-            for folder in self.config.folders:
-                prune(folder)
-
-    def _adopt_orphans(self, at_start: bool = False) -> None:
-        for folder in self.config.folders:
-            with self._lock:
-                busy = {name for (f, name) in self.active if f == folder.name}
-            for state in self.orphans.scan(folder, busy, at_start=at_start):
-                log.info("job.resuming", job=state.source, folder=folder.name,
-                         prompt_id=state.prompt_id, server=state.server, phase=state.phase)
-                with self._lock:
-                    self.active[(folder.name, state.name)] = state
-                self._enqueue(_Work(folder, state=state))
-
-    def _folder(self, name: str) -> FolderConfig:
-        return next(f for f in self.config.folders if f.name == name)
 
     def _healthy(self) -> bool:
         return (self.watcher.alive() and all(w.is_alive() for w in self.workers)
@@ -153,10 +162,114 @@ class Daemon:
             return
 
         def request_stop(signum: int, _frame: object) -> None:
-            self.stop.set()  # only this: logging and joins happen in the loop
+            # only events here: logging and joins happen in the loop
+            if self.draining.is_set():
+                self.stop.set()  # a second request: stop now
+            self.draining.set()
+
+        def request_reload(signum: int, _frame: object) -> None:
+            self.reload_requested.set()
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGHUP, request_reload)
+
+    def _add_workers(self) -> None:
+        wanted = sum(s.limit for s in self.pool.servers if not s.retired) + 2
+        while len(self.workers) < wanted:
+            worker = threading.Thread(target=self._worker, name=f"worker-{len(self.workers)}",
+                                      daemon=True)
+            self.workers.append(worker)
+            worker.start()
+
+    # -- reload (SIGHUP) ---------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Re-read the config; on any problem keep running on the old one and say why."""
+        self.notifier.reloading()
+        path = self.config.path
+        try:
+            if path is None:
+                raise ConfigError(["the daemon was not started from a config file"])
+            new = load_config(path)
+            ensure_folders(new)
+        except (ConfigError, OSError) as exc:
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            log.error("config.reload_failed", problems=problems,
+                      action="still running on the previous configuration")
+            self.notifier.ready(self._status_line())
+            return
+        old_folders = {f.name for f in self.config.folders}
+        new_folders = {f.name for f in new.folders}
+        servers = self.pool.update(new.servers, new.comfy)
+        self.config = new
+        self.pipeline.update(new)
+        self.watcher.stop()
+        self.watcher = InboxWatcher(new.folders, self._ready, self._cancel)
+        self.watcher.start()
+        self._add_workers()
+        log.info("config.reloaded", folders_added=sorted(new_folders - old_folders),
+                 folders_removed=sorted(old_folders - new_folders), **servers,
+                 note="jobs in flight continue where they are")
+        self.notifier.ready(self._status_line())
+
+    # -- housekeeping ---------------------------------------------------------------------------
+
+    def _housekeeping(self, now: float) -> None:
+        if now >= self._next["orphans"] and not self.draining.is_set():
+            self._next["orphans"] = now + ORPHAN_SCAN_SECONDS
+            self._adopt_orphans()
+        if now >= self._next["heartbeat"]:
+            self._next["heartbeat"] = now + HEARTBEAT_SECONDS
+            for folder, state in self._owned():
+                state.renew(folder)
+        if now >= self._next["prune"]:
+            self._next["prune"] = now + PRUNE_SECONDS
+            for folder in self.config.folders:
+                prune(folder)
+        if now >= self._next["status"]:
+            self._next["status"] = now + STATUS_SECONDS
+            self._write_status()
+            self.notifier.status(self._status_line())
+
+    def _owned(self) -> list[tuple[FolderConfig, JobState]]:
+        with self._lock:
+            states = list(self.active.items())
+        return [(self.pipeline.folder(f), s) for (f, _), s in states]
+
+    def _write_status(self) -> None:
+        servers = self.pool.describe()
+        jobs_by_folder: dict[str, list[dict[str, object]]] = {}
+        now = time.time()
+        for folder, state in self._owned():
+            jobs_by_folder.setdefault(folder.name, []).append({
+                "job": state.source or state.name, "name": state.name, "phase": state.phase,
+                "server": state.server, "prompt_id": state.prompt_id,
+                "progress": self.pool.progress(state.server, state.prompt_id),
+                "age_seconds": round(now - state.claimed_at, 1)})
+        for folder in self.config.folders:
+            try:
+                write_live(folder, jobs_by_folder.get(folder.name, []), servers)
+            except OSError as exc:
+                log.warning("status.write_failed", folder=folder.name, error=str(exc))
+
+    def _status_line(self) -> str:
+        with self._lock:
+            running = len(self.active)
+            waiting = max(0, self._outstanding - running)
+        counts = {"running": running, "waiting": waiting, **self.counts}
+        return status_line(counts, self.pool.describe())
+
+    def _adopt_orphans(self, at_start: bool = False) -> None:
+        for folder in self.config.folders:
+            with self._lock:
+                busy = {name for (f, name) in self.active if f == folder.name}
+            for state in self.orphans.scan(folder, busy, at_start=at_start):
+                log.info("job.resuming", job=state.source, folder=folder.name,
+                         prompt_id=state.prompt_id, server=state.server, phase=state.phase)
+                with self._lock:
+                    self.active[(folder.name, state.name)] = state
+                self._enqueue(_Work(folder, state=state))
 
     # -- work -------------------------------------------------------------------------------------
 
@@ -168,7 +281,7 @@ class Daemon:
         target = cancel_file.name[: -len(".cancel")]
         with self._lock:
             running = [s for (f, _), s in self.active.items() if f == folder.name
-                       and target in (s.source, s.name, Path(s.source).stem, Path(s.name).stem)]
+                       and target in _names(s.source) | _names(s.name)]
         waiting = [p for p in folder.inbox.iterdir() if p != cancel_file
                    and target in (p.name, p.stem) and p.is_file()]
         for state in running:
@@ -205,8 +318,9 @@ class Daemon:
         state = work.state
         if state is None:
             assert work.path is not None
-            if self.stop.is_set():
-                return None
+            if self.draining.is_set():
+                self.watcher.release(work.path)
+                return None  # stays in the inbox for the next start
             with self._lock:  # registered before the rename: never seen as an orphan
                 state = claim(work.folder, work.path, work.detected_at)
                 if state is not None:
@@ -221,6 +335,10 @@ class Daemon:
         finally:
             with self._lock:
                 self.active.pop((work.folder.name, state.name), None)
+
+
+def _names(name: str) -> set[str]:
+    return {name, Path(name).stem}
 
 
 def prune(folder: FolderConfig, now: float | None = None) -> int:

@@ -47,12 +47,23 @@ class _Failover(Exception):
 
 
 class Pipeline:
-    def __init__(self, config: Config, pool: ServerPool, stop: threading.Event) -> None:
+    def __init__(self, config: Config, pool: ServerPool, stop: threading.Event,
+                 draining: threading.Event | None = None) -> None:
         self.config = config
         self.pool = pool
         self.stop = stop
+        self.draining = draining or threading.Event()
+        # by name; a folder removed by a reload stays known until its last job is finished
+        self.folders = {f.name: f for f in config.folders}
         self._cancels: set[tuple[str, str]] = set()  # (folder, name in processing/)
         self._cancel_lock = threading.Lock()
+
+    def update(self, config: Config) -> None:
+        self.config = config
+        self.folders.update({f.name: f for f in config.folders})
+
+    def folder(self, name: str) -> FolderConfig:
+        return self.folders[name]
 
     def request_cancel(self, folder: FolderConfig, state: JobState) -> None:
         """Ask a running job to stop (a `.cancel` file); it notices within moments."""
@@ -199,27 +210,29 @@ class Pipeline:
                 self.pool.release(server)
 
     def submit(self, server: Server, state: JobState, workflow: dict[str, Any]) -> None:
+        if self.draining.is_set():
+            raise Stopping  # shutting down: submit nothing new
         prompt_id = str(uuid.uuid4())
         watch = server.listener.watch(prompt_id, job=state.source, folder=state.folder)
         # record the id before the POST: after a crash the job is found again by it
         state.server, state.prompt_id, state.client_id = server.name, prompt_id, watch.client_id
         state.phase, state.submitted_at = "submitting", time.time()
         state.submissions += 1
-        state.save(self._folder(state))
+        state.save(self.folder(state.folder))
         try:
             server.client.submit(workflow, prompt_id=prompt_id, client_id=watch.client_id)
         except (ServerError, JobError) as exc:
             server.listener.forget(prompt_id)
             state.prompt_id = None
             state.phase = "claimed"
-            state.save(self._folder(state))
+            state.save(self.folder(state.folder))
             if isinstance(exc, JobError) and exc.details.get("partial_prompt_id"):
                 # ComfyUI queued the valid part of the graph anyway; the job failed, so stop it
                 self._abandon(server, str(exc.details["partial_prompt_id"]))
             raise
         self.pool.mark_up(server)
         state.phase = "submitted"
-        state.save(self._folder(state))
+        state.save(self.folder(state.folder))
         log.info("job.submitted", server=server.name, prompt_id=prompt_id,
                  submission=state.submissions)
 
@@ -263,7 +276,7 @@ class Pipeline:
                 watch.wake.clear()
                 if self.stop.is_set():
                     raise Stopping
-                self._check_cancelled(self._folder(state), state)
+                self._check_cancelled(self.folder(state.folder), state)
                 try:
                     entry = client.history(prompt_id)
                     if entry is not None:
@@ -345,9 +358,6 @@ class Pipeline:
                 if self.stop.wait(delay):
                     raise Stopping from exc
                 delay = min(delay * 2, self.config.comfy.backoff_max)
-
-    def _folder(self, state: JobState) -> FolderConfig:
-        return next(f for f in self.config.folders if f.name == state.folder)
 
 
 def _timings(state: JobState, completed_at: float) -> dict[str, Any]:

@@ -34,6 +34,7 @@ class Server:
         self.tags = frozenset(cfg.tags)
         self.limit = cfg.max_in_flight or comfy.max_in_flight
         self.in_flight = 0
+        self.retired = False  # removed from the config: finishes its jobs, takes no new ones
         self.down_since: float | None = None
         self.up = True
         self.last_error = ""
@@ -43,18 +44,58 @@ class Server:
 
 class ServerPool:
     def __init__(self, servers: Sequence[ServerConfig], comfy: ComfyConfig,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, draining: threading.Event | None = None) -> None:
         self.comfy = comfy
         self.stop = stop
+        self.draining = draining or threading.Event()
         self.servers = [Server(s, comfy, stop) for s in servers]
         self._cond = threading.Condition()
+        self._started = False
 
     def by_name(self, name: str | None) -> Server | None:
         return next((s for s in self.servers if s.name == name), None)
 
     def start(self) -> None:
+        self._started = True
         for server in self.servers:
             server.listener.start()
+
+    def update(self, configs: Sequence[ServerConfig], comfy: ComfyConfig) -> dict[str, list[str]]:
+        """Apply a reloaded config: new servers join, removed ones retire after their jobs."""
+        wanted = {(c.name, c.url): c for c in configs}
+        added, removed = [], []
+        with self._cond:
+            self.comfy = comfy
+            for server in self.servers:
+                cfg = wanted.pop((server.name, server.url), None)
+                if cfg is None:
+                    if not server.retired:
+                        server.retired = True
+                        removed.append(server.name)
+                else:
+                    server.retired = False
+                    server.weight, server.tags = cfg.weight, frozenset(cfg.tags)
+                    server.limit = cfg.max_in_flight or comfy.max_in_flight
+            for cfg in wanted.values():
+                server = Server(cfg, comfy, self.stop)
+                self.servers.append(server)
+                added.append(server.name)
+                if self._started:
+                    server.listener.start()
+            self._cond.notify_all()
+        return {"servers_added": added, "servers_removed": removed}
+
+    def describe(self) -> list[dict[str, object]]:
+        return [{"name": s.name, "url": s.url, "up": s.up, "in_flight": s.in_flight,
+                 "queue_remaining": s.listener.queue_remaining, "last_error": s.last_error,
+                 "tags": sorted(s.tags)} for s in self.servers if not s.retired or s.in_flight]
+
+    def progress(self, server_name: str | None, prompt_id: str | None) -> dict[str, int] | None:
+        server = self.by_name(server_name)
+        if server is None or prompt_id is None:
+            return None
+        value = server.listener.progress(prompt_id)
+        return {"step": value[0], "steps": value[1]} if value else None
 
     def close(self) -> None:
         for server in self.servers:
@@ -62,7 +103,8 @@ class ServerPool:
 
     def eligible(self, tags: tuple[str, ...] = ()) -> list[Server]:
         """The servers a folder may use: all, or those carrying one of its tags."""
-        return [s for s in self.servers if not tags or s.tags.intersection(tags)]
+        return [s for s in self.servers
+                if not s.retired and (not tags or s.tags.intersection(tags))]
 
     def acquire(self, tags: tuple[str, ...] = ()) -> Server | None:
         """Block until an eligible server that is up has a free slot; None when stopping.
@@ -70,10 +112,9 @@ class ServerPool:
         Among free servers the least loaded wins: our prompts there plus other clients' work
         (its `queue_remaining` beyond ours, from the WebSocket), divided by its weight.
         """
-        candidates = self.eligible(tags)
         with self._cond:
-            while not self.stop.is_set():
-                free = [s for s in candidates if s.up and _has_room(s)]
+            while not self.stop.is_set() and not self.draining.is_set():
+                free = [s for s in self.eligible(tags) if s.up and _has_room(s)]
                 if free:
                     chosen = min(free, key=_load)
                     chosen.in_flight += 1

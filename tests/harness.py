@@ -93,6 +93,11 @@ class HotFolder:
             self.proc.wait()
             pytest.fail("the daemon did not stop within 20 s of SIGTERM\n" + self.log())
 
+    def in_processing(self) -> list[str]:
+        """Names in processing/ (jobs and their state records), without the daemon's status."""
+        return sorted(p.name for p in self.dir("processing").iterdir()
+                      if p.name != ".hotfolder-status.json")
+
     def kill(self) -> None:
         """SIGKILL: no cleanup, no goodbye, like a power cut for this process."""
         if self.proc is not None and self.proc.poll() is None:

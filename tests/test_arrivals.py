@@ -135,7 +135,7 @@ def test_outbox_done_failed_on_another_file_system_and_permissions(hot):
                      other / "outbox" / "exdev.json", other / "failed" / "exdev-bad.json",
                      other / "failed" / "exdev-bad.error.json"]:
             assert stat.S_IMODE(path.stat().st_mode) == 0o664, path
-        assert not list(hot.dir("processing").iterdir())
+        assert not hot.in_processing()
     finally:
         shutil.rmtree(other, ignore_errors=True)
 

@@ -36,7 +36,7 @@ def assert_exactly_once(hot: HotFolder, names: list[str]) -> None:
         ".error.json"))
     assert sorted(done + failed) == sorted(names), "a job was lost or finished twice"
     assert failed == [], [hot.error(n) for n in failed]
-    leftovers = [p.name for p in hot.dir("processing").iterdir()]
+    leftovers = hot.in_processing()
     assert leftovers == [], f"left in processing/: {leftovers}"
     assert list(hot.dir("inbox").iterdir()) == []
     outbox = list(hot.dir("outbox").iterdir())

@@ -50,7 +50,7 @@ def test_txt_job_becomes_images_sidecar_and_done(hot):
     assert graph["6"]["inputs"]["text"] == sidecar["prompt"]
     assert graph["3"]["inputs"]["seed"] == sidecar["seed"]  # the seed actually used
     assert graph["9"]["inputs"]["filename_prefix"].startswith("hotfolder/fox-")
-    assert not list(hot.dir("processing").iterdir())
+    assert not hot.in_processing()
     assert not [p for p in hot.dir("outbox").iterdir() if p.name.startswith(".")]
 
 

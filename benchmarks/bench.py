@@ -1,0 +1,106 @@
+"""hotfolder's benchmark against the bundled ComfyUI simulator, on this machine.
+
+    python benchmarks/bench.py                 # everything (several minutes)
+    python benchmarks/bench.py --quick         # smaller loads, under a minute
+    python benchmarks/bench.py --only latency  # one scenario (repeatable)
+    python benchmarks/bench.py --json out.json # also write every figure as JSON
+
+Scenarios: `single` (40 jobs at once, one server, vs the tutorial client), `two_servers`,
+`fanout` (8 servers), `latency`, `scale` (10,000 jobs, then idle CPU). Only 127.0.0.1 is used;
+everything runs in a temporary directory that is removed afterwards (unless --keep).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scenarios import SCENARIOS, Result, Settings
+
+
+def settings(args: argparse.Namespace) -> Settings:
+    """Quick mode shrinks every load so the whole run stays under a minute."""
+    s = Settings(quick=args.quick, settle=args.settle)
+    if args.quick:
+        s.batch_jobs, s.fanout_jobs, s.latency_jobs = 10, 80, 10
+        s.scale_jobs, s.idle_seconds = 1000, 10.0
+    return s
+
+
+def print_figures(result: Result) -> None:
+    print(f"\n== {result.name} ==")
+    print(json.dumps(result.figures, indent=2, ensure_ascii=False))
+
+
+def table(results: list[Result]) -> str:
+    rows = [("scenario", "measured", "target", "result")]
+    for result in results:
+        for c in result.checks:
+            verdict = "info" if c["ok"] is None else ("PASS" if c["ok"] else "FAIL")
+            rows.append((c["what"], c["measured"], c["target"], verdict))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short smoke variant (< 60 s)")
+    parser.add_argument("--only", action="append", choices=sorted(SCENARIOS),
+                        help="run only this scenario (may be repeated)")
+    parser.add_argument("--json", type=Path, help="write all figures and checks here")
+    parser.add_argument("--settle", type=float, default=1.0,
+                        help="the folders' settle_seconds (default 1.0, the shipped default)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary directory (logs, hot folders) for inspection")
+    args = parser.parse_args(argv)
+    s = settings(args)
+    names = [n for n in SCENARIOS if not args.only or n in args.only]
+    tmp = Path(tempfile.mkdtemp(prefix="hotfolder-bench-"))
+    results: list[Result] = []
+    started = time.monotonic()
+    print(f"hotfolder benchmark ({'quick' if args.quick else 'full'}): {', '.join(names)}; "
+          f"Python {platform.python_version()}, {platform.machine()}, "
+          f"settle {s.settle:g} s; work dir {tmp}", flush=True)
+    try:
+        for name in names:
+            t = time.monotonic()
+            try:
+                result = SCENARIOS[name](tmp / name, s)
+            except Exception as exc:  # noqa: BLE001 - one broken scenario must not hide the rest
+                traceback.print_exc()
+                result = Result(name, {"error": f"{type(exc).__name__}: {exc}"})
+                result.check(f"{name}: ran", f"error: {type(exc).__name__}", "no error", False)
+            result.figures["scenario_seconds"] = round(time.monotonic() - t, 1)
+            results.append(result)
+            print_figures(result)
+            sys.stdout.flush()
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\n{table(results)}\n\ntotal {time.monotonic() - started:.0f} s")
+    if args.json:
+        payload: dict[str, Any] = {
+            "quick": args.quick, "settle_seconds": s.settle, "python": platform.python_version(),
+            "results": [{"name": r.name, "figures": r.figures, "checks": r.checks}
+                        for r in results]}
+        args.json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    return 0 if all(c["ok"] is not False for r in results for c in r.checks) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
