@@ -253,7 +253,8 @@ def latency(tmp: Path, s: Settings) -> Result:
         _wait_outputs(outbox, stems, jobs * s.job_seconds * 4 + 60)
         seen = {(e["event"], e.get("job") or e.get("file")): log_time(e)
                 for e in d.events("job.detected", "job.claimed", "job.submitted")}
-        to_submit, to_file, to_sidecar = [], [], []
+        claims = sorted(t for (event, _), t in seen.items() if event == "job.claimed")
+        to_submit, to_file, to_sidecar, late = [], [], [], []
         steps: dict[str, list[float]] = {"drop_to_detected": [], "detected_to_claimed": [],
                                          "claimed_to_submitted": []}
         for stem in stems:
@@ -265,6 +266,9 @@ def latency(tmp: Path, s: Settings) -> Result:
             for key, (a, b) in zip(steps, itertools.pairwise(marks), strict=True):
                 steps[key].append(b - a)
             to_submit.append(marks[-1] - marks[0])
+            if marks[1] - marks[0] > 0.15:  # noticed late: how long after the last claim?
+                before = [t for t in claims if t < marks[1]]
+                late.append(marks[1] - max(before) if before else float("nan"))
             to_file.append(appeared(outbox / f"{stem}_00001.png") - success["execution_success"])
             to_sidecar.append(iso_epoch(car["timings"]["delivered_at"])
                               - success["execution_success"])
@@ -279,6 +283,9 @@ def latency(tmp: Path, s: Settings) -> Result:
                  "drop_to_submit": sub,
                  "drop_to_submit_steps_median_s": {k: round(statistics.median(v), 4)
                                                    for k, v in steps.items()},
+                 "late_detections": len(late),
+                 "late_detection_after_last_claim_median_s":
+                     round(statistics.median(late), 4) if late else None,
                  "completion_to_output_file": out,
                  "completion_to_sidecar_delivered_at": car, "daemon_problems": problems}
     limit = s.settle + 0.2
@@ -313,7 +320,7 @@ def scale(tmp: Path, s: Settings) -> Result:
                        jobs * 0.5 + 120, f"{jobs} jobs to finish", interval=0.5)
             wall = time.time() - t0
             cpu_work = d.cpu()
-            time.sleep(2)  # let the last log lines and state files go
+            time.sleep(1)  # let the last log lines and state files go
             idle0 = d.cpu()
             time.sleep(s.idle_seconds)
             idle = (d.cpu() - idle0) / s.idle_seconds
