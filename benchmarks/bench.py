@@ -16,6 +16,7 @@ import argparse
 import json
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (logs, hot folders) for inspection")
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so every finally block stops its daemon and simulators
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     s = settings(args)
     names = [n for n in SCENARIOS if not args.only or n in args.only]
     tmp = Path(tempfile.mkdtemp(prefix="hotfolder-bench-"))

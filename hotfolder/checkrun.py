@@ -26,7 +26,8 @@ def run_checks(config: Config, out: TextIO) -> list[str]:
     for folder in config.folders:
         say(f"folder {folder.name}: {folder.root} using template {folder.template}\n")
     for i, server in enumerate(config.servers):
-        client = ComfyClient(server.url, name=server.name, timeout=config.comfy.request_timeout)
+        client = ComfyClient(server.url, name=server.name, timeout=config.comfy.request_timeout,
+                             token=server.token)
         try:
             object_info = client.object_info()
         except ServerError as exc:

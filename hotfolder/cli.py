@@ -66,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="create a config, template and hot folder in DIR")
     init.add_argument("dir", type=Path)
     init.set_defaults(func=cmd_init)
+    service = sub.add_parser("install-service", help="install the systemd unit, user and "
+                                                     "/etc/hotfolder (as root)")
+    service.add_argument("--template", action="store_true",
+                         help="install hotfolder@.service (one instance per config)")
+    service.add_argument("--root", type=Path, default=Path("/"),
+                         help="install below this directory instead of / (for packaging)")
+    service.add_argument("--no-user", action="store_true", help="do not create the user")
+    service.set_defaults(func=cmd_install_service)
     demo = sub.add_parser("demo", help="run the daemon against the built-in simulator")
     demo.add_argument("--keep", action="store_true", help="(kept for compatibility; the demo "
                                                          "folder is always kept)")
@@ -161,6 +169,12 @@ def cmd_init(args: argparse.Namespace) -> int:
         return 1
     print(f"Created {config_path}\nStart it with:  hotfolder run --config {config_path}")  # noqa: T201
     return 0
+
+
+def cmd_install_service(args: argparse.Namespace) -> int:
+    from hotfolder.service import install
+
+    return install(root=args.root, template=args.template, create_user=not args.no_user)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -42,10 +42,12 @@ class QueueState:
 class ComfyClient:
     """One server's HTTP API. Safe to share between threads (one session per thread)."""
 
-    def __init__(self, url: str, *, name: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, name: str | None = None, timeout: float = 30.0,
+                 token: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.name = name or self.url
         self.timeout = timeout
+        self.token = token
         self._local = threading.local()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -55,6 +57,8 @@ class ComfyClient:
         if session is None:
             session = requests.Session()
             session.headers["User-Agent"] = "hotfolder"
+            if self.token:
+                session.headers["Authorization"] = f"Bearer {self.token}"
             self._local.session = session
         return session
 

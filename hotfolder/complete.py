@@ -42,7 +42,8 @@ class CompletionListener:
     """Owns the WebSocket of one server and routes its messages to the prompts' watches."""
 
     def __init__(self, url: str, *, name: str, stop: threading.Event, enabled: bool = True,
-                 backoff_max: float = 30.0) -> None:
+                 backoff_max: float = 30.0, token: str | None = None) -> None:
+        self.headers = [f"Authorization: Bearer {token}"] if token else []
         self.ws_url = url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/ws"
         self.name = name
         self.enabled = enabled
@@ -120,7 +121,8 @@ class CompletionListener:
             client_id = uuid.uuid4().hex
             try:
                 ws = websocket.create_connection(f"{self.ws_url}?clientId={client_id}",
-                                                 timeout=10, enable_multithread=True)
+                                                 timeout=10, enable_multithread=True,
+                                                 header=self.headers)
             except Exception as exc:  # noqa: BLE001 - any failure to connect means "poll instead"
                 if not announced_down:
                     log.info("server.websocket_unavailable", server=self.name,

@@ -33,6 +33,7 @@ class ServerConfig:
     weight: float = 1.0  # relative speed: a server twice as fast takes twice the share
     tags: tuple[str, ...] = ()
     max_in_flight: int | None = None  # overrides comfy.max_in_flight for this server
+    token: str | None = field(default=None, repr=False)  # sent as "Authorization: Bearer"
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,8 @@ def _servers(value: Any, p: _Problems) -> tuple[ServerConfig, ...]:
         where = f"servers[{i}]"
         if isinstance(item, str):
             item = {"url": item}
-        entry = p.mapping(item, where, ("url", "name", "weight", "tags", "max_in_flight"))
+        entry = p.mapping(item, where, ("url", "name", "weight", "tags", "max_in_flight",
+                                        "token_credential", "token_file"))
         url = entry.get("url")
         parts = urlsplit(url) if isinstance(url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
@@ -261,8 +263,37 @@ def _servers(value: Any, p: _Problems) -> tuple[ServerConfig, ...]:
             weight=p.number(entry, "weight", where, 1.0, minimum=0.01),
             tags=_patterns(entry.get("tags"), _join(where, "tags"), p),
             max_in_flight=(p.number(entry, "max_in_flight", where, 2, minimum=1, integer=True)
-                           if "max_in_flight" in entry else None)))
+                           if "max_in_flight" in entry else None),
+            token=_token(entry, where, p)))
     return tuple(servers)
+
+
+def _token(entry: Mapping[str, Any], where: str, p: _Problems) -> str | None:
+    """A proxy's API token: from systemd's LoadCredential= ($CREDENTIALS_DIRECTORY) or a file."""
+    if entry.get("token_credential") is not None:
+        name = entry["token_credential"]
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not isinstance(name, str) or not name or "/" in name:
+            p.add(_join(where, "token_credential"), f"expected a credential name, got {name!r}")
+            return None
+        if not directory:
+            p.add(_join(where, "token_credential"), "$CREDENTIALS_DIRECTORY is not set: run "
+                  "under systemd with LoadCredential=, or use token_file")
+            return None
+        path = Path(directory) / name
+    elif entry.get("token_file") is not None:
+        path = Path(str(entry["token_file"]))
+    else:
+        return None
+    key = "token_credential" if "token_credential" in entry else "token_file"
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        p.add(_join(where, key), f"cannot read {path}: {exc.strerror or exc}")
+        return None
+    if not token:
+        p.add(_join(where, key), f"{path} is empty")
+    return token or None
 
 
 def _comfy(value: Any, p: _Problems) -> ComfyConfig:

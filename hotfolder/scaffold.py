@@ -22,6 +22,8 @@ CONFIG_TEXT = """\
 #     weight: 2             # relative speed: the least-loaded choice divides by it
 #     tags: [big-memory]    # folders can be pinned to tags with server_tags
 #     max_in_flight: 3      # overrides comfy.max_in_flight for this server
+#     token_credential: comfy-token   # a proxy's API token, from systemd's LoadCredential=
+#     token_file: /etc/hotfolder/comfy-token   # ... or from a file (sent as a Bearer token)
 servers:
   - {server}
 
@@ -72,6 +74,10 @@ folders:
     defaults:
       negative: "blurry, low quality, watermark, text"
       seed: random
+
+# Seconds a stopping daemon (SIGTERM) lets prompts already on ComfyUI finish and deliver;
+# keep it below systemd's TimeoutStopSec. What is left waits in processing/ for the next start.
+stop_grace_seconds: 30
 
 log:
   level: info     # debug | info | warning | error

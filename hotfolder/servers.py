@@ -26,10 +26,11 @@ class Server:
     def __init__(self, cfg: ServerConfig, comfy: ComfyConfig, stop: threading.Event) -> None:
         self.name = cfg.name
         self.url = cfg.url
-        self.client = ComfyClient(cfg.url, name=cfg.name, timeout=comfy.request_timeout)
+        self.client = ComfyClient(cfg.url, name=cfg.name, timeout=comfy.request_timeout,
+                                  token=cfg.token)
         self.listener = CompletionListener(cfg.url, name=cfg.name, stop=stop,
                                            enabled=comfy.websocket,
-                                           backoff_max=comfy.backoff_max)
+                                           backoff_max=comfy.backoff_max, token=cfg.token)
         self.weight = cfg.weight
         self.tags = frozenset(cfg.tags)
         self.limit = cfg.max_in_flight or comfy.max_in_flight

@@ -80,13 +80,13 @@ def collect(config: Config, *, probe: bool = True) -> dict[str, Any]:
                         "counts": folder_counts(folder),
                         "jobs": live.get("jobs", []) if fresh and live else []})
     if servers is None:
-        servers = [_probe(s.name, s.url, config.comfy.request_timeout) if probe
+        servers = [_probe(s.name, s.url, config.comfy.request_timeout, s.token) if probe
                    else {"name": s.name, "url": s.url, "up": None} for s in config.servers]
     return {"daemon": daemon or {"running": False}, "folders": folders, "servers": servers}
 
 
-def _probe(name: str, url: str, timeout: float) -> dict[str, Any]:
-    client = ComfyClient(url, name=name, timeout=min(timeout, 3.0))
+def _probe(name: str, url: str, timeout: float, token: str | None) -> dict[str, Any]:
+    client = ComfyClient(url, name=name, timeout=min(timeout, 3.0), token=token)
     try:
         remaining = client.queue_remaining()
     except Exception as exc:  # noqa: BLE001 - any failure means "down", said in last_error

@@ -104,3 +104,20 @@ def test_version():
     result = subprocess.run([sys.executable, "-m", "hotfolder", "--version"],
                             capture_output=True, text=True, check=True)
     assert result.stdout.startswith("hotfolder ")
+
+
+def test_install_service_lays_out_unit_config_and_folders(tmp_path, capsys):
+    from hotfolder.config import load_config
+
+    assert main(["install-service", "--root", str(tmp_path), "--no-user"]) == 0
+    out = capsys.readouterr().out
+    unit = tmp_path / "etc/systemd/system/hotfolder.service"
+    assert unit.read_text() == (Path(__file__).resolve().parents[1]
+                                / "systemd/hotfolder.service").read_text()
+    config = load_config(tmp_path / "etc/hotfolder/hotfolder.yaml")
+    assert config.folders[0].root == Path("/srv/hotfolder")
+    assert (tmp_path / "srv/hotfolder/inbox").is_dir()
+    assert "systemctl enable --now hotfolder" in out
+    assert main(["install-service", "--root", str(tmp_path), "--no-user", "--template"]) == 0
+    assert (tmp_path / "etc/systemd/system/hotfolder@.service").exists()
+    assert "systemctl enable --now hotfolder@studio" in capsys.readouterr().out
