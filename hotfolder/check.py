@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hotfolder.explain import (
+from hotfolder.explain import node_label
+from hotfolder.nodeinfo import (
     class_inputs,
     class_outputs,
     closest,
     combo_choices,
-    node_label,
     spec_parts,
     suggest_choices,
     type_name,

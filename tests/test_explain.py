@@ -15,14 +15,13 @@ from typing import Any
 import pytest
 
 from hotfolder.explain import (
-    closest,
     explain_execution_error,
     explain_history_failure,
     explain_interrupted,
     explain_rejection,
     node_label,
-    suggest_choices,
 )
+from hotfolder.nodeinfo import closest, suggest_choices
 
 FIXTURES = Path(__file__).parent / "fixtures" / "comfy-api"
 
