@@ -165,8 +165,13 @@ class ComfyClient:
     def delete_history(self, prompt_id: str) -> None:
         self._request("POST", "/history", json={"delete": [prompt_id]})
 
-    def download(self, output: Mapping[str, Any], sink: IO[bytes]) -> int:
-        """Stream one output file from /view into `sink`; returns the byte count."""
+    def download(self, output: Mapping[str, Any], sink: IO[bytes],
+                 max_bytes: int | None = None) -> int:
+        """Stream one output file from /view into `sink`; returns the byte count.
+
+        An answer longer than `max_bytes` is cut off and fails the job: a server (or whatever
+        answers in its name) must not be able to fill the disk.
+        """
         params = {"filename": str(output.get("filename", "")),
                   "subfolder": str(output.get("subfolder", "")),
                   "type": str(output.get("type", "output"))}
@@ -179,8 +184,12 @@ class ComfyClient:
             total = 0
             try:
                 for chunk in _chunks(response):
-                    sink.write(chunk)
                     total += len(chunk)
+                    if max_bytes is not None and total > max_bytes:
+                        raise JobError(f"the output {params['filename']!r} is larger than "
+                                       f"comfy.max_output_bytes ({max_bytes} bytes); download "
+                                       "stopped", kind="download")
+                    sink.write(chunk)
             except requests.RequestException as exc:
                 raise ServerError(f"download of {params['filename']!r} from {self.url} broke "
                                   f"off ({_reason(exc)})", server=self.name) from exc

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from hotfolder.errors import ConfigError
-from hotfolder.fields import JOB_FIELDS, check_field
+from hotfolder.fields import JOB_FIELDS, Limits, check_field
 
 DEFAULT_EXTENSIONS = (".txt", ".json", ".yaml", ".yml")
 CONFIG_SEARCH = ("./config/hotfolder.yaml", "/etc/hotfolder/hotfolder.yaml")
@@ -48,6 +48,7 @@ class ComfyConfig:
     backoff_max: float = 60.0
     job_timeout: float = 3600.0
     failover_seconds: float = 10.0  # a server silent this long: its jobs go to another
+    max_output_bytes: int = 4 * 1024**3  # a bigger /view answer is cut off, the job failed
     delete_history: bool = False
     websocket: bool = True
 
@@ -77,6 +78,10 @@ class FolderConfig:
     rescan_seconds: float = 30.0
     ignore: tuple[str, ...] = ()
     server_tags: tuple[str, ...] = ()  # only servers with one of these tags (none: any)
+    limits: Limits = field(default_factory=Limits)
+    accept_workflows: bool = True  # whole API workflows dropped as jobs
+    deny_classes: tuple[str, ...] = ()  # node class_types a job may never run (patterns)
+    allow_set: tuple[str, ...] = ("*",)  # NODE.INPUT patterns `set:` may change
     file_mode: int | None = None  # permissions for outputs and moved files, e.g. 0o664
     prune_days: float | None = None  # delete files in done/ and failed/ older than this
     # each defaults to <root>/<name>; outbox, done and failed may live on another file system
@@ -309,6 +314,8 @@ def _comfy(value: Any, p: _Problems) -> ComfyConfig:
         backoff_max=p.number(data, "backoff_max", "comfy", d.backoff_max, minimum=0.01),
         job_timeout=p.number(data, "job_timeout", "comfy", d.job_timeout, minimum=0.1),
         failover_seconds=p.number(data, "failover_seconds", "comfy", d.failover_seconds),
+        max_output_bytes=p.number(data, "max_output_bytes", "comfy", d.max_output_bytes,
+                                  minimum=1, integer=True),
         delete_history=p.boolean(data, "delete_history", "comfy", d.delete_history),
         websocket=p.boolean(data, "websocket", "comfy", d.websocket),
     )
@@ -371,7 +378,8 @@ def _load_template(name: str, raw_path: Any, raw_bindings: Any, base: Path, wher
 
 _FOLDER_KEYS = ("name", "root", "workflow", "defaults", "extensions", "settle_seconds",
                 "include_temp_outputs", "job_timeout", "watch", "rescan_seconds", "ignore",
-                "file_mode", "prune_days", "server_tags", *SUBFOLDERS)
+                "file_mode", "prune_days", "server_tags", "limits", "accept_workflows",
+                "deny_classes", "allow_set", *SUBFOLDERS)
 
 
 def _folders(value: Any, base: Path, templates: dict[str, Template],
@@ -403,6 +411,11 @@ def _folders(value: Any, base: Path, templates: dict[str, Template],
             rescan_seconds=p.number(data, "rescan_seconds", where, 30.0, minimum=0.1),
             ignore=_patterns(data.get("ignore"), _join(where, "ignore"), p),
             server_tags=_patterns(data.get("server_tags"), _join(where, "server_tags"), p),
+            limits=_limits(data.get("limits"), _join(where, "limits"), p),
+            accept_workflows=p.boolean(data, "accept_workflows", where, True),
+            deny_classes=_patterns(data.get("deny_classes"), _join(where, "deny_classes"), p),
+            allow_set=(_patterns(data.get("allow_set"), _join(where, "allow_set"), p)
+                       if "allow_set" in data else ("*",)),
             file_mode=_mode(data.get("file_mode"), _join(where, "file_mode"), p),
             prune_days=(p.number(data, "prune_days", where, 0.0, minimum=0.001)
                         if data.get("prune_days") is not None else None),
@@ -453,6 +466,13 @@ def _defaults(value: Any, where: str, p: _Problems) -> dict[str, Any]:
         else:
             out[key] = item
     return out
+
+
+def _limits(value: Any, where: str, p: _Problems) -> Limits:
+    d = Limits()
+    data = p.mapping(value, where, tuple(Limits.__dataclass_fields__))
+    return Limits(**{key: p.number(data, key, where, getattr(d, key), minimum=1, integer=True)
+                     for key in Limits.__dataclass_fields__})
 
 
 def _patterns(value: Any, where: str, p: _Problems) -> tuple[str, ...]:

@@ -75,9 +75,22 @@ def release_stem(outbox: Path, state: JobState) -> None:
             _reserved.discard(outbox / state.out_stem)
 
 
+def check_output_names(outputs: list[dict[str, Any]]) -> None:
+    """Refuse server-reported names that could point anywhere but ComfyUI's own folders."""
+    for output in outputs:
+        for key in ("filename", "subfolder"):
+            value = str(output.get(key, ""))
+            parts = re.split(r"[\\/]", value)
+            if "\x00" in value or value.startswith(("/", "\\")) or ".." in parts \
+                    or re.match(r"^[A-Za-z]:", value):
+                raise JobError(f"ComfyUI reported an output with an unsafe {key} {value!r} "
+                               "(a '..', an absolute path or a NUL); refused", kind="download")
+
+
 def deliver_all(client: ComfyClient, outputs: list[dict[str, Any]], outbox: Path,
                 state: JobState, save: Callable[[], None],
-                file_mode: int | None = None) -> list[dict[str, Any]]:
+                file_mode: int | None = None, max_bytes: int | None = None,
+                ) -> list[dict[str, Any]]:
     """Download every output as `<stem>_00001.ext`, …, skipping those already delivered.
 
     The stem is chosen once and the state saved after each file, so a retry after a broken
@@ -85,6 +98,7 @@ def deliver_all(client: ComfyClient, outputs: list[dict[str, Any]], outbox: Path
     already has its final name belongs to this job (the stem is reserved for it): it was placed
     just before a crash, so it is kept, not fetched again.
     """
+    check_output_names(outputs)
     outbox.mkdir(parents=True, exist_ok=True)
     names = [f"_{i:05d}{_extension(o['filename'])}" for i, o in enumerate(outputs, start=1)]
     stem = reserve_stem(outbox, state, names)
@@ -98,7 +112,7 @@ def deliver_all(client: ComfyClient, outputs: list[dict[str, Any]], outbox: Path
                 path, size = final, final.stat().st_size
             else:
                 with atomic_writer(final) as (fh, placed):
-                    size = client.download(output, fh)
+                    size = client.download(output, fh, max_bytes)
                 path = placed[0]
                 apply_mode(path, file_mode)
             state.delivered[key] = {

@@ -6,6 +6,7 @@ job file is valid in `defaults:` and is described by the same words when it is n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 SEED_MAX = 2**64 - 1  # ComfyUI's seed inputs go up to 0xffffffffffffffff
@@ -78,11 +79,36 @@ FIELD_CHECKS = {
 JOB_FIELDS = tuple(FIELD_CHECKS)
 
 
-def check_field(name: str, value: Any, *, in_defaults: bool = False) -> str | None:
+@dataclass(frozen=True)
+class Limits:
+    """Bounds a folder puts on what a dropped file may ask for (untrusted drops)."""
+
+    max_job_bytes: int = 1024 * 1024  # checked before the file is read
+    max_prompt_chars: int = 20_000
+    max_steps: int = 500
+    max_side: int = 8192  # width and height
+    max_batch: int = 64
+
+
+_LIMITED = {"steps": "max_steps", "width": "max_side", "height": "max_side",
+            "batch_size": "max_batch"}
+
+
+def check_field(name: str, value: Any, *, in_defaults: bool = False,
+                limits: Limits | None = None) -> str | None:
     """Return what is wrong with `value` for field `name`, or None when it is fine."""
     if name == "seed":
         return _check_seed(value, allow_keep=in_defaults)
-    return FIELD_CHECKS[name](value)
+    problem = FIELD_CHECKS[name](value)
+    if problem or limits is None:
+        return problem
+    if name in _LIMITED and value > getattr(limits, _LIMITED[name]):
+        key = _LIMITED[name]
+        return f"must be at most {getattr(limits, key)} (this folder's limits.{key}), got {value}"
+    if name in ("prompt", "negative") and len(value) > limits.max_prompt_chars:
+        return (f"is {len(value)} characters long; this folder allows at most "
+                f"{limits.max_prompt_chars} (limits.max_prompt_chars)")
+    return None
 
 
 def _describe(value: Any) -> str:

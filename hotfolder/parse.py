@@ -6,8 +6,11 @@ change; nothing here touches the network or the template.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import json
+import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +19,8 @@ from typing import Any, Literal
 import yaml
 
 from hotfolder.errors import JobError
-from hotfolder.fields import JOB_FIELDS, check_field
+from hotfolder.fields import JOB_FIELDS, Limits, check_field
 
-MAX_JOB_BYTES = 1024 * 1024
 SPEC_KEYS = (*JOB_FIELDS, "workflow", "set")
 
 
@@ -41,30 +43,55 @@ def workflow_format(obj: Any) -> Literal["api", "gui"] | None:
     return None
 
 
-def parse_job(path: Path) -> JobSpec:
+def parse_job(path: Path, limits: Limits | None = None) -> JobSpec:
+    limits = limits or Limits()
     try:
-        size = path.stat().st_size
-        if size > MAX_JOB_BYTES:
-            raise JobError(f"the file is {size} bytes; job files are limited to {MAX_JOB_BYTES}",
-                           kind="unreadable")
-        data = path.read_bytes()
+        with open(path, "rb") as fh:  # the size is checked on the open file, before reading
+            size = os.fstat(fh.fileno()).st_size
+            if size > limits.max_job_bytes:
+                raise JobError(f"the file is {size} bytes; job files in this folder are "
+                               f"limited to {limits.max_job_bytes} (limits.max_job_bytes)",
+                               kind="too_large")
+            data = fh.read(limits.max_job_bytes + 1)
     except OSError as exc:
         raise JobError(f"cannot read the job file: {exc.strerror or exc}",
                        kind="unreadable") from exc
-    return parse_bytes(path.name, data)
+    if len(data) > limits.max_job_bytes:
+        raise JobError(f"the file grew past {limits.max_job_bytes} bytes while being read",
+                       kind="too_large")
+    return parse_bytes(path.name, data, limits)
 
 
-def parse_bytes(name: str, data: bytes) -> JobSpec:
+def decode_text(data: bytes) -> str:
+    """UTF-8 (with or without BOM), or UTF-16 when it starts with a UTF-16 BOM."""
+    if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise JobError("the file starts like UTF-16 text but is not valid UTF-16; save "
+                           "it as UTF-8", kind="unreadable") from exc
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise JobError(f"the file is not UTF-8 text (bad byte at offset {exc.start}); "
                        "save it as UTF-8", kind="unreadable") from exc
+    if "\x00" in text:
+        raise JobError("the file contains NUL bytes: it looks binary, not text",
+                       kind="unreadable")
+    return text
+
+
+def parse_bytes(name: str, data: bytes, limits: Limits | None = None) -> JobSpec:
+    limits = limits or Limits()
+    text = decode_text(data)
     suffix = Path(name).suffix.lower()
     if suffix == ".txt":
         prompt = text.strip()
         if not prompt:
             raise JobError("the prompt file is empty", kind="invalid")
+        problem = check_field("prompt", prompt, limits=limits)
+        if problem:
+            raise JobError(f"the prompt {problem}", kind="invalid")
         return JobSpec(kind="prompt", fields={"prompt": prompt})
     if suffix == ".json":
         obj = _load_json(text)
@@ -73,10 +100,10 @@ def parse_bytes(name: str, data: bytes) -> JobSpec:
     else:
         raise JobError(f"{suffix or 'files without an extension'} is not a job format",
                        kind="invalid")
-    return parse_object(obj)
+    return parse_object(obj, limits)
 
 
-def parse_object(obj: Any) -> JobSpec:
+def parse_object(obj: Any, limits: Limits | None = None) -> JobSpec:
     kind = workflow_format(obj)
     if kind == "gui":
         raise JobError(
@@ -87,10 +114,10 @@ def parse_object(obj: Any) -> JobSpec:
         return JobSpec(kind="workflow", workflow=obj)
     if not isinstance(obj, Mapping):
         raise JobError(f"a job spec must be a mapping of fields, got {_kind(obj)}", kind="invalid")
-    return _parse_spec(obj)
+    return _parse_spec(obj, limits or Limits())
 
 
-def _parse_spec(obj: Mapping[str, Any]) -> JobSpec:
+def _parse_spec(obj: Mapping[str, Any], limits: Limits) -> JobSpec:
     problems: list[str] = []
     fields: dict[str, Any] = {}
     for key, value in obj.items():
@@ -99,7 +126,7 @@ def _parse_spec(obj: Mapping[str, Any]) -> JobSpec:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"unknown field {key!r}{hint}")
         elif key in JOB_FIELDS:
-            problem = check_field(key, value)
+            problem = check_field(key, value, limits=limits)
             if problem:
                 problems.append(f"{key}: {problem}")
             else:
@@ -108,7 +135,7 @@ def _parse_spec(obj: Mapping[str, Any]) -> JobSpec:
     if template is not None and not isinstance(template, str):
         problems.append(f"workflow: expected a template name, got {_kind(template)}")
         template = None
-    sets = _parse_sets(obj.get("set"), problems)
+    sets = _parse_sets(obj.get("set"), problems, limits)
     if problems:
         raise JobError("the job spec is invalid: " + "; ".join(problems)
                        + f". Known fields: {', '.join(SPEC_KEYS)}", kind="invalid",
@@ -116,7 +143,7 @@ def _parse_spec(obj: Mapping[str, Any]) -> JobSpec:
     return JobSpec(kind="spec", fields=fields, template=template, sets=sets)
 
 
-def _parse_sets(value: Any, problems: list[str]) -> dict[str, Any]:
+def _parse_sets(value: Any, problems: list[str], limits: Limits) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -130,6 +157,11 @@ def _parse_sets(value: Any, problems: list[str]) -> dict[str, Any]:
         elif isinstance(item, (Mapping, list)) or item is None:
             problems.append(f"set.{target}: expected a text, number or true/false, "
                             f"got {_kind(item)}")
+        elif isinstance(item, str) and len(item) > limits.max_prompt_chars:
+            problems.append(f"set.{target}: {len(item)} characters is more than this folder "
+                            f"allows ({limits.max_prompt_chars}, limits.max_prompt_chars)")
+        elif isinstance(item, float) and not math.isfinite(item):
+            problems.append(f"set.{target}: not a finite number")
         else:
             sets[target] = item
     return sets

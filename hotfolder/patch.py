@@ -8,6 +8,7 @@ template works without configuration; a template's `bindings:` override any fiel
 from __future__ import annotations
 
 import copy
+import fnmatch
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -109,11 +110,33 @@ def bindings_for(workflow: Mapping[str, Any],
 def patch_workflow(base: Mapping[str, Any], *, template_name: str,
                    overrides: Mapping[str, Iterable[str]], values: Mapping[str, Any],
                    sets: Mapping[str, Any], optional: Iterable[str] = ()) -> dict[str, Any]:
-    """A patched deep copy of `base`; fields in `optional` are skipped if the graph has no place."""
+    """A patched deep copy of `base`; fields in `optional` are skipped if the graph has no place.
+
+    `set:` comes after the fields (it is the more specific), except for `filename_prefix`,
+    which is hotfolder's own and is written last so no job can point it anywhere else.
+    """
     workflow: dict[str, Any] = copy.deepcopy(dict(base))
     bindings = bindings_for(workflow, overrides)
     optional = set(optional)
-    for field, value in values.items():
+    ordered = [(k, v) for k, v in values.items() if k != "filename_prefix"]
+    last = [(k, v) for k, v in values.items() if k == "filename_prefix"]
+    _apply_values(workflow, bindings, ordered, optional, template_name)
+    for target, value in sets.items():
+        node_id, input_name = resolve_target(workflow, target)
+        current = workflow[node_id]["inputs"][input_name]
+        if is_link(current):
+            raise JobError(f"set {target}: input {input_name!r} of node {node_id} "
+                           f"{_label(workflow[node_id])} is connected to node {current[0]}; "
+                           "set the value on that node instead", kind="patch")
+        workflow[node_id]["inputs"][input_name] = value
+    _apply_values(workflow, bindings, last, optional, template_name)
+    return workflow
+
+
+def _apply_values(workflow: dict[str, Any], bindings: Mapping[str, list[Target]],
+                  values: Iterable[tuple[str, Any]], optional: set[str],
+                  template_name: str) -> None:
+    for field, value in values:
         targets = bindings.get(field)
         if not targets:
             if field in optional:
@@ -123,15 +146,6 @@ def patch_workflow(base: Mapping[str, Any], *, template_name: str,
                            f"workflows.{template_name}.bindings in the config", kind="patch")
         for node_id, input_name in targets:
             workflow[node_id]["inputs"][input_name] = value
-    for target, value in sets.items():
-        node_id, input_name = resolve_target(workflow, target)
-        current = workflow[node_id]["inputs"][input_name]
-        if is_link(current):
-            raise JobError(f"set {target}: input {input_name!r} of node {node_id} "
-                           f"{_label(workflow[node_id])} is connected to node {current[0]}; "
-                           "set the value on that node instead", kind="patch")
-        workflow[node_id]["inputs"][input_name] = value
-    return workflow
 
 
 def _label(node: Mapping[str, Any]) -> str:
@@ -192,3 +206,37 @@ def _text_source(workflow: Mapping[str, Any], nid: str, key: str) -> list[Target
         if isinstance(literal, str):
             return [(value[0], name)]
     return []
+
+
+def check_links(workflow: Mapping[str, Any]) -> None:
+    """A dropped workflow's links must point at nodes it has (ComfyUI's own error is cryptic)."""
+    for nid, node in workflow.items():
+        inputs = node.get("inputs", {})
+        if not isinstance(inputs, Mapping):
+            raise JobError(f"node {nid} {_label(node)}: 'inputs' must be a mapping",
+                           kind="invalid")
+        for key, value in inputs.items():
+            if is_link(value) and value[0] not in workflow:
+                raise JobError(f"node {nid} {_label(node)}, input {key!r} is linked to node "
+                               f"{value[0]}, which is not in the workflow", kind="invalid")
+
+
+def check_sets_allowed(workflow: Mapping[str, Any], sets: Mapping[str, Any],
+                       allowed: Iterable[str]) -> None:
+    """`set:` only on inputs the folder allows, matched as written or as CLASS.INPUT."""
+    patterns = tuple(allowed)
+    for target in sets:
+        node_id, input_name = resolve_target(workflow, target)
+        by_class = f"{workflow[node_id].get('class_type')}.{input_name}"
+        if not any(fnmatch.fnmatchcase(name, p) for p in patterns for name in (target, by_class)):
+            raise JobError(f"set {target}: this folder does not allow changing {by_class} "
+                           f"(allowed: {', '.join(patterns) or 'nothing'})", kind="refused")
+
+
+def check_classes_allowed(workflow: Mapping[str, Any], denied: Iterable[str]) -> None:
+    patterns = tuple(denied)
+    for nid, node in workflow.items():
+        cls = str(node.get("class_type", ""))
+        if any(fnmatch.fnmatchcase(cls, p) for p in patterns):
+            raise JobError(f"node {nid} {_label(node)}: the class {cls} is not allowed in this "
+                           "folder (deny_classes)", kind="refused")

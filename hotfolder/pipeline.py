@@ -25,7 +25,13 @@ from hotfolder.errors import JobError, ServerError
 from hotfolder.explain import explain_history_failure
 from hotfolder.finish import Outcome, finish_done, finish_failed, iso_time
 from hotfolder.parse import JobSpec, parse_job
-from hotfolder.patch import find_bindings, patch_workflow
+from hotfolder.patch import (
+    check_classes_allowed,
+    check_links,
+    check_sets_allowed,
+    find_bindings,
+    patch_workflow,
+)
 from hotfolder.servers import Server, ServerPool
 
 log = structlog.get_logger()
@@ -92,7 +98,7 @@ class Pipeline:
         record: dict[str, Any] = {"job": state.source or state.name, "folder": folder.name}
         with structlog.contextvars.bound_contextvars(job=record["job"], folder=folder.name):
             try:
-                spec = parse_job(path)
+                spec = parse_job(path, folder.limits)
                 workflow = self.prepare(folder, state, spec, record)
                 if state.expected is not None and len(state.delivered) >= state.expected:
                     # every output was already delivered before a restart: just finish
@@ -122,6 +128,11 @@ class Pipeline:
                  f"{state.job_id[:8]}"
         if spec.kind == "workflow":
             assert spec.workflow is not None
+            if not folder.accept_workflows:
+                raise JobError("this folder does not accept whole workflows "
+                               "(accept_workflows: false); drop a prompt or a job spec",
+                               kind="refused")
+            check_links(spec.workflow)
             base, template_name, overrides = spec.workflow, "(workflow in the job file)", {}
             values: dict[str, Any] = {"seed": folder.defaults.get("seed", "random")}
             optional = {"seed", "filename_prefix"}
@@ -143,8 +154,10 @@ class Pipeline:
                 state.seed = secrets.randbelow(SEED_RANDOM_MAX) if seed == "random" else seed
             values["seed"] = state.seed
         values["filename_prefix"] = prefix
+        check_sets_allowed(base, spec.sets, folder.allow_set)
         workflow = patch_workflow(base, template_name=template_name, overrides=overrides,
                                   values=values, sets=spec.sets, optional=optional)
+        check_classes_allowed(workflow, folder.deny_classes)
         used = find_bindings(workflow)
 
         def first(field_name: str) -> Any:
@@ -352,7 +365,8 @@ class Pipeline:
         while True:
             try:
                 return deliver_all(server.client, outputs, folder.outbox, state,
-                                   save=lambda: state.save(folder), file_mode=folder.file_mode)
+                                   save=lambda: state.save(folder), file_mode=folder.file_mode,
+                                   max_bytes=self.config.comfy.max_output_bytes)
             except ServerError as exc:
                 self.pool.mark_down(server, exc)
                 if self.stop.wait(delay):

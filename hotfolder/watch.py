@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import stat
+import stat as stat_module
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -40,9 +40,12 @@ Cancel = Callable[[FolderConfig, Path], None]
 
 
 def is_ignored(name: str, extra: Iterable[str] = ()) -> bool:
-    if any(ch in name for ch in "\n\r"):
-        return True  # a name no log line or error file could show: leave it alone
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in (*IGNORED_PATTERNS, *extra))
+
+
+def has_control_chars(name: str) -> bool:
+    """Line breaks, escapes and the like: a name no log line or error file could show."""
+    return any(ord(ch) < 32 or ord(ch) == 127 for ch in name)
 
 
 def observer_mode(folder: FolderConfig) -> tuple[str, str | None]:
@@ -174,9 +177,16 @@ class InboxWatcher:
             return
         if is_ignored(path.name, folder.ignore):
             return
-        stat = _stat(path)
-        if stat is None or not _is_regular(stat):
-            return  # directories, symlinks, FIFOs, devices: never opened, never moved
+        stat = _stat(path)  # lstat: a symlink is seen as one, never followed
+        if stat is None or stat_module.S_ISDIR(stat.st_mode):
+            return
+        refusal = _refusal(path.name, stat)
+        if refusal:  # left alone, never opened, never moved; said once
+            if path not in self._warned:
+                self._warned.add(path)
+                log.warning("job.ignored", file=repr(path.name), folder=folder.name,
+                            reason=refusal)
+            return
         if path.name.endswith(CANCEL_SUFFIX) and self.on_cancel is not None:
             self.on_cancel(folder, path)
             return
@@ -200,9 +210,21 @@ def _stat(path: Path) -> os.stat_result | None:
         return None
 
 
+def _refusal(name: str, result: os.stat_result) -> str | None:
+    if stat_module.S_ISLNK(result.st_mode):
+        return "a symbolic link: links are never followed; the link and its target are untouched"
+    if not stat_module.S_ISREG(result.st_mode):
+        return "not a regular file (a FIFO, socket or device): never opened"
+    if result.st_nlink > 1:
+        return "a hard link to another file: refused, so a drop cannot reach files elsewhere"
+    if has_control_chars(name):
+        return "the name contains control characters (such as a line break); rename it"
+    return None
+
+
 def _signature(result: os.stat_result) -> tuple[int, int, int]:
     return result.st_size, result.st_mtime_ns, result.st_ino
 
 
 def _is_regular(result: os.stat_result) -> bool:
-    return stat.S_ISREG(result.st_mode)
+    return stat_module.S_ISREG(result.st_mode)
