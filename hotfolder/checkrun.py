@@ -13,11 +13,15 @@ from hotfolder.client import ComfyClient
 from hotfolder.config import Config
 from hotfolder.errors import ServerError
 from hotfolder.patch import find_bindings
+from hotfolder.secrets import redact
 
 
 def run_checks(config: Config, out: TextIO) -> list[str]:
     problems: list[str] = []
-    say = out.write
+
+    def say(text: str) -> None:
+        out.write(redact(text))
+
     say(f"config: {config.path} is valid\n")
     for name, template in config.templates.items():
         fields = sorted(find_bindings(template.workflow))
@@ -27,7 +31,7 @@ def run_checks(config: Config, out: TextIO) -> list[str]:
         say(f"folder {folder.name}: {folder.root} using template {folder.template}\n")
     for i, server in enumerate(config.servers):
         client = ComfyClient(server.url, name=server.name, timeout=config.comfy.request_timeout,
-                             token=server.token)
+                             headers=server.headers, verify=server.verify)
         try:
             object_info = client.object_info()
         except ServerError as exc:

@@ -43,11 +43,12 @@ class ComfyClient:
     """One server's HTTP API. Safe to share between threads (one session per thread)."""
 
     def __init__(self, url: str, *, name: str | None = None, timeout: float = 30.0,
-                 token: str | None = None) -> None:
+                 headers: Mapping[str, str] | None = None, verify: bool | str = True) -> None:
         self.url = url.rstrip("/")
         self.name = name or self.url
         self.timeout = timeout
-        self.token = token
+        self.headers = dict(headers or {})
+        self.verify = verify
         self._local = threading.local()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -57,21 +58,32 @@ class ComfyClient:
         if session is None:
             session = requests.Session()
             session.headers["User-Agent"] = "hotfolder"
-            if self.token:
-                session.headers["Authorization"] = f"Bearer {self.token}"
+            session.headers.update(self.headers)
             self._local.session = session
         return session
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.timeout)
+        # per request, not on the session: requests lets $REQUESTS_CA_BUNDLE override a
+        # session's verify setting (psf/requests#3829), which would ignore ca_bundle/verify
+        kwargs.setdefault("verify", self.verify)
         try:
             response = self._session().request(method, self.url + path, **kwargs)
         except requests.Timeout as exc:
             raise ServerError(f"ComfyUI at {self.url} did not answer {method} {path} within "
                               f"{kwargs['timeout']:g} s", server=self.name) from exc
+        except requests.exceptions.SSLError as exc:
+            raise ServerError(f"ComfyUI at {self.url}: TLS failed ({_reason(exc)}); check "
+                              "the certificate, servers[].ca_bundle or servers[].verify",
+                              server=self.name) from exc
         except requests.RequestException as exc:
             raise ServerError(f"ComfyUI at {self.url} is unreachable ({_reason(exc)})",
                               server=self.name) from exc
+        if response.status_code in (401, 407):
+            raise ServerError(f"ComfyUI at {self.url} answered HTTP {response.status_code}: "
+                              "unauthorised - check the server's token, basic_auth or "
+                              "headers in the config", server=self.name,
+                              status=response.status_code)
         if response.status_code >= 500:
             body = response.text[:2000]
             raise ServerError(f"ComfyUI at {self.url} answered {method} {path} with HTTP "
@@ -210,7 +222,8 @@ def _chunks(response: requests.Response) -> Iterator[bytes]:
 def _reason(exc: BaseException) -> str:
     text = str(exc)
     for marker in ("Connection refused", "Name or service not known", "timed out",
-                   "Connection reset", "Remote end closed"):
+                   "Connection reset", "Remote end closed", "CERTIFICATE_VERIFY_FAILED",
+                   "certificate verify failed", "WRONG_VERSION_NUMBER"):
         if marker in text:
             return marker.lower()
     return type(exc).__name__

@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import ssl
 import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +44,13 @@ class CompletionListener:
     """Owns the WebSocket of one server and routes its messages to the prompts' watches."""
 
     def __init__(self, url: str, *, name: str, stop: threading.Event, enabled: bool = True,
-                 backoff_max: float = 30.0, token: str | None = None) -> None:
-        self.headers = [f"Authorization: Bearer {token}"] if token else []
+                 backoff_max: float = 30.0, headers: Mapping[str, str] | None = None,
+                 verify: bool | str = True) -> None:
+        # the same auth as HTTP: a proxy in front of ComfyUI guards /ws too
+        self.headers = [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.sslopt: dict[str, Any] = (
+            {"cert_reqs": ssl.CERT_NONE, "check_hostname": False} if verify is False
+            else {"ca_certs": verify} if isinstance(verify, str) else {})
         self.ws_url = url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/ws"
         self.name = name
         self.enabled = enabled
@@ -122,7 +129,7 @@ class CompletionListener:
             try:
                 ws = websocket.create_connection(f"{self.ws_url}?clientId={client_id}",
                                                  timeout=10, enable_multithread=True,
-                                                 header=self.headers)
+                                                 header=self.headers, sslopt=self.sslopt)
             except Exception as exc:  # noqa: BLE001 - any failure to connect means "poll instead"
                 if not announced_down:
                     log.info("server.websocket_unavailable", server=self.name,

@@ -7,6 +7,7 @@ any working directory.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ import yaml
 
 from hotfolder.errors import ConfigError
 from hotfolder.fields import JOB_FIELDS, Limits, check_field
+from hotfolder.secrets import SecretError, read_secret, register
 
 DEFAULT_EXTENSIONS = (".txt", ".json", ".yaml", ".yml")
 CONFIG_SEARCH = ("./config/hotfolder.yaml", "/etc/hotfolder/hotfolder.yaml")
@@ -33,7 +35,9 @@ class ServerConfig:
     weight: float = 1.0  # relative speed: a server twice as fast takes twice the share
     tags: tuple[str, ...] = ()
     max_in_flight: int | None = None  # overrides comfy.max_in_flight for this server
-    token: str | None = field(default=None, repr=False)  # sent as "Authorization: Bearer"
+    # Authorization and extra headers, secrets resolved; never printed (repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    verify: bool | str = True  # TLS certificate check: on, off, or a CA bundle path
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,7 @@ def parse_config(data: Any, *, base: Path, path: Path | None = None) -> Config:
     p = _Problems()
     top = p.mapping(data, "", ("servers", "comfy", "workflows", "folders", "log",
                               "stop_grace_seconds"))
-    servers = _servers(top.get("servers"), p)
+    servers = _servers(top.get("servers"), base, p)
     comfy = _comfy(top.get("comfy"), p)
     templates = _templates(top.get("workflows"), base, p)
     folders = _folders(top.get("folders"), base, templates, p)
@@ -239,7 +243,7 @@ def parse_config(data: Any, *, base: Path, path: Path | None = None) -> Config:
                   stop_grace_seconds=p.number(top, "stop_grace_seconds", "", 30.0))
 
 
-def _servers(value: Any, p: _Problems) -> tuple[ServerConfig, ...]:
+def _servers(value: Any, base: Path, p: _Problems) -> tuple[ServerConfig, ...]:
     if value is None:
         value = ["http://127.0.0.1:8188"]
     if not isinstance(value, list) or not value:
@@ -251,7 +255,8 @@ def _servers(value: Any, p: _Problems) -> tuple[ServerConfig, ...]:
         if isinstance(item, str):
             item = {"url": item}
         entry = p.mapping(item, where, ("url", "name", "weight", "tags", "max_in_flight",
-                                        "token_credential", "token_file"))
+                                        "token", "basic_auth", "headers", "verify",
+                                        "ca_bundle"))
         url = entry.get("url")
         parts = urlsplit(url) if isinstance(url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
@@ -269,36 +274,62 @@ def _servers(value: Any, p: _Problems) -> tuple[ServerConfig, ...]:
             tags=_patterns(entry.get("tags"), _join(where, "tags"), p),
             max_in_flight=(p.number(entry, "max_in_flight", where, 2, minimum=1, integer=True)
                            if "max_in_flight" in entry else None),
-            token=_token(entry, where, p)))
+            headers=_auth(entry, where, p), verify=_verify(entry, where, base, p)))
     return tuple(servers)
 
 
-def _token(entry: Mapping[str, Any], where: str, p: _Problems) -> str | None:
-    """A proxy's API token: from systemd's LoadCredential= ($CREDENTIALS_DIRECTORY) or a file."""
-    if entry.get("token_credential") is not None:
-        name = entry["token_credential"]
-        directory = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not isinstance(name, str) or not name or "/" in name:
-            p.add(_join(where, "token_credential"), f"expected a credential name, got {name!r}")
+def _auth(entry: Mapping[str, Any], where: str, p: _Problems) -> dict[str, str]:
+    """Headers for a secured server: Bearer token, basic auth and extra headers, whose values
+    come from env vars, files or systemd credentials (or plain text, for non-secrets)."""
+    headers: dict[str, str] = {}
+
+    def secret(value: Any, key: str) -> str | None:
+        try:
+            return read_secret(value)
+        except SecretError as exc:
+            p.add(_join(where, key), str(exc))
             return None
-        if not directory:
-            p.add(_join(where, "token_credential"), "$CREDENTIALS_DIRECTORY is not set: run "
-                  "under systemd with LoadCredential=, or use token_file")
-            return None
-        path = Path(directory) / name
-    elif entry.get("token_file") is not None:
-        path = Path(str(entry["token_file"]))
-    else:
-        return None
-    key = "token_credential" if "token_credential" in entry else "token_file"
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        p.add(_join(where, key), f"cannot read {path}: {exc.strerror or exc}")
-        return None
-    if not token:
-        p.add(_join(where, key), f"{path} is empty")
-    return token or None
+
+    if entry.get("token") is not None:
+        token = secret(entry["token"], "token")
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+    basic = entry.get("basic_auth")
+    if basic is not None:
+        data = p.mapping(basic, _join(where, "basic_auth"), ("user", "password"))
+        user = data.get("user")
+        password = secret(data.get("password"), "basic_auth.password")
+        if not isinstance(user, str) or not user or ":" in user:
+            p.add(_join(where, "basic_auth.user"), f"expected a user name, got {user!r}")
+        elif password:
+            pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+            register(pair)
+            headers["Authorization"] = f"Basic {pair}"
+    extra = p.mapping(entry.get("headers"), _join(where, "headers"),
+                      tuple(entry.get("headers") or ()))
+    for name, value in extra.items():
+        text = value if isinstance(value, str) else secret(value, f"headers.{name}")
+        if text is not None:
+            headers[str(name)] = text
+    return headers
+
+
+def _verify(entry: Mapping[str, Any], where: str, base: Path,
+            p: _Problems) -> bool | str:
+    verify = entry.get("verify", True)
+    if not isinstance(verify, bool):
+        p.add(_join(where, "verify"), f"expected true or false, got {verify!r}")
+        return True
+    bundle = entry.get("ca_bundle")
+    if bundle is not None:
+        path = (base / str(bundle)).resolve()
+        if not path.is_file():
+            p.add(_join(where, "ca_bundle"), f"file not found: {path}")
+            return True
+        if not verify:
+            p.add(_join(where, "ca_bundle"), "ca_bundle and verify: false contradict")
+        return str(path)
+    return verify
 
 
 def _comfy(value: Any, p: _Problems) -> ComfyConfig:

@@ -20,6 +20,7 @@ from hotfolder.config import FolderConfig
 from hotfolder.deliver import release_stem
 from hotfolder.errors import JobError
 from hotfolder.fsutil import apply_mode, candidates, move, split_name, write_json
+from hotfolder.secrets import redact
 
 log = structlog.get_logger()
 
@@ -100,7 +101,7 @@ def _fail_files(folder: FolderConfig, source: Path, name: str,
                 and not (folder.failed / f"{stem}.error.json").exists():
             name = candidate
             break
-    error_path = write_json(folder.failed / f"{stem}.error.json", report)
+    error_path = write_json(folder.failed / f"{stem}.error.json", redact(report))
     apply_mode(error_path, folder.file_mode)
     if not source.exists():
         return None, error_path

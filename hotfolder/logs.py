@@ -13,8 +13,15 @@ from typing import Any
 
 import structlog
 
+from hotfolder.secrets import redact
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
+
+
+def _redact_secrets(_logger: Any, _method: str, event: Any) -> Any:
+    """No token or password reaches a log line, whoever logged it (urllib3 included)."""
+    return redact(event)
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
@@ -25,6 +32,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=False),
+        _redact_secrets,
     ]
     renderer: Any = (structlog.dev.ConsoleRenderer(colors=stream.isatty())
                      if fmt == "console" else structlog.processors.JSONRenderer())

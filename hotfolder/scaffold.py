@@ -22,10 +22,15 @@ CONFIG_TEXT = """\
 #     weight: 2             # relative speed: the least-loaded choice divides by it
 #     tags: [big-memory]    # folders can be pinned to tags with server_tags
 #     max_in_flight: 3      # overrides comfy.max_in_flight for this server
-#     token_credential: comfy-token   # a proxy's API token, from systemd's LoadCredential=
-#     token_file: /etc/hotfolder/comfy-token   # ... or from a file (sent as a Bearer token)
+#     # A ComfyUI behind nginx/Caddy/Traefik or a cloud proxy. Secrets are never written
+#     # here: each is {env: NAME}, {file: PATH} or {credential: NAME} (systemd LoadCredential=).
+#     token: {credential: comfy-token}              # sent as "Authorization: Bearer ..."
+#     basic_auth: {user: hotfolder, password: {env: COMFY_PASSWORD}}
+#     headers: {X-Api-Key: {file: /etc/hotfolder/api-key}, X-Team: print}
+#     ca_bundle: /etc/hotfolder/proxy-ca.pem        # trust a private CA for https:// and wss://
+#     verify: true          # false turns certificate checks off (logged as a warning)
 servers:
-  - {server}
+  - @SERVER@
 
 # How hotfolder talks to ComfyUI.
 comfy:
@@ -38,6 +43,7 @@ comfy:
   job_timeout: 3600       # seconds a job may take on the server before it is failed
   failover_seconds: 10    # a server silent this long: its jobs are resubmitted elsewhere
   delete_history: false   # delete a job's entry from ComfyUI's history once its files are safe
+  max_output_bytes: 4294967296   # a bigger /view answer is cut off and the job failed
   websocket: true         # follow completion over /ws (false: poll /history only)
 
 # Workflow templates: API-format JSON ("Save (API Format)" in ComfyUI), by name.
@@ -45,7 +51,7 @@ comfy:
 # NODE.INPUT targets (NODE is a node id, a title, or a class_type that occurs once).
 workflows:
   sdxl:
-    path: {workflow}
+    path: @WORKFLOW@
     # bindings:
     #   prompt: "Positive Prompt.text"
     #   negative: "Negative Prompt.text"
@@ -54,7 +60,7 @@ workflows:
 # created on start.
 folders:
   - name: sdxl
-    root: {root}
+    root: @ROOT@
     workflow: sdxl          # a template name from above, or a path to an API-format .json
     settle_seconds: 1.0     # a file is taken once its size and mtime are unchanged this long
     extensions: [.txt, .json, .yaml, .yml]
@@ -63,6 +69,12 @@ folders:
     rescan_seconds: 30      # full inbox scan, catching anything the observer missed
     ignore: []              # extra file name patterns never treated as jobs, e.g. ["draft-*"]
     # server_tags: [big-memory]   # only servers with one of these tags take this folder's jobs
+    # For folders anyone can write to (see SECURITY.md):
+    # limits: {max_job_bytes: 1048576, max_prompt_chars: 20000, max_steps: 500,
+    #          max_side: 8192, max_batch: 64}
+    # accept_workflows: true      # false: only prompts and job specs, no whole workflows
+    # deny_classes: ["Save*Model*", "LoadImage*"]   # node classes a job may never run
+    # allow_set: ["*"]            # NODE.INPUT or CLASS.INPUT patterns set: may change
     # file_mode: "0664"     # permissions for outputs and moved files (quoted octal)
     # prune_days: 30        # delete files in done/ and failed/ older than this
     # outbox: /mnt/share/outbox   # any of inbox/processing/outbox/done/failed may live
@@ -86,7 +98,8 @@ log:
 
 
 def config_text(*, root: str, workflow: str, server: str = "http://127.0.0.1:8188") -> str:
-    return CONFIG_TEXT.format(root=root, workflow=workflow, server=server)
+    return (CONFIG_TEXT.replace("@ROOT@", root).replace("@WORKFLOW@", workflow)
+            .replace("@SERVER@", server))
 
 
 def template_source() -> resources.abc.Traversable:

@@ -27,10 +27,15 @@ class Server:
         self.name = cfg.name
         self.url = cfg.url
         self.client = ComfyClient(cfg.url, name=cfg.name, timeout=comfy.request_timeout,
-                                  token=cfg.token)
+                                  headers=cfg.headers, verify=cfg.verify)
         self.listener = CompletionListener(cfg.url, name=cfg.name, stop=stop,
                                            enabled=comfy.websocket,
-                                           backoff_max=comfy.backoff_max, token=cfg.token)
+                                           backoff_max=comfy.backoff_max,
+                                           headers=cfg.headers, verify=cfg.verify)
+        if cfg.verify is False:
+            log.warning("server.tls_unverified", server=cfg.name, url=cfg.url,
+                        reason="servers[].verify is false: certificates are not checked, "
+                               "anyone in the path can read and change the traffic")
         self.weight = cfg.weight
         self.tags = frozenset(cfg.tags)
         self.limit = cfg.max_in_flight or comfy.max_in_flight

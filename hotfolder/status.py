@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder.client import ComfyClient
-from hotfolder.config import Config, FolderConfig
+from hotfolder.config import Config, FolderConfig, ServerConfig
 from hotfolder.fsutil import write_json
+from hotfolder.secrets import redact
 
 STATUS_FILE = ".hotfolder-status.json"
 FRESH_SECONDS = 15.0
@@ -80,13 +81,16 @@ def collect(config: Config, *, probe: bool = True) -> dict[str, Any]:
                         "counts": folder_counts(folder),
                         "jobs": live.get("jobs", []) if fresh and live else []})
     if servers is None:
-        servers = [_probe(s.name, s.url, config.comfy.request_timeout, s.token) if probe
+        servers = [_probe(s, config.comfy.request_timeout) if probe
                    else {"name": s.name, "url": s.url, "up": None} for s in config.servers]
-    return {"daemon": daemon or {"running": False}, "folders": folders, "servers": servers}
+    return redact({"daemon": daemon or {"running": False}, "folders": folders,
+                   "servers": servers})
 
 
-def _probe(name: str, url: str, timeout: float, token: str | None) -> dict[str, Any]:
-    client = ComfyClient(url, name=name, timeout=min(timeout, 3.0), token=token)
+def _probe(server: ServerConfig, timeout: float) -> dict[str, Any]:
+    name, url = server.name, server.url
+    client = ComfyClient(url, name=name, timeout=min(timeout, 3.0), headers=server.headers,
+                         verify=server.verify)
     try:
         remaining = client.queue_remaining()
     except Exception as exc:  # noqa: BLE001 - any failure means "down", said in last_error
