@@ -212,3 +212,27 @@ def test_units_carry_the_required_directives():
                           "LoadCredential=", "RestartPreventExitStatus=78"):
             assert directive in text, (unit, directive)
     assert "--config /etc/hotfolder/%i.yaml" in (root / "hotfolder@.service").read_text()
+
+
+def test_sighup_swaps_servers_without_losing_the_job_in_flight(tmp_path):
+    with SimServer(host="127.0.0.1", port=0, job_seconds=2) as old, \
+            SimServer(host="127.0.0.1", port=0, job_seconds=0.05) as new:
+        config = make_config(tmp_path, old.url)
+        config["servers"] = [{"url": old.url, "name": "old"}]
+        hot = HotFolder(base=tmp_path, server_url=old.url, config=config)
+        hot.start()
+        try:
+            hot.drop("inflight.txt", "running on the server being removed")
+            wait_for(lambda: old.stats()["prompts_received"] == 1, what="submitted to old")
+            hot.config["servers"] = [{"url": new.url, "name": "new"}]
+            hot.write_config()
+            hot.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: "config.reloaded" in hot.log(), what="the reload")
+            hot.drop("after.txt", "goes to the server just added")
+            assert hot.finished("after.txt") == "done"
+            assert hot.finished("inflight.txt") == "done"
+            assert hot.sidecar("inflight")["server"] == "old"
+            assert hot.sidecar("after")["server"] == "new"
+            assert old.stats()["prompts_received"] == 1
+        finally:
+            hot.stop()
