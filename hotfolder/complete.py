@@ -129,7 +129,10 @@ class CompletionListener:
             try:
                 ws = websocket.create_connection(f"{self.ws_url}?clientId={client_id}",
                                                  timeout=10, enable_multithread=True,
-                                                 header=self.headers, sslopt=self.sslopt)
+                                                 header=self.headers, sslopt=self.sslopt,
+                                                 # ~80 frames a job; json.loads checks them
+                                                 # anyway, the pure-Python check costs ~5 ms
+                                                 skip_utf8_validation=True)
             except Exception as exc:  # noqa: BLE001 - any failure to connect means "poll instead"
                 if not announced_down:
                     log.info("server.websocket_unavailable", server=self.name,

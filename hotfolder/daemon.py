@@ -35,7 +35,9 @@ TICK = 0.1
 ORPHAN_SCAN_SECONDS = 5.0
 HEARTBEAT_SECONDS = LEASE_SECONDS / 4
 PRUNE_SECONDS = 3600.0
-STATUS_SECONDS = 1.0
+STATUS_SECONDS = 1.0  # how often the live status is looked at
+STATUS_REFRESH_SECONDS = 5.0  # rewritten at least this often (status files older than 15 s
+# mean "daemon not running")
 
 
 @dataclass
@@ -65,7 +67,7 @@ class Daemon:
         self.pool = ServerPool(config.servers, config.comfy, self.stop, self.draining)
         self.pipeline = Pipeline(config, self.pool, self.stop, self.draining)
         self.watcher = InboxWatcher(config.folders, self._ready, self._cancel)
-        self.work: queue.Queue[_Work] = queue.Queue()
+        self.work: queue.Queue[_Work | None] = queue.Queue()
         self.orphans = Orphans()
         self.active: dict[tuple[str, str], JobState] = {}  # (folder, name) -> jobs we own
         self._outstanding = 0
@@ -74,6 +76,8 @@ class Daemon:
         self.counts = {"done": 0, "failed": 0, "left": 0}
         self.workers: list[threading.Thread] = []
         self._drain_deadline: float | None = None
+        self._status_key = ""
+        self._status_due = 0.0
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -143,10 +147,12 @@ class Daemon:
         self.stop.set()
         self.watcher.stop()
         self.pool.close()
+        for _ in self.workers:
+            self.work.put(None)  # wake idle workers now rather than at their next timeout
         for worker in self.workers:
             if worker.is_alive():
                 worker.join(timeout=10)
-        self._write_status()
+        self._write_status(force=True)
         log.info("daemon.stopped", **self.counts)
 
     def _healthy(self) -> bool:
@@ -237,10 +243,20 @@ class Daemon:
             states = list(self.active.items())
         return [(self.pipeline.folder(f), s) for (f, _), s in states]
 
-    def _write_status(self) -> None:
+    def _write_status(self, force: bool = False) -> None:
+        """Rewrite the live status when it changed, or every few seconds to show we live.
+
+        An idle daemon with nothing new to say then costs next to nothing (no JSON, no fsync
+        every second on a NAS)."""
         servers = self.pool.describe()
         jobs_by_folder: dict[str, list[dict[str, object]]] = {}
         now = time.time()
+        key = repr((servers, [(s.name, s.phase, s.server, s.prompt_id,
+                               self.pool.progress(s.server, s.prompt_id))
+                              for _, s in self._owned()]))
+        if not force and key == self._status_key and now < self._status_due:
+            return
+        self._status_key, self._status_due = key, now + STATUS_REFRESH_SECONDS
         for folder, state in self._owned():
             jobs_by_folder.setdefault(folder.name, []).append({
                 "job": state.source or state.name, "name": state.name, "phase": state.phase,
@@ -302,8 +318,10 @@ class Daemon:
     def _worker(self) -> None:
         while not self.stop.is_set():
             try:
-                work = self.work.get(timeout=0.2)
+                work = self.work.get(timeout=1.0)  # idle workers wake rarely
             except queue.Empty:
+                continue
+            if work is None:
                 continue
             try:
                 outcome = self._handle(work)

@@ -97,7 +97,8 @@ class InboxWatcher:
             if mode not in self._observers:
                 self._observers[mode] = (PollingObserver(timeout=self.poll_seconds)
                                          if mode == "poll" else Observer())
-            self._observers[mode].schedule(_Handler(self._note), str(inbox), recursive=False)
+            target, recursive = _watch_target(folder, mode)
+            self._observers[mode].schedule(_Handler(self._note), target, recursive=recursive)
             log.info("folder.watching", folder=folder.name, inbox=str(inbox), observer=mode,
                      file_system=kind or "unknown", setting=folder.watch)
         for observer in self._observers.values():
@@ -124,8 +125,10 @@ class InboxWatcher:
             self._handed.discard(path)
 
     def _note(self, raw: str) -> None:
-        with self._lock:
-            self._noted.add(Path(raw))
+        path = Path(raw)
+        if path.parent in self.folders:  # a watched root also reports outbox writes: skip those
+            with self._lock:
+                self._noted.add(path)
 
     def rescan(self, only: Iterable[Path] | None = None) -> None:
         """Queue everything in the inboxes, oldest first (files dropped while we were down)."""
@@ -172,7 +175,7 @@ class InboxWatcher:
             self.on_ready(folder, path, detected_at)
 
     def _consider(self, path: Path, now: float) -> None:
-        folder = self.folders.get(path.parent.resolve())
+        folder = self.folders.get(path.parent)
         if folder is None or path in self._pending or path in self._handed:
             return
         if is_ignored(path.name, folder.ignore):
@@ -208,6 +211,20 @@ def _stat(path: Path) -> os.stat_result | None:
         return path.lstat()
     except OSError:
         return None
+
+
+def _watch_target(folder: FolderConfig, mode: str) -> tuple[str, bool]:
+    """What to schedule: the inbox, or (native, default layout) the whole hot folder root.
+
+    Each claim renames a file out of the inbox. inotify reports that as a move whose other
+    half watchdog waits 0.5 s for, holding back every later inbox event in the meantime;
+    watching the root recursively sees both halves (into processing/), so nothing waits.
+    Polling always looks at the inbox only: done/ and outbox/ are never scanned.
+    """
+    inbox = folder.inbox.resolve()
+    if mode == "native" and folder.processing.resolve().parent == inbox.parent:
+        return str(inbox.parent), True
+    return str(inbox), False
 
 
 def _refusal(name: str, result: os.stat_result) -> str | None:

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from hotfolder.sim.catalog import Catalog
-from hotfolder.sim.executor import CacheEntry, PromptRun
+from hotfolder.sim.executor import CacheEntry, PromptRun, history_lag
 from hotfolder.sim.faults import FaultState
 from hotfolder.sim.hub import SocketHub
 
@@ -220,7 +220,7 @@ class Engine:
         # client that asks /history right after it may still get {}.
         if client_id is not None:
             self.hub.flush(client_id, timeout=0.5)
-        lag = min(0.02, max(0.0, float(self.job_seconds)) * 0.1)
+        lag = history_lag(self.job_seconds)
         if lag:
             time.sleep(lag)
         with self.mutex:
