@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,9 +35,26 @@ def settings(args: argparse.Namespace) -> Settings:
     """Quick mode shrinks every load so the whole run stays under a minute."""
     s = Settings(quick=args.quick, settle=args.settle)
     if args.quick:
-        s.batch_jobs, s.fanout_jobs, s.latency_jobs = 6, 64, 8
+        s.batch_jobs, s.fanout_jobs, s.latency_jobs = 5, 64, 6
         s.scale_jobs, s.idle_seconds = 1000, 10.0
     return s
+
+
+def hotfolder_under_test(cwd: Path) -> str:
+    """Which hotfolder the child processes import (PYTHONPATH may point at another checkout)."""
+    code = "import hotfolder; print(hotfolder.__version__, hotfolder.__file__)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
+                          check=False)
+    return done.stdout.strip() or done.stderr.strip().splitlines()[-1]
+
+
+def calibration_ms() -> float:
+    """CPU time of a fixed pure-Python workload: compares this machine's speed between runs."""
+    sample = {"a": list(range(50)), "b": {"x": "y" * 20}}
+    start = time.thread_time()
+    for _ in range(20000):
+        json.dumps(sample)
+    return round((time.thread_time() - start) * 1000, 1)
 
 
 def print_figures(result: Result) -> None:
@@ -74,9 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="hotfolder-bench-"))
     results: list[Result] = []
     started = time.monotonic()
+    measured, calibration = hotfolder_under_test(tmp), calibration_ms()
     print(f"hotfolder benchmark ({'quick' if args.quick else 'full'}): {', '.join(names)}; "
-          f"Python {platform.python_version()}, {platform.machine()}, "
-          f"settle {s.settle:g} s; work dir {tmp}", flush=True)
+          f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores, "
+          f"calibration {calibration} ms CPU, settle {s.settle:g} s\n"
+          f"measuring {measured}; work dir {tmp}", flush=True)
     try:
         for name in names:
             t = time.monotonic()
@@ -102,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         payload: dict[str, Any] = {
             "quick": args.quick, "settle_seconds": s.settle, "python": platform.python_version(),
+            "hotfolder": measured, "cores": os.cpu_count(), "calibration_ms": calibration,
             "results": [{"name": r.name, "figures": r.figures, "checks": r.checks}
                         for r in results]}
         args.json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")

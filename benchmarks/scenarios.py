@@ -42,6 +42,8 @@ HERE = Path(__file__).resolve().parent
 
 @dataclass
 class Settings:
+    """Loads per scenario: the issue's full sizes by default, shrunk by `--quick`."""
+
     quick: bool
     settle: float = 1.0
     job_seconds: float = 0.25
@@ -72,6 +74,7 @@ def _wait_outputs(outbox: Path, stems: list[str], timeout: float) -> None:
 
 
 def _last_png(outbox: Path, stems: list[str]) -> float:
+    """When the last output appeared: the end of a batch as a user would see it."""
     return max(appeared(outbox / f"{stem}_00001.png") for stem in stems)
 
 
@@ -322,7 +325,11 @@ def scale(tmp: Path, s: Settings) -> Result:
             cpu_work = d.cpu()
             time.sleep(1)  # let the last log lines and state files go
             idle0 = d.cpu()
-            time.sleep(s.idle_seconds)
+            windows = []  # 10 s slices: a steady cost and a one-off burst look different
+            for _ in range(max(1, round(s.idle_seconds / 10))):
+                before = d.cpu()
+                time.sleep(s.idle_seconds / max(1, round(s.idle_seconds / 10)))
+                windows.append(round(d.cpu() - before, 2))
             idle = (d.cpu() - idle0) / s.idle_seconds
             outbox_files = len(os.listdir(d.dir("outbox")))
             finished = len(os.listdir(done))
@@ -337,6 +344,7 @@ def scale(tmp: Path, s: Settings) -> Result:
                  "cpu_ms_per_job": round(cpu_work / jobs * 1000, 2),
                  "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
                  "idle_seconds": s.idle_seconds, "idle_cpu_fraction": round(idle, 4),
+                 "idle_cpu_s_per_window": windows,
                  "daemon_problems": d.problems()}
     r.check(f"scale: {jobs} .txt jobs at start, all done",
             f"{finished} done, {outbox_files} outbox files, {wall:.0f} s", f"{jobs} done",
