@@ -170,3 +170,19 @@ def test_secret_sources_name_the_key_path(tmp_path, monkeypatch):
         with pytest.raises(ConfigError) as info:
             load(**server)
         assert words in "\n".join(info.value.problems), (server, info.value.problems)
+
+
+def test_a_server_that_never_answers_is_timed_out_and_the_job_waits(tmp_path, sim):
+    sim.set_faults(slow_seconds=30)  # every answer hangs far past request_timeout
+    config = make_config(tmp_path, sim.url)
+    config["comfy"]["request_timeout"] = 0.5
+    hot = HotFolder(base=tmp_path, server_url=sim.url, config=config)
+    try:
+        hot.start()
+        hot.drop("patient.txt", "the server hangs, then recovers")
+        wait_for(lambda: "did not answer" in hot.log(), what="the timeout in the log")
+        assert not (hot.dir("failed") / "patient.txt").exists()
+        sim.set_faults(slow_seconds=0)
+        assert hot.finished("patient.txt") == "done"
+    finally:
+        hot.stop()
