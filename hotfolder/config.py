@@ -7,37 +7,24 @@ any working directory.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
 from hotfolder.errors import ConfigError
 from hotfolder.fields import JOB_FIELDS, Limits, check_field
-from hotfolder.secrets import SecretError, read_secret, register
+from hotfolder.problems import Problems, join, patterns
+from hotfolder.serverconfig import ServerConfig, parse_servers
 
 DEFAULT_EXTENSIONS = (".txt", ".json", ".yaml", ".yml")
 CONFIG_SEARCH = ("./config/hotfolder.yaml", "/etc/hotfolder/hotfolder.yaml")
 # fields a template binding may name, besides the job fields
 BINDABLE = (*JOB_FIELDS, "filename_prefix")
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    url: str
-    name: str
-    weight: float = 1.0  # relative speed: a server twice as fast takes twice the share
-    tags: tuple[str, ...] = ()
-    max_in_flight: int | None = None  # overrides comfy.max_in_flight for this server
-    # Authorization and extra headers, secrets resolved; never printed (repr=False)
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-    verify: bool | str = True  # TLS certificate check: on, off, or a CA bundle path
 
 
 @dataclass(frozen=True)
@@ -164,64 +151,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return parse_config(data if data is not None else {}, base=path.resolve().parent, path=path)
 
 
-class _Problems:
-    """Collects "key.path: what is wrong" lines so the user sees all of them at once."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def add(self, where: str, what: str) -> None:
-        self.lines.append(f"{where}: {what}")
-
-    def mapping(self, value: Any, where: str, known: tuple[str, ...]) -> Mapping[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.add(where, f"expected a mapping of keys, got {type(value).__name__}")
-            return {}
-        for key in value:
-            if key not in known:
-                self.add(_join(where, str(key)), "unknown key (known: " + ", ".join(known) + ")")
-        return value
-
-    def number(self, data: Mapping[str, Any], key: str, where: str, default: float,
-               *, minimum: float = 0.0, integer: bool = False) -> Any:
-        value = data.get(key, default)
-        ok_type = (int,) if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, ok_type):
-            kind = "a whole number" if integer else "a number"
-            self.add(_join(where, key), f"expected {kind}, got {value!r}")
-            return default
-        if value < minimum:
-            self.add(_join(where, key), f"must be at least {minimum:g}, got {value}")
-            return default
-        return value
-
-    def boolean(self, data: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
-        value = data.get(key, default)
-        if not isinstance(value, bool):
-            self.add(_join(where, key), f"expected true or false, got {value!r}")
-            return default
-        return value
-
-    def choice(self, data: Mapping[str, Any], key: str, where: str, default: str,
-               choices: tuple[str, ...]) -> str:
-        value = data.get(key, default)
-        if value not in choices:
-            self.add(_join(where, key), f"expected one of {', '.join(choices)}, got {value!r}")
-            return default
-        return str(value)
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
 def parse_config(data: Any, *, base: Path, path: Path | None = None) -> Config:
-    p = _Problems()
+    p = Problems()
     top = p.mapping(data, "", ("servers", "comfy", "workflows", "folders", "log",
                               "stop_grace_seconds"))
-    servers = _servers(top.get("servers"), base, p)
+    servers = parse_servers(top.get("servers"), base, p)
     comfy = _comfy(top.get("comfy"), p)
     templates = _templates(top.get("workflows"), base, p)
     folders = _folders(top.get("folders"), base, templates, p)
@@ -243,96 +177,7 @@ def parse_config(data: Any, *, base: Path, path: Path | None = None) -> Config:
                   stop_grace_seconds=p.number(top, "stop_grace_seconds", "", 30.0))
 
 
-def _servers(value: Any, base: Path, p: _Problems) -> tuple[ServerConfig, ...]:
-    if value is None:
-        value = ["http://127.0.0.1:8188"]
-    if not isinstance(value, list) or not value:
-        p.add("servers", "expected a non-empty list of ComfyUI URLs")
-        return ()
-    servers: list[ServerConfig] = []
-    for i, item in enumerate(value):
-        where = f"servers[{i}]"
-        if isinstance(item, str):
-            item = {"url": item}
-        entry = p.mapping(item, where, ("url", "name", "weight", "tags", "max_in_flight",
-                                        "token", "basic_auth", "headers", "verify",
-                                        "ca_bundle"))
-        url = entry.get("url")
-        parts = urlsplit(url) if isinstance(url, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-            p.add(_join(where, "url"), f"expected an http:// or https:// URL, got {url!r}")
-            continue
-        name = entry.get("name", parts.netloc)
-        if not isinstance(name, str) or not name:
-            p.add(_join(where, "name"), f"expected a non-empty string, got {name!r}")
-            continue
-        if any(s.name == name for s in servers):
-            p.add(_join(where, "name"), f"duplicate server name {name!r}")
-        servers.append(ServerConfig(
-            url=url.rstrip("/"), name=name,
-            weight=p.number(entry, "weight", where, 1.0, minimum=0.01),
-            tags=_patterns(entry.get("tags"), _join(where, "tags"), p),
-            max_in_flight=(p.number(entry, "max_in_flight", where, 2, minimum=1, integer=True)
-                           if "max_in_flight" in entry else None),
-            headers=_auth(entry, where, p), verify=_verify(entry, where, base, p)))
-    return tuple(servers)
-
-
-def _auth(entry: Mapping[str, Any], where: str, p: _Problems) -> dict[str, str]:
-    """Headers for a secured server: Bearer token, basic auth and extra headers, whose values
-    come from env vars, files or systemd credentials (or plain text, for non-secrets)."""
-    headers: dict[str, str] = {}
-
-    def secret(value: Any, key: str) -> str | None:
-        try:
-            return read_secret(value)
-        except SecretError as exc:
-            p.add(_join(where, key), str(exc))
-            return None
-
-    if entry.get("token") is not None:
-        token = secret(entry["token"], "token")
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-    basic = entry.get("basic_auth")
-    if basic is not None:
-        data = p.mapping(basic, _join(where, "basic_auth"), ("user", "password"))
-        user = data.get("user")
-        password = secret(data.get("password"), "basic_auth.password")
-        if not isinstance(user, str) or not user or ":" in user:
-            p.add(_join(where, "basic_auth.user"), f"expected a user name, got {user!r}")
-        elif password:
-            pair = base64.b64encode(f"{user}:{password}".encode()).decode()
-            register(pair)
-            headers["Authorization"] = f"Basic {pair}"
-    extra = p.mapping(entry.get("headers"), _join(where, "headers"),
-                      tuple(entry.get("headers") or ()))
-    for name, value in extra.items():
-        text = value if isinstance(value, str) else secret(value, f"headers.{name}")
-        if text is not None:
-            headers[str(name)] = text
-    return headers
-
-
-def _verify(entry: Mapping[str, Any], where: str, base: Path,
-            p: _Problems) -> bool | str:
-    verify = entry.get("verify", True)
-    if not isinstance(verify, bool):
-        p.add(_join(where, "verify"), f"expected true or false, got {verify!r}")
-        return True
-    bundle = entry.get("ca_bundle")
-    if bundle is not None:
-        path = (base / str(bundle)).resolve()
-        if not path.is_file():
-            p.add(_join(where, "ca_bundle"), f"file not found: {path}")
-            return True
-        if not verify:
-            p.add(_join(where, "ca_bundle"), "ca_bundle and verify: false contradict")
-        return str(path)
-    return verify
-
-
-def _comfy(value: Any, p: _Problems) -> ComfyConfig:
+def _comfy(value: Any, p: Problems) -> ComfyConfig:
     d = ComfyConfig()
     data = p.mapping(value, "comfy", tuple(ComfyConfig.__dataclass_fields__))
     return ComfyConfig(
@@ -352,7 +197,7 @@ def _comfy(value: Any, p: _Problems) -> ComfyConfig:
     )
 
 
-def _templates(value: Any, base: Path, p: _Problems) -> dict[str, Template]:
+def _templates(value: Any, base: Path, p: Problems) -> dict[str, Template]:
     templates: dict[str, Template] = {}
     data = value if value is not None else {}
     if not isinstance(data, Mapping):
@@ -371,19 +216,19 @@ def _templates(value: Any, base: Path, p: _Problems) -> dict[str, Template]:
 
 
 def _load_template(name: str, raw_path: Any, raw_bindings: Any, base: Path, where: str,
-                   p: _Problems) -> Template | None:
+                   p: Problems) -> Template | None:
     if not isinstance(raw_path, str) or not raw_path:
-        p.add(_join(where, "path"), f"expected a file path, got {raw_path!r}")
+        p.add(join(where, "path"), f"expected a file path, got {raw_path!r}")
         return None
     path = (base / raw_path).resolve()
     try:
         workflow = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        p.add(where if where.startswith("folders") else _join(where, "path"),
+        p.add(where if where.startswith("folders") else join(where, "path"),
               f"file not found: {path}")
         return None
     except (OSError, ValueError) as exc:
-        p.add(_join(where, "path"), f"cannot read {path} as JSON: {exc}")
+        p.add(join(where, "path"), f"cannot read {path} as JSON: {exc}")
         return None
     from hotfolder.parse import workflow_format  # local: parse imports config's siblings only
 
@@ -391,16 +236,16 @@ def _load_template(name: str, raw_path: Any, raw_bindings: Any, base: Path, wher
     if kind != "api":
         hint = (" (this is a GUI workflow: export it with \"Save (API Format)\")"
                 if kind == "gui" else "")
-        p.add(_join(where, "path"), f"{path} is not an API-format workflow{hint}")
+        p.add(join(where, "path"), f"{path} is not an API-format workflow{hint}")
         return None
     bindings: dict[str, tuple[str, ...]] = {}
-    raw = p.mapping(raw_bindings, _join(where, "bindings"), BINDABLE)
+    raw = p.mapping(raw_bindings, join(where, "bindings"), BINDABLE)
     for key, targets in raw.items():
         if isinstance(targets, str):
             targets = [targets]
         if (not isinstance(targets, list) or not targets
                 or not all(isinstance(t, str) and "." in t for t in targets)):
-            p.add(_join(where, f"bindings.{key}"),
+            p.add(join(where, f"bindings.{key}"),
                   "expected NODE.INPUT or a list of them (NODE: id, title or class)")
             continue
         bindings[str(key)] = tuple(targets)
@@ -414,7 +259,7 @@ _FOLDER_KEYS = ("name", "root", "workflow", "defaults", "extensions", "settle_se
 
 
 def _folders(value: Any, base: Path, templates: dict[str, Template],
-             p: _Problems) -> tuple[FolderConfig, ...]:
+             p: Problems) -> tuple[FolderConfig, ...]:
     if not isinstance(value, list) or not value:
         p.add("folders", "expected a non-empty list of hot folders")
         return ()
@@ -424,7 +269,7 @@ def _folders(value: Any, base: Path, templates: dict[str, Template],
         data = p.mapping(item, where, _FOLDER_KEYS)
         root = data.get("root")
         if not isinstance(root, str) or not root:
-            p.add(_join(where, "root"), f"expected a folder path, got {root!r}")
+            p.add(join(where, "root"), f"expected a folder path, got {root!r}")
             continue
         name = data.get("name", Path(root).name)
         template = _folder_template(data.get("workflow"), base, templates, where, p)
@@ -432,22 +277,22 @@ def _folders(value: Any, base: Path, templates: dict[str, Template],
             name=str(name),
             root=(base / root).resolve(),
             template=template or "",
-            defaults=_defaults(data.get("defaults"), _join(where, "defaults"), p),
-            extensions=_extensions(data.get("extensions"), _join(where, "extensions"), p),
+            defaults=_defaults(data.get("defaults"), join(where, "defaults"), p),
+            extensions=_extensions(data.get("extensions"), join(where, "extensions"), p),
             settle_seconds=p.number(data, "settle_seconds", where, 1.0),
             include_temp_outputs=p.boolean(data, "include_temp_outputs", where, False),
             job_timeout=(p.number(data, "job_timeout", where, 0.0, minimum=0.1)
                          if "job_timeout" in data else None),
             watch=p.choice(data, "watch", where, "auto", ("auto", "native", "poll")),
             rescan_seconds=p.number(data, "rescan_seconds", where, 30.0, minimum=0.1),
-            ignore=_patterns(data.get("ignore"), _join(where, "ignore"), p),
-            server_tags=_patterns(data.get("server_tags"), _join(where, "server_tags"), p),
-            limits=_limits(data.get("limits"), _join(where, "limits"), p),
+            ignore=patterns(data.get("ignore"), join(where, "ignore"), p),
+            server_tags=patterns(data.get("server_tags"), join(where, "server_tags"), p),
+            limits=_limits(data.get("limits"), join(where, "limits"), p),
             accept_workflows=p.boolean(data, "accept_workflows", where, True),
-            deny_classes=_patterns(data.get("deny_classes"), _join(where, "deny_classes"), p),
-            allow_set=(_patterns(data.get("allow_set"), _join(where, "allow_set"), p)
+            deny_classes=patterns(data.get("deny_classes"), join(where, "deny_classes"), p),
+            allow_set=(patterns(data.get("allow_set"), join(where, "allow_set"), p)
                        if "allow_set" in data else ("*",)),
-            file_mode=_mode(data.get("file_mode"), _join(where, "file_mode"), p),
+            file_mode=_mode(data.get("file_mode"), join(where, "file_mode"), p),
             prune_days=(p.number(data, "prune_days", where, 0.0, minimum=0.001)
                         if data.get("prune_days") is not None else None),
             dirs={key: (base / data[key]).resolve() for key in SUBFOLDERS
@@ -455,37 +300,37 @@ def _folders(value: Any, base: Path, templates: dict[str, Template],
         )
         for key in SUBFOLDERS:
             if key in data and not (isinstance(data[key], str) and data[key]):
-                p.add(_join(where, key), f"expected a folder path, got {data[key]!r}")
+                p.add(join(where, key), f"expected a folder path, got {data[key]!r}")
         for other in folders:
             if other.name == folder.name:
-                p.add(_join(where, "name"), f"duplicate folder name {folder.name!r}")
+                p.add(join(where, "name"), f"duplicate folder name {folder.name!r}")
             if other.root == folder.root:
-                p.add(_join(where, "root"), f"{folder.root} is already used by {other.name!r}")
+                p.add(join(where, "root"), f"{folder.root} is already used by {other.name!r}")
         folders.append(folder)
     return tuple(folders)
 
 
 def _folder_template(value: Any, base: Path, templates: dict[str, Template], where: str,
-                     p: _Problems) -> str | None:
+                     p: Problems) -> str | None:
     """A folder's workflow is a template name from `workflows:` or a path to an API JSON."""
     if not isinstance(value, str) or not value:
-        p.add(_join(where, "workflow"), f"expected a template name or file path, got {value!r}")
+        p.add(join(where, "workflow"), f"expected a template name or file path, got {value!r}")
         return None
     if value in templates:
         return value
     if not value.endswith(".json"):
         known = ", ".join(templates) or "none defined"
-        p.add(_join(where, "workflow"),
+        p.add(join(where, "workflow"),
               f"unknown template {value!r} (templates under workflows: {known})")
         return None
-    template = _load_template(value, value, None, base, _join(where, "workflow"), p)
+    template = _load_template(value, value, None, base, join(where, "workflow"), p)
     if template is None:
         return None
     templates.setdefault(value, template)
     return value
 
 
-def _defaults(value: Any, where: str, p: _Problems) -> dict[str, Any]:
+def _defaults(value: Any, where: str, p: Problems) -> dict[str, Any]:
     data = p.mapping(value, where, JOB_FIELDS)
     out: dict[str, Any] = {}
     for key, item in data.items():
@@ -493,29 +338,20 @@ def _defaults(value: Any, where: str, p: _Problems) -> dict[str, Any]:
             continue
         problem = check_field(key, item, in_defaults=True)
         if problem:
-            p.add(_join(where, key), problem)
+            p.add(join(where, key), problem)
         else:
             out[key] = item
     return out
 
 
-def _limits(value: Any, where: str, p: _Problems) -> Limits:
+def _limits(value: Any, where: str, p: Problems) -> Limits:
     d = Limits()
     data = p.mapping(value, where, tuple(Limits.__dataclass_fields__))
     return Limits(**{key: p.number(data, key, where, getattr(d, key), minimum=1, integer=True)
                      for key in Limits.__dataclass_fields__})
 
 
-def _patterns(value: Any, where: str, p: _Problems) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        p.add(where, "expected a list of file name patterns such as ['*.bak', 'draft-*']")
-        return ()
-    return tuple(value)
-
-
-def _mode(value: Any, where: str, p: _Problems) -> int | None:
+def _mode(value: Any, where: str, p: Problems) -> int | None:
     """Permissions as quoted octal text ("0664"): a bare YAML 664 or 0664 is ambiguous."""
     if value is None:
         return None
@@ -530,7 +366,7 @@ def _mode(value: Any, where: str, p: _Problems) -> int | None:
     return mode
 
 
-def _extensions(value: Any, where: str, p: _Problems) -> tuple[str, ...]:
+def _extensions(value: Any, where: str, p: Problems) -> tuple[str, ...]:
     if value is None:
         return DEFAULT_EXTENSIONS
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
