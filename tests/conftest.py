@@ -5,11 +5,13 @@ Tests talk to the daemon only through folders, like a user does, and assert on t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import HotFolder, make_config
+from simtools import close_open
 
 from hotfolder.sim import Faults, SimServer
 
@@ -28,3 +30,22 @@ def hot(tmp_path: Path, sim: SimServer) -> Iterator[HotFolder]:
                        config=make_config(tmp_path, sim.url))
     yield folder
     folder.stop()
+
+
+@pytest.fixture
+def make_sim(tmp_path: Path) -> Iterator[Callable[..., SimServer]]:
+    """Simulators started on demand (free ports), all stopped after the test, with every
+    client the test opened through `simtools.OPEN`."""
+    sims: list[SimServer] = []
+
+    def factory(**kwargs: Any) -> SimServer:
+        kwargs.setdefault("job_seconds", 0.05)
+        kwargs.setdefault("output_dir", tmp_path / "output")
+        sim = SimServer(port=0, **kwargs).start()
+        sims.append(sim)
+        return sim
+
+    yield factory
+    close_open()
+    for sim in sims:
+        sim.stop()

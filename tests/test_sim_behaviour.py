@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 import websocket
+from simtools import OPEN, wait_until
 
 from hotfolder.sim import Faults, SimServer, main
 from hotfolder.sim.png import decode_png, read_text_chunks
@@ -36,25 +36,15 @@ def txt2img(seed: int = 42, steps: int = 4, prefix: str = "hotfolder/txt2img") -
     return prompt
 
 
-def wait_until(predicate: Callable[[], Any], what: str = "condition") -> Any:
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
-_OPEN: list[Any] = []  # sessions and sockets to close when the test ends
 
 
 class Api:
     def __init__(self, sim: SimServer) -> None:
         self.url = sim.url
         self.session = requests.Session()
-        _OPEN.append(self.session)
+        OPEN.append(self.session)
 
     def get(self, path: str) -> requests.Response:
         return self.session.get(self.url + path, timeout=TIMEOUT)
@@ -83,7 +73,7 @@ class Socket:
         self.ws = websocket.create_connection(
             f"ws://127.0.0.1:{sim.port}/ws?clientId={client_id}", timeout=TIMEOUT
         )
-        _OPEN.append(self.ws)
+        OPEN.append(self.ws)
         self.messages: list[dict[str, Any]] = []
         self.cond = threading.Condition()
         self.closed = False
@@ -132,26 +122,6 @@ class Socket:
         self.ws.shutdown()
 
 
-@pytest.fixture
-def make_sim(tmp_path: Path) -> Any:
-    sims: list[SimServer] = []
-
-    def factory(**kwargs: Any) -> SimServer:
-        kwargs.setdefault("job_seconds", 0.02)
-        kwargs.setdefault("output_dir", tmp_path / "output")
-        sim = SimServer(port=0, **kwargs).start()
-        sims.append(sim)
-        return sim
-
-    yield factory
-    while _OPEN:
-        item = _OPEN.pop()
-        if isinstance(item, websocket.WebSocket):
-            item.shutdown()  # no handshake: a reader thread may still be reading this socket
-        else:
-            item.close()
-    for sim in sims:
-        sim.stop()
 
 
 # -- public API ----------------------------------------------------------------------------
@@ -402,7 +372,7 @@ def test_history_exists_before_the_final_executing_message(
 def test_ws_ping_and_feature_flags(make_sim: Callable[..., SimServer]) -> None:
     sim = make_sim()
     ws = websocket.create_connection(f"ws://127.0.0.1:{sim.port}/ws", timeout=TIMEOUT)
-    _OPEN.append(ws)
+    OPEN.append(ws)
     ws.send(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
     ws.ping(b"hello")
     seen: dict[int, Any] = {}

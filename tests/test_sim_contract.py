@@ -14,7 +14,6 @@ import json
 import re
 import struct
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 import requests
 import websocket
+from simtools import OPEN, wait_until
 
 from hotfolder.sim import SimServer
 
@@ -63,18 +63,6 @@ def workflow(name: str) -> dict[str, Any]:
     return json.loads((WORKFLOWS / f"{name}.json").read_text())
 
 
-def wait_until(
-    predicate: Callable[[], Any], timeout: float = TIMEOUT, what: str = "condition"
-) -> Any:
-    """Poll with a deadline; returns the first truthy value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 # -- shape comparison ----------------------------------------------------------------------
@@ -160,14 +148,13 @@ def content_class(content_type: str | None) -> str:
     return content_type.split(";")[0].split("/")[0]
 
 
-_OPEN: list[Any] = []  # clients and sockets to close when the test ends
 
 
 class Client:
     def __init__(self, sim: SimServer) -> None:
         self.sim = sim
         self.session = requests.Session()
-        _OPEN.append(self.session)
+        OPEN.append(self.session)
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         return self.session.request(method, self.sim.url + path, timeout=TIMEOUT, **kwargs)
@@ -232,7 +219,7 @@ class Recorder:
         self.ws = websocket.create_connection(
             sim.url.replace("http://", "ws://") + "/ws" + query, timeout=TIMEOUT
         )
-        _OPEN.append(self.ws)
+        OPEN.append(self.ws)
         if first_message is not None:
             self.ws.send(json.dumps(first_message))
         self.frames: list[tuple[str, Any]] = []
@@ -340,26 +327,6 @@ def compare_summary(
 
 
 # -- fixtures ------------------------------------------------------------------------------
-@pytest.fixture
-def make_sim(tmp_path: Path) -> Any:
-    sims: list[SimServer] = []
-
-    def factory(**kwargs: Any) -> SimServer:
-        kwargs.setdefault("job_seconds", 0.05)
-        kwargs.setdefault("output_dir", tmp_path / "output")
-        sim = SimServer(port=0, **kwargs).start()
-        sims.append(sim)
-        return sim
-
-    yield factory
-    while _OPEN:
-        item = _OPEN.pop()
-        if isinstance(item, websocket.WebSocket):
-            item.shutdown()  # no handshake: a reader thread may still be reading this socket
-        else:
-            item.close()
-    for sim in sims:
-        sim.stop()
 
 
 Replayer = Callable[[dict[str, Any], Callable[..., SimServer]], None]
