@@ -19,11 +19,11 @@ from pathlib import Path
 
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from hotfolder.config import FolderConfig
+from hotfolder.inotify import native_observer
 from hotfolder.mounts import fs_type, needs_polling
 
 log = structlog.get_logger()
@@ -96,9 +96,8 @@ class InboxWatcher:
             mode, kind = observer_mode(folder)
             if mode not in self._observers:
                 self._observers[mode] = (PollingObserver(timeout=self.poll_seconds)
-                                         if mode == "poll" else Observer())
-            target, recursive = _watch_target(folder, mode)
-            self._observers[mode].schedule(_Handler(self._note), target, recursive=recursive)
+                                         if mode == "poll" else native_observer())
+            self._observers[mode].schedule(_Handler(self._note), str(inbox), recursive=False)
             log.info("folder.watching", folder=folder.name, inbox=str(inbox), observer=mode,
                      file_system=kind or "unknown", setting=folder.watch)
         for observer in self._observers.values():
@@ -211,20 +210,6 @@ def _stat(path: Path) -> os.stat_result | None:
         return path.lstat()
     except OSError:
         return None
-
-
-def _watch_target(folder: FolderConfig, mode: str) -> tuple[str, bool]:
-    """What to schedule: the inbox, or (native, default layout) the whole hot folder root.
-
-    Each claim renames a file out of the inbox. inotify reports that as a move whose other
-    half watchdog waits 0.5 s for, holding back every later inbox event in the meantime;
-    watching the root recursively sees both halves (into processing/), so nothing waits.
-    Polling always looks at the inbox only: done/ and outbox/ are never scanned.
-    """
-    inbox = folder.inbox.resolve()
-    if mode == "native" and folder.processing.resolve().parent == inbox.parent:
-        return str(inbox.parent), True
-    return str(inbox), False
 
 
 def _refusal(name: str, result: os.stat_result) -> str | None:
