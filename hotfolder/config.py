@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -79,25 +80,26 @@ class FolderConfig:
     dirs: Mapping[str, Path] = field(default_factory=dict)
 
     def _dir(self, name: str) -> Path:
+        # the folder properties are cached: they are asked for many times per job
         return self.dirs.get(name) or self.root / name
 
-    @property
+    @cached_property
     def inbox(self) -> Path:
         return self._dir("inbox")
 
-    @property
+    @cached_property
     def processing(self) -> Path:
         return self._dir("processing")
 
-    @property
+    @cached_property
     def outbox(self) -> Path:
         return self._dir("outbox")
 
-    @property
+    @cached_property
     def done(self) -> Path:
         return self._dir("done")
 
-    @property
+    @cached_property
     def failed(self) -> Path:
         return self._dir("failed")
 

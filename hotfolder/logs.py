@@ -48,6 +48,11 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None
                     *([] if fmt == "console" else [structlog.processors.dict_tracebacks]),
                     renderer],
     )
+    # What the stdlib would gather for every record and no processor here reads: the
+    # caller's frame, thread, process and multiprocessing names (the logging HOWTO's
+    # "Optimization" section names these switches). A daemon logs several lines per job.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
