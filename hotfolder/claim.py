@@ -25,7 +25,8 @@ from hotfolder.config import FolderConfig
 from hotfolder.fsutil import candidates, pid_alive, write_json
 
 LEASE_SECONDS = 120.0
-STATELESS_GRACE = 10.0  # a claim's state is written right after its rename; give it time
+STATELESS_GRACE = 10.0  # a claim's record is written soon after its rename; give it time
+CLAIM_RECORD_SECONDS = 1.0  # a claimed job still unsubmitted this long gets its record
 HOST = socket.gethostname()
 INSTANCE = uuid.uuid4().hex  # this process; a pid alone can be reused after a restart
 
@@ -56,6 +57,7 @@ class JobState:
     phase: str = "claimed"  # claimed | submitting | submitted | delivering
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _closed: bool = field(default=False, repr=False, compare=False)
+    _saved: bool = field(default=False, repr=False, compare=False)
 
     @staticmethod
     def path_for(folder: FolderConfig, name: str) -> Path:
@@ -71,7 +73,13 @@ class JobState:
         bring a finished job's record back)."""
         with self._lock:
             if not self._closed:
-                write_json(self.path_for(folder, self.name), self.record(), replace=True)
+                write_json(self.path_for(folder, self.name), self.record(), replace=True,
+                           compact=True)
+                self._saved = True
+
+    @property
+    def saved(self) -> bool:
+        return self._saved
 
     def renew(self, folder: FolderConfig, now: float | None = None) -> None:
         self.lease_until = (now or time.time()) + LEASE_SECONDS
@@ -94,7 +102,15 @@ class JobState:
 
 
 def claim(folder: FolderConfig, path: Path, detected_at: float | None = None) -> JobState | None:
-    """Move an inbox file into processing/; None if someone else took it first."""
+    """Move an inbox file into processing/; None if someone else took it first.
+
+    The record is not written here: most jobs are submitted a moment later, and the
+    submission writes it (with the prompt id) anyway. A job that has to wait gets its record
+    from the daemon within CLAIM_RECORD_SECONDS, well inside the STATELESS_GRACE another
+    daemon allows a record-less file; after a crash in between, the file is adopted at the
+    next start like any record-less one. Each record written is a new file, whose creation
+    is a noticeable share of the file system's work at tens of jobs a second.
+    """
     folder.processing.mkdir(parents=True, exist_ok=True)
     for name in candidates(path.name):
         target = folder.processing / name
@@ -104,10 +120,8 @@ def claim(folder: FolderConfig, path: Path, detected_at: float | None = None) ->
             os.rename(path, target)
         except FileNotFoundError:
             return None  # gone: claimed by another process, or deleted by the user
-        state = JobState(name=name, folder=folder.name, source=path.name,
-                         detected_at=detected_at)
-        state.save(folder)
-        return state
+        return JobState(name=name, folder=folder.name, source=path.name,
+                        detected_at=detected_at)
     return None
 
 

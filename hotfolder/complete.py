@@ -15,6 +15,7 @@ import json
 import random
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,15 @@ import structlog
 import websocket
 
 log = structlog.get_logger()
+
+READ_SIZE = 65536  # bytes asked of the socket at once (see BufferedWebSocket)
+COALESCE_SECONDS = 0.02  # pause before each socket read (see BufferedWebSocket)
+PROGRESS_LOG_SECONDS = 1.0  # at most one job.progress line a second per job
+# ComfyUI sends `progress_state` (every node's state, again at each step) about as often as
+# `progress`; it is nine tenths of the bytes of a job's messages and nothing here uses it.
+# ComfyUI writes messages with json.dumps' default separators, so the prefix identifies it
+# without parsing; written any other way, it is parsed and ignored like any unknown type.
+UNUSED_PREFIX = b'{"type": "progress_state"'
 
 
 @dataclass
@@ -38,6 +48,50 @@ class Watch:
     finished: bool = False  # `executing` node null, or an end message, was seen
     error: dict[str, Any] | None = None
     progress: tuple[int, int] | None = None
+    progress_logged_at: float = float("-inf")
+    outputs: dict[str, Any] = field(default_factory=dict)  # from `executed`, in run order
+    succeeded: bool = False  # `execution_success`
+    ended: bool = False  # `executing` node null: nothing more will come about this prompt
+
+    def entry(self) -> dict[str, Any] | None:
+        """The history entry the socket has told us in full, or None.
+
+        ComfyUI sends a prompt's messages only to the socket of the client id it was posted
+        under (registered here before the POST), and a reconnect always takes a fresh id. So a
+        success that ended on this socket means every `executed` message (cached output nodes
+        send one again) came here too, and /history would say nothing new: one request per
+        job saved. Errors and anything less certain still go to /history.
+        """
+        if not (self.succeeded and self.ended):
+            return None
+        return {"outputs": dict(self.outputs), "from": "websocket",
+                "status": {"status_str": "success", "completed": True, "messages": []}}
+
+
+class BufferedWebSocket(websocket.WebSocket):
+    """websocket-client with reads from the socket in large gulps.
+
+    It asks the socket separately for each frame's 2-byte header, its length and its payload:
+    three system calls per frame and about 80 frames per job, which made reading the socket the
+    largest CPU cost of a daemon feeding several servers. Here one read takes whatever has
+    arrived, and the frame parser is served from that.
+
+    ComfyUI sends a message per sampler step, each a few milliseconds apart; waking for every
+    one costs a thread switch apiece. A short pause before each read lets them gather in the
+    socket's buffer and be taken together, at the price of up to COALESCE_SECONDS later
+    notice of a finished job.
+    """
+
+    _chunk = b""
+    _offset = 0
+
+    def _recv(self, bufsize: int) -> bytes:
+        if self._offset >= len(self._chunk):
+            time.sleep(COALESCE_SECONDS)
+            self._chunk, self._offset = super()._recv(READ_SIZE), 0
+        start = self._offset
+        self._offset = min(start + bufsize, len(self._chunk))
+        return self._chunk[start:self._offset]
 
 
 class CompletionListener:
@@ -128,6 +182,7 @@ class CompletionListener:
             client_id = uuid.uuid4().hex
             try:
                 ws = websocket.create_connection(f"{self.ws_url}?clientId={client_id}",
+                                                 class_=BufferedWebSocket,
                                                  timeout=10, enable_multithread=True,
                                                  header=self.headers, sslopt=self.sslopt,
                                                  # ~80 frames a job; json.loads checks them
@@ -175,6 +230,8 @@ class CompletionListener:
                 return
             if opcode != websocket.ABNF.OPCODE_TEXT:
                 continue  # binary previews and SaveImageWebsocket frames: not ours to keep
+            if data.startswith(UNUSED_PREFIX):
+                continue  # see UNUSED_PREFIX
             try:
                 message = json.loads(data)
             except ValueError:
@@ -198,14 +255,19 @@ class CompletionListener:
             return
         if kind == "progress":
             self._progress(w, data)
+        elif kind == "executed":
+            if isinstance(data.get("output"), dict):
+                w.outputs[str(data.get("node"))] = data["output"]
         elif kind == "executing" and data.get("node") is None:
-            w.finished = True
+            w.finished = w.ended = True
             w.wake.set()
         elif kind in ("execution_success", "execution_error", "execution_interrupted"):
+            # ComfyUI writes the history entry after these and before `executing null`, so
+            # waking here would mostly fetch /history too early and have to ask again
             if kind != "execution_success":
                 w.error = {"type": kind, **data}
+            w.succeeded = kind == "execution_success"
             w.finished = True
-            w.wake.set()
 
     def _progress(self, w: Watch, data: dict[str, Any]) -> None:
         try:
@@ -213,9 +275,13 @@ class CompletionListener:
         except (KeyError, TypeError, ValueError):
             return
         w.progress = (value, maximum)
-        # one line per quarter keeps a 30-step job to a handful of log lines
+        # one line per quarter, at most one a second: a long job shows it is moving, a
+        # 30-step job gets a few lines, and a fast one (tens a second) does not flood the log
         quarter = (value * 4) // maximum if maximum > 0 else 0
-        if maximum > 0 and quarter > ((value - 1) * 4) // maximum:
+        now = time.monotonic()
+        if (maximum > 0 and quarter > ((value - 1) * 4) // maximum
+                and now - w.progress_logged_at >= PROGRESS_LOG_SECONDS):
+            w.progress_logged_at = now
             log.info("job.progress", job=w.job, folder=w.folder, prompt_id=w.prompt_id,
                      server=self.name, node=data.get("node"), step=value, steps=maximum)
 

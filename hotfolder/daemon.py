@@ -18,7 +18,7 @@ from pathlib import Path
 
 import structlog
 
-from hotfolder.claim import LEASE_SECONDS, JobState, Orphans, claim
+from hotfolder.claim import CLAIM_RECORD_SECONDS, LEASE_SECONDS, JobState, Orphans, claim
 from hotfolder.config import Config, FolderConfig, load_config
 from hotfolder.errors import ConfigError, JobError
 from hotfolder.finish import Outcome, fail_unclaimed
@@ -222,6 +222,10 @@ class Daemon:
     # -- housekeeping ---------------------------------------------------------------------------
 
     def _housekeeping(self, now: float) -> None:
+        wall = time.time()
+        for folder, state in self._owned():
+            if not state.saved and wall - state.claimed_at >= CLAIM_RECORD_SECONDS:
+                state.save(folder)  # claimed but waiting (for a slot, a server): see claim()
         if now >= self._next["orphans"] and not self.draining.is_set():
             self._next["orphans"] = now + ORPHAN_SCAN_SECONDS
             self._adopt_orphans()

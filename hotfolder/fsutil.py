@@ -123,9 +123,16 @@ def atomic_writer(target: Path, mode: str = "wb") -> Iterator[tuple[IO[Any], lis
             os.unlink(tmp)
 
 
-def write_json(target: Path, data: Any, *, replace: bool = False) -> Path:
-    """Write JSON atomically; `replace` overwrites (state records), else a free name is used."""
-    text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+def write_json(target: Path, data: Any, *, replace: bool = False, compact: bool = False) -> Path:
+    """Write JSON atomically; `replace` overwrites (state records), else a free name is used.
+
+    `compact` is for records only the daemon reads, saved several times a job: without an
+    indent, json uses its C encoder, about ten times faster than the indenting one.
+    """
+    if compact:
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
+    else:
+        text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
     if replace:
         tmp = temp_path(target.parent, target.name)
         try:

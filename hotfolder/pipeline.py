@@ -110,6 +110,7 @@ class Pipeline:
             except JobError as exc:
                 return finish_failed(folder, state, exc, record)
             except Stopping:
+                state.save(folder)  # the phase as it is now (some changes are not saved)
                 log.info("job.left_in_processing", reason="daemon stopping",
                          prompt_id=state.prompt_id, note="resumed at the next start")
                 return Outcome("left", job_file=path)
@@ -244,8 +245,9 @@ class Pipeline:
                 self._abandon(server, str(exc.details["partial_prompt_id"]))
             raise
         self.pool.mark_up(server)
+        # not saved: after a crash, "submitting" and "submitted" are resumed alike (the
+        # prompt id is looked up on the server), so the record needs no second write
         state.phase = "submitted"
-        state.save(self.folder(state.folder))
         log.info("job.submitted", server=server.name, prompt_id=prompt_id,
                  submission=state.submissions)
 
@@ -290,6 +292,10 @@ class Pipeline:
                 if self.stop.is_set():
                     raise Stopping
                 self._check_cancelled(self.folder(state.folder), state)
+                told = watch.entry()
+                if told is not None:
+                    self.pool.mark_up(server)
+                    return told
                 try:
                     entry = client.history(prompt_id)
                     if entry is not None:
@@ -346,8 +352,7 @@ class Pipeline:
                            "no saved files (does it end in a SaveImage or another save node?)",
                            kind="no_output")
         completed_at = time.time()
-        state.phase, state.expected = "delivering", len(outputs)
-        state.save(folder)
+        state.phase, state.expected = "delivering", len(outputs)  # saved by deliver_all
         log.info("job.completed", server=server.name, prompt_id=state.prompt_id,
                  outputs=len(outputs))
         files = self._download_all(folder, state, server, outputs)
