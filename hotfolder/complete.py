@@ -53,18 +53,25 @@ class Watch:
     succeeded: bool = False  # `execution_success`
     ended: bool = False  # `executing` node null: nothing more will come about this prompt
 
-    def entry(self) -> dict[str, Any] | None:
+    def entry(self, workflow: Mapping[str, Any]) -> dict[str, Any] | None:
         """The history entry the socket has told us in full, or None.
 
         ComfyUI sends a prompt's messages only to the socket of the client id it was posted
         under (registered here before the POST), and a reconnect always takes a fresh id. So a
         success that ended on this socket means every `executed` message (cached output nodes
         send one again) came here too, and /history would say nothing new: one request per
-        job saved. Errors and anything less certain still go to /history.
+        job saved. History lists outputs in the workflow's node order, not the order they
+        ran, so they are put in that order (output numbering must not depend on the path).
+        Errors, nodes the workflow does not name (expanded at run time), and anything less
+        certain still go to /history.
         """
         if not (self.succeeded and self.ended):
             return None
-        return {"outputs": dict(self.outputs), "from": "websocket",
+        order = {node_id: i for i, node_id in enumerate(workflow)}
+        if any(node_id not in order for node_id in self.outputs):
+            return None
+        outputs = dict(sorted(self.outputs.items(), key=lambda item: order[item[0]]))
+        return {"outputs": outputs, "from": "websocket",
                 "status": {"status_str": "success", "completed": True, "messages": []}}
 
 

@@ -292,7 +292,7 @@ class Pipeline:
                 if self.stop.is_set():
                     raise Stopping
                 self._check_cancelled(self.folder(state.folder), state)
-                told = watch.entry()
+                told = watch.entry(workflow)
                 if told is not None:
                     self.pool.mark_up(server)
                     return told

@@ -758,6 +758,35 @@ def test_executing_null_alone_is_the_completion_signal() -> None:
     assert checked
 
 
+def test_socket_told_outputs_are_the_recorded_history_outputs() -> None:
+    """A success seen through to `executing` null is taken without asking /history, so its
+    `executed` messages must name exactly the outputs, in the order, that ComfyUI's history
+    recorded for the same prompt (cached output nodes included). Anything else is not told."""
+    compared = 0
+    for frame_set in FRAME_SETS:
+        messages = frame_set.messages()
+        listener = _listener()
+        watches = {pid: listener.watch(pid) for pid in _prompt_ids(frame_set)}
+        for message in messages:
+            listener.handle(message)
+        for prompt_id, watch in watches.items():
+            recorded = HISTORY.get(prompt_id, [])
+            workflow = recorded[0]["prompt"][2] if recorded else {}
+            told = watch.entry(workflow)
+            want = _expected(messages, prompt_id)
+            ended = any(m.get("type") == "executing" and m["data"].get("node") is None
+                        and m["data"].get("prompt_id") == prompt_id for m in messages)
+            if want.end != "execution_success" or not ended or not recorded:
+                assert told is None or not recorded, (frame_set.id, prompt_id)
+                continue
+            assert told is not None and told["status"]["status_str"] == "success"
+            for entry in recorded:
+                assert list(told["outputs"].items()) == list(entry["outputs"].items()), (
+                    frame_set.id, prompt_id)
+                compared += 1
+    assert compared >= 2
+
+
 def _check_capture_claims(frame_set: FrameSet, expected: dict[str, Expected]) -> None:
     """The frame-derived expectations agree with the README and with recorded history."""
     ends = {want.end for want in expected.values()}

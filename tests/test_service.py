@@ -236,3 +236,26 @@ def test_sighup_swaps_servers_without_losing_the_job_in_flight(tmp_path):
             assert old.stats()["prompts_received"] == 1
         finally:
             hot.stop()
+
+
+def test_a_claimed_job_waiting_for_a_slot_gets_its_record(tmp_path):
+    """The claim itself writes no record (the submission does); one that waits gets it from
+    the daemon soon after, so another daemon never takes it for an orphan."""
+    with SimServer(host="127.0.0.1", port=0, job_seconds=4) as sim:
+        config = make_config(tmp_path, sim.url)
+        config["comfy"]["max_in_flight"] = 1
+        hot = HotFolder(base=tmp_path, server_url=sim.url, config=config)
+        hot.start()
+        try:
+            hot.drop("first.txt", "holds the only slot")
+            wait_for(lambda: sim.stats()["prompts_received"] == 1, what="first submitted")
+            hot.drop("second.txt", "claimed, then waits for the slot")
+            record = hot.dir("processing") / ".second.txt.state.json"
+            wait_for(record.exists, what="the waiting job's record")
+            state = json.loads(record.read_text())
+            assert state["phase"] == "claimed" and state["prompt_id"] is None
+            assert state["owner"]["pid"] == hot.proc.pid
+            assert sim.stats()["prompts_received"] == 1
+            assert hot.finished("second.txt") == "done"
+        finally:
+            hot.stop()

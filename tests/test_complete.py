@@ -1,0 +1,71 @@
+"""What the listener makes of messages: the told history entry and throttled progress lines."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import structlog
+
+from hotfolder.complete import CompletionListener
+
+WORKFLOW = {"4": {}, "9": {}, "12": {}}  # only the node order matters here
+
+
+def _listener() -> CompletionListener:
+    return CompletionListener("http://127.0.0.1:9", name="s", stop=threading.Event(),
+                              enabled=False)
+
+
+def _msg(kind: str, **data: Any) -> dict[str, Any]:
+    return {"type": kind, "data": {"prompt_id": "p", **data}}
+
+
+def _executed(node: str, name: str) -> dict[str, Any]:
+    return _msg("executed", node=node, output={"images": [{"filename": name, "type": "output"}]})
+
+
+def test_a_success_ended_on_the_socket_is_told_in_workflow_order() -> None:
+    listener = _listener()
+    watch = listener.watch("p")
+    for message in (_executed("12", "b.png"), _executed("9", "a.png"),
+                    _msg("execution_success")):
+        listener.handle(message)
+    assert watch.entry(WORKFLOW) is None  # `executing` null not seen yet: more may come
+    assert not watch.wake.is_set()  # ComfyUI writes history only after execution_success
+    listener.handle(_msg("executing", node=None))
+    told = watch.entry(WORKFLOW)
+    assert told is not None and watch.wake.is_set()
+    assert list(told["outputs"]) == ["9", "12"]
+    assert told["status"]["status_str"] == "success"
+
+
+def test_errors_and_unknown_nodes_are_left_to_history() -> None:
+    listener = _listener()
+    failed = listener.watch("p")
+    for message in (_executed("9", "a.png"), _msg("execution_error", node_id="12"),
+                    _msg("executing", node=None)):
+        listener.handle(message)
+    assert failed.finished and failed.entry(WORKFLOW) is None
+
+    listener = _listener()
+    expanded = listener.watch("p")
+    for message in (_executed("9:3", "a.png"), _msg("execution_success"),
+                    _msg("executing", node=None)):
+        listener.handle(message)
+    assert expanded.entry(WORKFLOW) is None  # a node id the workflow does not name
+
+
+def test_progress_lines_are_at_most_one_a_second_per_job() -> None:
+    listener = _listener()
+    watch = listener.watch("p", job="fox.txt")
+    with structlog.testing.capture_logs() as logs:
+        for step in range(1, 41):
+            listener.handle(_msg("progress", value=step, max=40, node="3"))
+    lines = [e for e in logs if e["event"] == "job.progress"]
+    assert watch.progress == (40, 40)
+    assert [e["step"] for e in lines] == [10]  # the first quarter; the rest came too soon
+    watch.progress_logged_at -= 1.0  # a second later
+    with structlog.testing.capture_logs() as logs:
+        listener.handle(_msg("progress", value=20, max=40, node="3"))
+    assert [e["step"] for e in logs if e["event"] == "job.progress"] == [20]
