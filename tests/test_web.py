@@ -167,6 +167,11 @@ def test_metrics_and_api_status_match_the_folders(tmp_path, make_sim):
             {("server", server), ("operation", "submit"), ("kind", "http_5xx")}))] == 1
         assert m[("hotfolder_healthy", frozenset())] == 1
 
+        for probe in ("/thumb/main/..%2fdone%2fa.txt", "/thumb/main/%2e%2e/done/a.txt",
+                      "/thumb/main/a.json", "/thumb/main/b_00001.png/..%2f..%2fhotfolder.yaml"):
+            assert requests.get(base + probe, timeout=10).status_code == 404, probe
+        assert requests.get(base + "/thumb/main/b_00002.png", timeout=10).ok
+
         api = requests.get(base + "/api/status", timeout=10).json()
         cli = json.loads(subprocess.run(
             [sys.executable, "-m", "hotfolder", "status", "--json", "--config",
