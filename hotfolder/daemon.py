@@ -44,7 +44,8 @@ PRUNE_SECONDS = 3600.0
 STATUS_SECONDS = 1.0  # how often the live status is looked at
 STATUS_REFRESH_SECONDS = 5.0  # rewritten at least this often (status files older than 15 s
 # mean "daemon not running")
-HEALTH_STALE_SECONDS = 30.0  # /healthz fails when the loop has not proved itself for this long
+HEALTH_STALE_SECONDS = 60.0  # /healthz fails when the loop has not proved itself for this long
+# (the unit's WatchdogSec: a blocking probe of a silent server can hold the loop ~30 s)
 
 
 @dataclass
