@@ -19,6 +19,7 @@ import yaml
 
 from hotfolder.errors import ConfigError
 from hotfolder.fields import JOB_FIELDS, Limits, check_field
+from hotfolder.httpconfig import HttpConfig, parse_http
 from hotfolder.problems import Problems, join, patterns
 from hotfolder.serverconfig import ServerConfig, parse_servers
 
@@ -122,6 +123,7 @@ class Config:
     folders: tuple[FolderConfig, ...]
     log: LogConfig
     stop_grace_seconds: float = 30.0  # keep below systemd's TimeoutStopSec
+    http: HttpConfig = field(default_factory=HttpConfig)  # the status page; off by default
 
 
 def find_config(explicit: str | os.PathLike[str] | None) -> Path:
@@ -156,7 +158,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def parse_config(data: Any, *, base: Path, path: Path | None = None) -> Config:
     p = Problems()
     top = p.mapping(data, "", ("servers", "comfy", "workflows", "folders", "log",
-                              "stop_grace_seconds"))
+                              "stop_grace_seconds", "http"))
     servers = parse_servers(top.get("servers"), base, p)
     comfy = _comfy(top.get("comfy"), p)
     templates = _templates(top.get("workflows"), base, p)
@@ -172,11 +174,12 @@ def parse_config(data: Any, *, base: Path, path: Path | None = None) -> Config:
         level=p.choice(log_data, "level", "log", "info", ("debug", "info", "warning", "error")),
         format=p.choice(log_data, "format", "log", "auto", ("auto", "console", "json")),
     )
+    http = parse_http(top.get("http"), p)
     if p.lines:
         raise ConfigError(p.lines)
     return Config(path=path, servers=servers, comfy=comfy, templates=templates,
                   folders=folders, log=log,
-                  stop_grace_seconds=p.number(top, "stop_grace_seconds", "", 30.0))
+                  stop_grace_seconds=p.number(top, "stop_grace_seconds", "", 30.0), http=http)
 
 
 def _comfy(value: Any, p: Problems) -> ComfyConfig:

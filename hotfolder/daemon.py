@@ -13,8 +13,10 @@ import queue
 import signal
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -26,8 +28,12 @@ from hotfolder.fsutil import clear_dead_temps
 from hotfolder.notify import Notifier
 from hotfolder.pipeline import Pipeline
 from hotfolder.servers import ServerPool
-from hotfolder.status import status_line, write_live
+from hotfolder.status import collect, folder_counts, live_doc, status_line, write_live
 from hotfolder.watch import InboxWatcher
+from hotfolder.web.metrics import JobMetrics, render
+
+if TYPE_CHECKING:
+    from hotfolder.web.server import WebServer
 
 log = structlog.get_logger()
 
@@ -38,6 +44,8 @@ PRUNE_SECONDS = 3600.0
 STATUS_SECONDS = 1.0  # how often the live status is looked at
 STATUS_REFRESH_SECONDS = 5.0  # rewritten at least this often (status files older than 15 s
 # mean "daemon not running")
+HEALTH_STALE_SECONDS = 60.0  # /healthz fails when the loop has not proved itself for this long
+# (the unit's WatchdogSec: a blocking probe of a silent server can hold the loop ~30 s)
 
 
 @dataclass
@@ -78,11 +86,22 @@ class Daemon:
         self._drain_deadline: float | None = None
         self._status_key = ""
         self._status_due = 0.0
+        self.metrics = JobMetrics()
+        self.web: WebServer | None = None
+        self._loop_ok_at: float | None = None  # when the loop last found everything alive
 
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self) -> int:
         ensure_folders(self.config)
+        if self.config.http.enabled:
+            from hotfolder.web.server import WebServer  # the page's code only when it is on
+
+            try:
+                self.web = WebServer(self).start()
+            except OSError as exc:
+                log.error("web.listen_failed", listen=self.config.http.listen, error=str(exc))
+                return 1
         self._install_signals()
         log.info("daemon.starting", config=str(self.config.path or ""),
                  folders=[str(f.root) for f in self.config.folders],
@@ -119,6 +138,7 @@ class Daemon:
                 log.error("daemon.unhealthy",
                           action="stopping so the service manager restarts us")
                 return 1
+            self._loop_ok_at = now
             self.notifier.watchdog(now)  # only from a loop that just proved itself healthy
             if self.once and self._idle():
                 break
@@ -153,6 +173,8 @@ class Daemon:
             if worker.is_alive():
                 worker.join(timeout=10)
         self._write_status(force=True)
+        if self.web is not None:
+            self.web.stop()
         log.info("daemon.stopped", **self.counts)
 
     def _healthy(self) -> bool:
@@ -205,6 +227,9 @@ class Daemon:
                       action="still running on the previous configuration")
             self.notifier.ready(self._status_line())
             return
+        if new.http.listen != self.config.http.listen:
+            log.warning("config.http_listen_unchanged", listen=self.config.http.listen,
+                        note="http.listen takes effect at the next start")
         old_folders = {f.name for f in self.config.folders}
         new_folders = {f.name for f in new.folders}
         servers = self.pool.update(new.servers, new.comfy)
@@ -253,7 +278,6 @@ class Daemon:
         An idle daemon with nothing new to say then costs next to nothing (no JSON, no fsync
         every second on a NAS)."""
         servers = self.pool.describe()
-        jobs_by_folder: dict[str, list[dict[str, object]]] = {}
         now = time.time()
         key = repr((servers, [(s.name, s.phase, s.server, s.prompt_id,
                                self.pool.progress(s.server, s.prompt_id))
@@ -261,17 +285,53 @@ class Daemon:
         if not force and key == self._status_key and now < self._status_due:
             return
         self._status_key, self._status_due = key, now + STATUS_REFRESH_SECONDS
+        jobs_by_folder = self._live_jobs()
+        for folder in self.config.folders:
+            try:
+                write_live(folder, jobs_by_folder.get(folder.name, []), servers)
+            except OSError as exc:
+                log.warning("status.write_failed", folder=folder.name, error=str(exc))
+
+    def _live_jobs(self) -> dict[str, list[dict[str, Any]]]:
+        """Our jobs in flight by folder, as the status document lists them."""
+        jobs_by_folder: dict[str, list[dict[str, Any]]] = {}
+        now = time.time()
         for folder, state in self._owned():
             jobs_by_folder.setdefault(folder.name, []).append({
                 "job": state.source or state.name, "name": state.name, "phase": state.phase,
                 "server": state.server, "prompt_id": state.prompt_id,
                 "progress": self.pool.progress(state.server, state.prompt_id),
                 "age_seconds": round(now - state.claimed_at, 1)})
-        for folder in self.config.folders:
-            try:
-                write_live(folder, jobs_by_folder.get(folder.name, []), servers)
-            except OSError as exc:
-                log.warning("status.write_failed", folder=folder.name, error=str(exc))
+        return jobs_by_folder
+
+    # -- what the status page and /metrics show --------------------------------------------------
+
+    def status_document(self) -> dict[str, Any]:
+        """`hotfolder status --json`'s document, with the live part from memory."""
+        servers, jobs = self.pool.describe(), self._live_jobs()
+        return collect(self.config, probe=False, live={
+            f.name: live_doc(f, jobs.get(f.name, []), servers) for f in self.config.folders})
+
+    def health(self) -> dict[str, Any]:
+        """Healthy while the loop keeps finding its threads alive (what the watchdog pings)."""
+        ok_at = self._loop_ok_at
+        age = None if ok_at is None else time.monotonic() - ok_at
+        healthy = age is not None and age < HEALTH_STALE_SECONDS and not self.stop.is_set()
+        state = ("stopping" if self.stop.is_set() else "starting" if age is None
+                 else "ok" if healthy else "stalled")
+        return {"healthy": healthy, "state": state, "draining": self.draining.is_set(),
+                "loop_age_seconds": None if age is None else round(age, 3)}
+
+    def metrics_text(self) -> str:
+        with self._lock:
+            running = Counter(name for name, _ in self.active)
+        folders = {f.name: (folder_counts(f)["waiting"], running.get(f.name, 0))
+                   for f in self.config.folders}
+        errors = {(s.name, operation, kind): n for s in self.pool.servers
+                  for (operation, kind), n in s.client.error_counts().items()}
+        return render(self.metrics.families(folders=folders, servers=self.pool.describe(),
+                                            server_errors=errors,
+                                            healthy=self.health()["healthy"]))
 
     def _status_line(self) -> str:
         with self._lock:
@@ -307,8 +367,10 @@ class Daemon:
         for state in running:
             self.pipeline.request_cancel(folder, state)
         for path in waiting:
-            fail_unclaimed(folder, path, JobError("cancelled: a .cancel file asked for it "
-                                                  "before the job started", kind="cancelled"))
+            if fail_unclaimed(folder, path, JobError("cancelled: a .cancel file asked for it "
+                                                     "before the job started", kind="cancelled")):
+                self.metrics.finished(folder.name, "failed", "cancelled", seen_at=None,
+                                      submitted_at=None, now=time.time())
         if not running and not waiting:
             log.info("job.cancel_unmatched", file=cancel_file.name, folder=folder.name,
                      reason="no waiting or running job has that name")
@@ -353,7 +415,11 @@ class Daemon:
             log.info("job.claimed", job=state.source, folder=work.folder.name,
                      waited=round(time.time() - (work.detected_at or time.time()), 3))
         try:
-            return self.pipeline.run(work.folder, state)
+            outcome = self.pipeline.run(work.folder, state)
+            self.metrics.finished(work.folder.name, outcome.status, outcome.kind,
+                                  seen_at=state.detected_at or state.claimed_at,
+                                  submitted_at=state.submitted_at, now=time.time())
+            return outcome
         finally:
             with self._lock:
                 self.active.pop((work.folder.name, state.name), None)

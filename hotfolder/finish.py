@@ -31,6 +31,7 @@ class Outcome:
     job_file: Path | None = None
     outputs: list[Path] = field(default_factory=list)
     error: str | None = None
+    kind: str | None = None  # the JobError's kind, for a failed job
 
 
 def iso_time(stamp: float | None) -> str | None:
@@ -76,7 +77,7 @@ def finish_failed(folder: FolderConfig, state: JobState, error: JobError,
     state.drop(folder)
     log.warning("job.failed", outcome="failed", kind=error.kind, reason=error.message,
                 prompt_id=state.prompt_id, error_file=error_path.name)
-    return Outcome("failed", job_file=job_file, error=error.message)
+    return Outcome("failed", job_file=job_file, error=error.message, kind=error.kind)
 
 
 def _file_away(folder: FolderConfig, state: JobState, dest: Path) -> Path:

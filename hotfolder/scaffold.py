@@ -91,6 +91,18 @@ folders:
 # keep it below systemd's TimeoutStopSec. What is left waits in processing/ for the next start.
 stop_grace_seconds: 30
 
+# A status page and Prometheus metrics, served by the daemon (off unless listen is set).
+# Routes: / (the page), /api/status (the `hotfolder status --json` document), /metrics,
+# /healthz (200 while the daemon is healthy; needs no auth). Anyone who reaches the page sees
+# job names, prompts and errors: keep it on loopback, or set token or basic_auth.
+http:
+  # listen: 127.0.0.1:8787   # HOST:PORT ([::1]:8787 for IPv6, 0.0.0.0:8787 for every address)
+  allow_actions: false      # true: a Retry button moves a failed job back to the inbox
+  recent: 12                # finished and failed jobs listed per folder (page and `status`)
+  # token: {credential: hotfolder-web}   # scrapers send "Authorization: Bearer ..."; a browser
+  #                                      # opens /?token=... once and keeps a cookie
+  # basic_auth: {user: studio, password: {env: HOTFOLDER_WEB_PASSWORD}}
+
 log:
   level: info     # debug | info | warning | error
   format: auto    # auto (console on a terminal, JSON lines otherwise) | console | json

@@ -11,23 +11,72 @@ import random
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 
 from hotfolder.client import ComfyClient
 from hotfolder.complete import CompletionListener
 from hotfolder.config import ComfyConfig, ServerConfig
-from hotfolder.errors import ServerError
+from hotfolder.errors import JobError, ServerError
 
 log = structlog.get_logger()
+
+
+class CountingClient(ComfyClient):
+    """A server's client that counts failed submits and downloads by kind, for /metrics."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.errors: dict[tuple[str, str], int] = {}  # (operation, kind) -> count
+        self._errors_lock = threading.Lock()
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().submit(*args, **kwargs)
+        except (ServerError, JobError) as exc:
+            self._count("submit", exc)
+            raise
+
+    def download(self, *args: Any, **kwargs: Any) -> int:
+        try:
+            return super().download(*args, **kwargs)
+        except (ServerError, JobError) as exc:
+            self._count("download", exc)
+            raise
+
+    def error_counts(self) -> dict[tuple[str, str], int]:
+        with self._errors_lock:
+            return dict(self.errors)
+
+    def _count(self, operation: str, exc: ServerError | JobError) -> None:
+        key = (operation, error_kind(exc))
+        with self._errors_lock:
+            self.errors[key] = self.errors.get(key, 0) + 1
+
+
+def error_kind(exc: ServerError | JobError) -> str:
+    """A short, stable label for an error: unreachable, http_5xx, unauthorised, rejected, …"""
+    if isinstance(exc, JobError):
+        status = exc.details.get("status")
+        if exc.kind == "download":
+            return "too_large" if status is None else f"http_{status}"
+        return exc.kind
+    if exc.status is None:
+        return "unreachable"
+    if exc.status in (401, 407):
+        return "unauthorised"
+    if exc.status == 403:
+        return "forbidden"
+    return "http_5xx" if exc.status >= 500 else f"http_{exc.status}"
 
 
 class Server:
     def __init__(self, cfg: ServerConfig, comfy: ComfyConfig, stop: threading.Event) -> None:
         self.name = cfg.name
         self.url = cfg.url
-        self.client = ComfyClient(cfg.url, name=cfg.name, timeout=comfy.request_timeout,
-                                  headers=cfg.headers, verify=cfg.verify)
+        self.client = CountingClient(cfg.url, name=cfg.name, timeout=comfy.request_timeout,
+                                     headers=cfg.headers, verify=cfg.verify)
         self.listener = CompletionListener(cfg.url, name=cfg.name, stop=stop,
                                            enabled=comfy.websocket,
                                            backoff_max=comfy.backoff_max,

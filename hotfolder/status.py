@@ -2,23 +2,26 @@
 
 The daemon writes its live part (jobs, servers) next to each folder's jobs, in
 `processing/.hotfolder-status.json`, about once a second; `hotfolder status` adds the counts
-it reads from the folders themselves. That works across users and without any port, and with
-the daemon stopped it still tells what is on disk.
+and the latest finished and failed jobs it reads from the folders themselves. That works
+across users and without any port, and with the daemon stopped it still tells what is on disk.
+The status page serves the same document, with the live part taken from the daemon's memory.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from hotfolder.client import ComfyClient
 from hotfolder.config import Config, FolderConfig, ServerConfig
-from hotfolder.fsutil import write_json
+from hotfolder.fsutil import split_name, write_json
 from hotfolder.secrets import redact
 
 STATUS_FILE = ".hotfolder-status.json"
@@ -50,11 +53,16 @@ def folder_counts(folder: FolderConfig) -> dict[str, int]:
     }
 
 
+def live_doc(folder: FolderConfig, jobs: list[dict[str, Any]],
+             servers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The daemon's live part for one folder: its jobs in flight and the servers."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "updated_at": time.time(),
+            "folder": folder.name, "jobs": jobs, "servers": servers}
+
+
 def write_live(folder: FolderConfig, jobs: list[dict[str, Any]],
                servers: list[dict[str, Any]]) -> None:
-    write_json(status_path(folder), {
-        "pid": os.getpid(), "host": socket.gethostname(), "updated_at": time.time(),
-        "folder": folder.name, "jobs": jobs, "servers": servers}, replace=True)
+    write_json(status_path(folder), live_doc(folder, jobs, servers), replace=True)
 
 
 def _read_live(folder: FolderConfig) -> dict[str, Any] | None:
@@ -65,21 +73,103 @@ def _read_live(folder: FolderConfig) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def collect(config: Config, *, probe: bool = True) -> dict[str, Any]:
-    """The status document of `hotfolder status --json`."""
+def recent_done(folder: FolderConfig, limit: int) -> list[dict[str, Any]]:
+    """The latest jobs done, newest first, from their sidecars in the outbox."""
+    found = []
+    for mtime, path in _newest(folder.outbox, limit * 2, lambda n: n.endswith(".json")):
+        sidecar = _read_json(path)
+        if not isinstance(sidecar, dict) or sidecar.get("status") != "done" \
+                or not isinstance(sidecar.get("outputs"), list):
+            continue  # some other JSON file in the outbox (an output, or a user's)
+        timings = sidecar.get("timings")
+        timings = timings if isinstance(timings, dict) else {}
+        found.append({
+            "job": sidecar.get("job"), "sidecar": path.name, "server": sidecar.get("server"),
+            "prompt": sidecar.get("prompt"), "finished_at": _iso(mtime),
+            "seconds": timings.get("total_seconds"),
+            "outputs": [o["file"] for o in sidecar["outputs"]
+                        if isinstance(o, dict) and isinstance(o.get("file"), str)]})
+        if len(found) == limit:
+            break
+    return found
+
+
+def recent_failed(folder: FolderConfig, limit: int) -> list[dict[str, Any]]:
+    """The latest failures, newest first, each with its job file in failed/ (None when the
+    job's file is gone, e.g. cancelled by deleting it)."""
+    newest = _newest(folder.failed, limit, lambda n: n.endswith(".error.json"))
+    stems = {path.name[: -len(".error.json")] for _, path in newest}
+    job_files: dict[str, str] = {}
+    try:
+        for entry in os.scandir(folder.failed):
+            stem = split_name(entry.name)[0]
+            if stem in stems and not entry.name.endswith(".error.json") \
+                    and entry.is_file(follow_symlinks=False):
+                job_files.setdefault(stem, entry.name)
+    except OSError:
+        pass
+    found = []
+    for mtime, path in newest:
+        report = _read_json(path)
+        if not isinstance(report, dict):
+            continue
+        found.append({"job": report.get("job"), "error": report.get("error"),
+                      "kind": report.get("kind"), "error_file": path.name,
+                      "file": job_files.get(path.name[: -len(".error.json")]),
+                      "failed_at": report.get("failed_at") or _iso(mtime)})
+    return found
+
+
+def _newest(directory: Path, limit: int, keep: Any) -> list[tuple[float, Path]]:
+    """The `limit` newest visible files in `directory` whose names pass `keep`."""
+    def entries() -> Iterable[tuple[float, str]]:
+        for e in os.scandir(directory):
+            try:
+                if not e.name.startswith(".") and keep(e.name) \
+                        and e.is_file(follow_symlinks=False):
+                    yield e.stat(follow_symlinks=False).st_mtime, e.name
+            except OSError:
+                continue  # removed while we looked
+
+    try:
+        return [(mtime, directory / name) for mtime, name in heapq.nlargest(limit, entries())]
+    except OSError:
+        return []
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _iso(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp).astimezone().isoformat(timespec="milliseconds")
+
+
+def collect(config: Config, *, probe: bool = True,
+            live: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The status document of `hotfolder status --json` and of the status page.
+
+    `live` (by folder name) replaces what the daemon wrote to disk: the daemon itself passes
+    its own state, fresher than the file."""
     now = time.time()
     folders, servers, daemon = [], None, None
     for folder in config.folders:
-        live = _read_live(folder)
-        fresh = live is not None and now - float(live.get("updated_at", 0)) < FRESH_SECONDS
-        if fresh and live is not None:
-            servers = servers or live.get("servers")
-            daemon = daemon or {"running": True, "pid": live.get("pid"),
-                                "host": live.get("host"),
-                                "age_seconds": round(now - live["updated_at"], 1)}
+        live_doc = live.get(folder.name) if live is not None else _read_live(folder)
+        fresh = live_doc is not None \
+            and now - float(live_doc.get("updated_at", 0)) < FRESH_SECONDS
+        if fresh and live_doc is not None:
+            servers = servers or live_doc.get("servers")
+            daemon = daemon or {"running": True, "pid": live_doc.get("pid"),
+                                "host": live_doc.get("host"),
+                                "age_seconds": round(now - live_doc["updated_at"], 1)}
         folders.append({"name": folder.name, "root": str(folder.root),
                         "counts": folder_counts(folder),
-                        "jobs": live.get("jobs", []) if fresh and live else []})
+                        "jobs": live_doc.get("jobs", []) if fresh and live_doc else [],
+                        "recent_done": recent_done(folder, config.http.recent),
+                        "recent_failed": recent_failed(folder, config.http.recent)})
     if servers is None:
         servers = [_probe(s, config.comfy.request_timeout) if probe
                    else {"name": s.name, "url": s.url, "up": None} for s in config.servers]

@@ -49,3 +49,11 @@ def make_sim(tmp_path: Path) -> Iterator[Callable[..., SimServer]]:
     close_open()
     for sim in sims:
         sim.stop()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    """Headless Chromium (skipped, saying why, where Debian's chromium is not installed)."""
+    from browser import start_browser
+
+    yield from start_browser(tmp_path / "chromium-profile")

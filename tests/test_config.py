@@ -73,3 +73,41 @@ def test_bad_yaml_is_a_config_error(tmp_path):
     path.write_text("folders: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
+
+
+def test_http_section_is_off_by_default_and_parsed(tmp_path, monkeypatch):
+    assert not parse_config(_base(tmp_path), base=tmp_path).http.enabled
+    data = _base(tmp_path)
+    monkeypatch.setenv("WEB_TOKEN", "a-long-token")
+    data["http"] = {"listen": "[::1]:9000", "allow_actions": True, "recent": 5,
+                    "token": {"env": "WEB_TOKEN"}}
+    http = parse_config(data, base=tmp_path).http
+    assert (http.host, http.port, http.listen, http.loopback) == ("::1", 9000, "[::1]:9000", True)
+    assert (http.allow_actions, http.recent, http.token) == (True, 5, "a-long-token")
+    assert "a-long-token" not in repr(http)
+
+
+def test_http_problems_with_key_paths(tmp_path):
+    data = _base(tmp_path)
+    data["http"] = {"listen": "8787", "recent": 0, "colour": "blue",
+                    "basic_auth": {"user": "a:b", "password": {"env": "NOT_SET_ANYWHERE"}}}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, base=tmp_path)
+    text = "\n".join(info.value.problems)
+    assert "http.listen: expected HOST:PORT" in text
+    assert "http.recent: must be at least 1" in text
+    assert "http.colour: unknown key" in text
+    assert "http.basic_auth.password: the environment variable NOT_SET_ANYWHERE" in text
+    assert "http.basic_auth.user: expected a user name" in text
+
+
+def test_http_actions_off_loopback_need_auth(tmp_path, monkeypatch):
+    data = _base(tmp_path)
+    data["http"] = {"listen": "0.0.0.0:8787", "allow_actions": True}
+    with pytest.raises(ConfigError, match=r"http.allow_actions: actions on a page listening on "
+                                          r"0.0.0.0:8787 \(not loopback\) need http.token"):
+        parse_config(data, base=tmp_path)
+    monkeypatch.setenv("WEB_PASSWORD", "correct horse")
+    data["http"]["basic_auth"] = {"user": "studio", "password": {"env": "WEB_PASSWORD"}}
+    http = parse_config(data, base=tmp_path).http
+    assert http.basic_auth == ("studio", "correct horse") and not http.loopback

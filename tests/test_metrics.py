@@ -1,0 +1,87 @@
+"""The Prometheus text format, checked with Prometheus' own Python parser."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from hotfolder.errors import JobError, ServerError
+from hotfolder.servers import error_kind
+from hotfolder.web.metrics import Counter, Histogram, JobMetrics, gauge, render
+
+
+def parse(text: str) -> dict[str, object]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def test_counter_gauge_and_histogram_round_trip_through_the_parser():
+    counter = Counter("x_events_total", "Events.\nSecond line with a \\ backslash.", ("path",))
+    awkward = 'a "quoted" \\ back\nslash'
+    counter.inc(awkward)
+    counter.inc(awkward, amount=2)
+    counter.ensure("idle")
+    histogram = Histogram("x_seconds", "Durations.", ("folder",), (1, 5))
+    for value in (0.5, 3, 3, 100):
+        histogram.observe(value, "main")
+    text = render([counter.family(), histogram.family(),
+                   gauge("x_up", "Up.", ("server",), {("gpu1",): 1, ("gpu2",): 0}),
+                   gauge("x_healthy", "Healthy.", (), {(): 1})])
+    families = parse(text)
+    assert families["x_events"].type == "counter"
+    assert families["x_events"].documentation == "Events.\nSecond line with a \\ backslash."
+    values = {s.labels["path"]: s.value for s in families["x_events"].samples}
+    assert values == {awkward: 3.0, "idle": 0.0}
+    samples = {(s.name, s.labels.get("le")): s.value for s in families["x_seconds"].samples}
+    assert samples[("x_seconds_bucket", "1")] == 1  # cumulative buckets
+    assert samples[("x_seconds_bucket", "5")] == 3
+    assert samples[("x_seconds_bucket", "+Inf")] == 4
+    assert samples[("x_seconds_count", None)] == 4
+    assert samples[("x_seconds_sum", None)] == 106.5
+    assert {s.labels["server"]: s.value for s in families["x_up"].samples} == {"gpu1": 1,
+                                                                                "gpu2": 0}
+    assert families["x_healthy"].samples[0].value == 1
+    assert "# TYPE x_events_total counter" in text  # the 0.0.4 format names counters in full
+
+
+def test_job_metrics_count_outcomes_and_times():
+    metrics = JobMetrics()
+    metrics.finished("main", "done", None, seen_at=100.0, submitted_at=101.5, now=104.0)
+    metrics.finished("main", "failed", "invalid", seen_at=100.0, submitted_at=None, now=100.2)
+    metrics.finished("main", "failed", "timeout", seen_at=100.0, submitted_at=102.0, now=900.0)
+    metrics.finished("main", "left", None, seen_at=100.0, submitted_at=101.0, now=102.0)
+    servers = [{"name": "gpu1", "up": True, "in_flight": 1, "queue_remaining": 3},
+               {"name": "gpu2", "up": False, "in_flight": 0, "queue_remaining": None}]
+    families = parse(render(metrics.families(
+        folders={"main": (4, 1), "idle": (0, 0)}, servers=servers,
+        server_errors={("gpu2", "submit", "unreachable"): 2}, healthy=True)))
+    jobs = {(s.labels["folder"], s.labels["outcome"]): s.value
+            for s in families["hotfolder_jobs"].samples}
+    assert jobs == {("main", "done"): 1, ("main", "failed"): 2, ("idle", "done"): 0,
+                    ("idle", "failed"): 0}
+    kinds = {s.labels["kind"]: s.value for s in families["hotfolder_job_failures"].samples}
+    assert kinds == {"invalid": 1, "timeout": 1}
+    duration = {s.name: s.value for s in families["hotfolder_job_duration_seconds"].samples
+                if "le" not in s.labels}
+    assert duration == {"hotfolder_job_duration_seconds_sum": 2.5,
+                        "hotfolder_job_duration_seconds_count": 1}
+    wait = {s.name: s.value for s in families["hotfolder_job_queue_wait_seconds"].samples
+            if "le" not in s.labels}
+    assert wait["hotfolder_job_queue_wait_seconds_count"] == 2  # the two submitted
+    assert {s.labels["folder"]: s.value for s in families["hotfolder_jobs_waiting"].samples} \
+        == {"main": 4, "idle": 0}
+    assert {s.labels["server"]: s.value for s in families["hotfolder_server_up"].samples} \
+        == {"gpu1": 1, "gpu2": 0}
+    assert [s.labels["server"] for s in
+            families["hotfolder_server_queue_remaining"].samples] == ["gpu1"]
+    errors = families["hotfolder_server_errors"].samples
+    assert [(s.labels, s.value) for s in errors] == [
+        ({"server": "gpu2", "operation": "submit", "kind": "unreachable"}, 2)]
+
+
+def test_error_kinds():
+    assert error_kind(ServerError("refused")) == "unreachable"
+    assert error_kind(ServerError("x", status=503)) == "http_5xx"
+    assert error_kind(ServerError("x", status=401)) == "unauthorised"
+    assert error_kind(ServerError("x", status=403)) == "forbidden"
+    assert error_kind(JobError("bad graph", kind="rejected")) == "rejected"
+    assert error_kind(JobError("gone", kind="download", details={"status": 404})) == "http_404"
+    assert error_kind(JobError("too big", kind="download")) == "too_large"
