@@ -438,3 +438,24 @@ def test_an_output_node_inside_a_bypassed_subgraph_is_left_out() -> None:
     prompt = build(gui, OBJECT_INFO).prompt
     assert "200:500" not in prompt
     assert "200:198" in prompt  # the rest is sent, unreferenced, as the frontend does
+
+
+def test_a_primitive_linked_to_a_subgraph_input_reaches_the_node_inside() -> None:
+    gui = _pair_gui("flux_dev_full_text_to_image")  # instance 194's input "text" -> 49.text
+    instance = find(gui, 194)
+    assert instance["inputs"][0]["name"] == "text"
+    instance["inputs"][0]["link"] = 700
+    add(gui, {"id": 700, "type": "PrimitiveNode", "mode": 0, "inputs": [],
+              "outputs": [{"name": "STRING", "type": "STRING", "links": [700],
+                           "widget": {"name": "text"}}],
+              "widgets_values": ["a lighthouse at dusk"]},
+        [700, 700, 0, 194, 0, "STRING"])
+    assert convert(gui, OBJECT_INFO)["194:49"]["inputs"]["text"] == "a lighthouse at dusk"
+
+
+def test_a_subgraph_without_its_definition_is_named_as_such() -> None:
+    gui = _pair_gui("flux1_krea_dev")
+    gui["definitions"]["subgraphs"] = []
+    with pytest.raises(JobError, match=r"node 200 \(1135e349-dce8-45e8-8905-aaa86675429b\) is a "
+                                       r"subgraph whose definition is missing from the file"):
+        convert(gui, OBJECT_INFO)

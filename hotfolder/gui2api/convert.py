@@ -13,6 +13,7 @@ type, and what is missing.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,7 @@ from hotfolder.gui2api.widgets import js_numbers, node_widgets, serialize_value,
 from hotfolder.nodeinfo import class_inputs, closest
 
 MAX_LISTED = 8  # problems spelled out in one message; `details` has all of them
-PRIMITIVE_REPLACE = "Run widget replace on values"
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 
 
 @dataclass
@@ -59,12 +60,11 @@ def build(gui: Mapping[str, Any], object_info: Mapping[str, Any], *,
     flat = Flat(read_workflow(gui), object_info)
     runs = [ex for ex in flat.execs.values() if _runs(ex, object_info)]
     _check_known(runs, object_info)
-    overrides = _primitive_values(flat)
     rng = rng or random.Random()  # picks dynamic-prompt options, as the editor does
     prompt: dict[str, Any] = {}
     why: dict[tuple[str, str], str] = {}  # (node id, input) -> why it has no value
     for ex in runs:
-        inputs = _widget_inputs(ex, object_info, overrides, rng)
+        inputs = _widget_inputs(ex, object_info, flat.written, rng)
         for slot, item in enumerate(ex.inputs):
             if item.link is None:
                 continue
@@ -114,6 +114,10 @@ def _check_known(runs: list[Exec], object_info: Mapping[str, Any]) -> None:
     for ex in runs:
         kind = ex.node.type
         if not isinstance(object_info.get(kind), Mapping):
+            if _UUID.fullmatch(kind):
+                problems.append(f"{ex.label()} is a subgraph whose definition is missing from "
+                                "the file (definitions.subgraphs)")
+                continue
             near = closest(kind, object_info)
             hint = f" (closest: {', '.join(near)})" if near else " (is a custom node missing?)"
             problems.append(f"{ex.label()} is a node type this server does not have{hint}")
@@ -123,33 +127,6 @@ def _check_known(runs: list[Exec], object_info: Mapping[str, Any]) -> None:
                             "the browser at run time, so it cannot be converted here")
     if problems:
         raise _error("the workflow cannot be converted", problems)
-
-
-def _primitive_values(flat: Flat) -> dict[tuple[str, str], Any]:
-    """What each frontend `PrimitiveNode` writes into the widgets it is linked to, by
-    (target node id, widget name). Like the frontend, this happens whatever the mode."""
-    values: dict[tuple[str, str], Any] = {}
-    for ex in flat.execs.values():
-        node = ex.node
-        if node.type != "PrimitiveNode" or not node.outputs:
-            continue
-        stored = node.widgets_values
-        if not isinstance(stored, list) or not stored:
-            continue
-        value = stored[0]
-        if node.properties.get(PRIMITIVE_REPLACE) and isinstance(value, str) and "%" in value:
-            raise JobError(f"cannot convert the GUI workflow: {ex.label()} has "
-                           f"\"{PRIMITIVE_REPLACE}\" switched on, and hotfolder does not do the "
-                           "editor's %date% and %node.widget% replacements", kind="conversion")
-        for link_id in node.outputs[0].links:
-            link = ex.graph.links.get(link_id)
-            target = ex.graph.nodes.get(link.target_id) if link else None
-            if link is None or target is None or link.target_slot >= len(target.inputs):
-                continue
-            widget = target.inputs[link.target_slot].widget
-            if widget is not None:
-                values[(":".join((*ex.path, target.id)), widget)] = value
-    return values
 
 
 def _widget_inputs(ex: Exec, object_info: Mapping[str, Any],

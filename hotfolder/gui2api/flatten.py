@@ -32,6 +32,9 @@ from hotfolder.gui2api.graph import (
 )
 from hotfolder.nodeinfo import class_inputs, class_outputs, spec_parts
 
+PRIMITIVE_REPLACE = "Run widget replace on values"
+_NOTHING = object()
+
 
 @dataclass(frozen=True)
 class LinkTo:
@@ -103,6 +106,9 @@ class Flat:
         self.object_info = object_info
         self.execs: dict[str, Exec] = {}
         self._expand(workflow.root, (), None, set())
+        # what the editor's PrimitiveNodes write into their targets' widgets before a prompt
+        # is built: (target node id, widget name) -> value
+        self.written = self._primitive_values()
 
     def _expand(self, graph: Graph, path: tuple[str, ...], instance: Exec | None,
                 active: set[str]) -> None:
@@ -144,6 +150,31 @@ class Flat:
             ex.output_types = [t if isinstance(t, str) else "COMBO"
                                for t in class_outputs(self.object_info, node.type) or []]
 
+    def _primitive_values(self) -> dict[tuple[str, str], Any]:
+        """Like the frontend, whatever the primitive's mode."""
+        values: dict[tuple[str, str], Any] = {}
+        for ex in self.execs.values():
+            node = ex.node
+            stored = node.widgets_values
+            if node.type != "PrimitiveNode" or not node.outputs or not isinstance(stored, list) \
+                    or not stored:
+                continue
+            value = stored[0]
+            if node.properties.get(PRIMITIVE_REPLACE) and isinstance(value, str) and "%" in value:
+                raise JobError(f"cannot convert the GUI workflow: {ex.label()} has "
+                               f"\"{PRIMITIVE_REPLACE}\" switched on, and hotfolder does not do "
+                               "the editor's %date% and %node.widget% replacements",
+                               kind="conversion")
+            for link_id in node.outputs[0].links:
+                link = ex.graph.links.get(link_id)
+                target = ex.graph.nodes.get(link.target_id) if link else None
+                if link is None or target is None or link.target_slot >= len(target.inputs):
+                    continue
+                widget = target.inputs[link.target_slot].widget
+                if widget is not None:
+                    values[(":".join((*ex.path, target.id)), widget)] = value
+        return values
+
     # -- tracing ------------------------------------------------------------------------------
 
     def resolve_input(self, ex: Exec, slot: int, kind: str | None = None,
@@ -175,7 +206,11 @@ class Flat:
                 return Value(instance.instance_values[slot])
             return Unresolved(f"input '{instance.inputs[slot].name}' of {instance.label()} is "
                               "not connected")
-        return self.resolve_input(instance, slot, None, seen)
+        found = self.resolve_input(instance, slot, None, seen)
+        written = self.written.get((instance.id, instance.inputs[slot].widget or ""), _NOTHING)
+        # a primitive linked to the instance wrote into its widget, which feeds the inside
+        return Value(written) if isinstance(found, Unresolved) and written is not _NOTHING \
+            else found
 
     def resolve_output(self, ex: Exec, slot: int, kind: str,
                        seen: set[tuple[str, str, int]]) -> Resolved:
