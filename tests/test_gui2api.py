@@ -423,7 +423,8 @@ def test_a_muted_subgraph_instance_mutes_everything_inside() -> None:
     result = build(gui, OBJECT_INFO)
     assert set(result.prompt) == {"9"}
     assert result.problems == ["node 9 (SaveImage): required input 'images' has no source: it "
-                               "is fed by node 200 (subgraph), which is muted"]
+                               "is fed by node 200 (subgraph 'Text to Image (Flux.1 Krea "
+                               "Dev)'), which is muted"]
 
 
 def test_an_output_node_inside_a_bypassed_subgraph_is_left_out() -> None:

@@ -91,7 +91,7 @@ def node_label(ex: Exec) -> str:
     text = f"node {ex.id}"
     if title and title != ex.node.type:
         text += f" '{title}'"
-    kind = "subgraph" if ex.subgraph is not None else ex.node.type
+    kind = f"subgraph '{ex.subgraph.name}'" if ex.subgraph is not None else ex.node.type
     text += f" ({kind})"
     if ex.instance is not None:
         text += f" inside subgraph '{ex.graph.name}'"
