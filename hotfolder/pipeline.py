@@ -140,7 +140,8 @@ class Pipeline:
             if spec.source_format == "gui":
                 base = self.to_api(folder, state, base, record)
             check_links(base)
-            template_name, overrides = "(workflow in the job file)", {}
+            template_name = "(workflow in the job file)"
+            overrides: Mapping[str, tuple[str, ...]] = {}
             values: dict[str, Any] = {"seed": folder.defaults.get("seed", "random")}
             optional = {"seed", "filename_prefix"}
         else:
