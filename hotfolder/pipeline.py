@@ -185,12 +185,12 @@ class Pipeline:
     def to_api(self, folder: FolderConfig, state: JobState, gui: Mapping[str, Any],
                record: dict[str, Any]) -> dict[str, Any]:
         """A GUI-format workflow converted with the node definitions of a server this job may
-        run on: the one it is on already when resumed, else one that is up, else one that is
-        down (its cached definitions, or asked again with backoff). A server that cannot be
-        asked makes the job wait, never fail."""
+        run on: one that is up (the one it is on already, when resumed), else one that is down
+        (its cached definitions, or asked again with backoff). A server that cannot be asked
+        makes the job wait, never fail."""
         delay = self.config.comfy.backoff_initial
         while True:
-            if self.stop.is_set() or self.draining.is_set():
+            if self.stop.is_set():
                 raise Stopping
             self._check_cancelled(folder, state)
             servers = sorted(self.pool.eligible(folder.server_tags),
