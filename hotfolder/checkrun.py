@@ -2,16 +2,20 @@
 
 Problems found here would otherwise surface one failed job at a time; a template naming a
 node class the server lacks (the tutorial's `CheckpointSimple`) is caught before any job runs.
+A GUI-format template is converted with each server's node definitions, which says whether it
+can be, and the result is checked like any other.
 """
 
 from __future__ import annotations
 
-from typing import TextIO
+from collections.abc import Mapping
+from typing import Any, TextIO
 
 from hotfolder.check import check_workflow
 from hotfolder.client import ComfyClient
 from hotfolder.config import Config
-from hotfolder.errors import ServerError
+from hotfolder.errors import JobError, ServerError
+from hotfolder.gui2api import convert
 from hotfolder.patch import find_bindings
 from hotfolder.secrets import redact
 
@@ -24,9 +28,12 @@ def run_checks(config: Config, out: TextIO) -> list[str]:
 
     say(f"config: {config.path} is valid\n")
     for name, template in config.templates.items():
-        fields = sorted(find_bindings(template.workflow))
-        fields = sorted(set(fields) | set(template.bindings))
-        say(f"template {name} ({template.path}): fields with a place: {', '.join(fields)}\n")
+        if template.source_format == "gui":
+            say(f"template {name} ({template.path}): a GUI-format workflow; it will be "
+                "converted to the API format with each server's node definitions\n")
+        else:
+            say(f"template {name} ({template.path}): fields with a place: "
+                f"{_fields(template.workflow, template.bindings)}\n")
     for folder in config.folders:
         say(f"folder {folder.name}: {folder.root} using template {folder.template}\n")
     for i, server in enumerate(config.servers):
@@ -39,8 +46,19 @@ def run_checks(config: Config, out: TextIO) -> list[str]:
             continue
         say(f"server {server.name}: answers, {len(object_info)} node classes\n")
         for name, template in config.templates.items():
-            problems.extend(check_workflow(template.workflow, object_info,
-                                           name=f"workflows.{name} on {server.name}"))
+            where = f"workflows.{name} on {server.name}"
+            workflow = template.workflow
+            if template.source_format == "gui":
+                try:
+                    workflow = convert(template.workflow, object_info)
+                except JobError as exc:
+                    problems.append(f"{where}: {exc.message}")
+                    continue
+                say(f"template {name} on {server.name}: converts to {len(workflow)} nodes; "
+                    f"fields with a place: {_fields(workflow, template.bindings)}\n")
+            # inputs the editor adds for itself (SaveGLB's preview) are not the user's typos
+            problems.extend(check_workflow(workflow, object_info, name=where,
+                                           unknown_inputs=template.source_format != "gui"))
     if problems:
         say(f"\n{len(problems)} problem(s):\n")
         for line in problems:
@@ -48,3 +66,7 @@ def run_checks(config: Config, out: TextIO) -> list[str]:
     else:
         say("\nall good\n")
     return problems
+
+
+def _fields(workflow: Mapping[str, Any], bindings: Mapping[str, Any]) -> str:
+    return ", ".join(sorted(set(find_bindings(workflow)) | set(bindings)))

@@ -63,6 +63,18 @@ def _parser() -> argparse.ArgumentParser:
     status = with_config(sub.add_parser("status", help="counts, jobs in flight and servers"))
     status.add_argument("--json", action="store_true", help="print the status document as JSON")
     status.set_defaults(func=cmd_status)
+    conv = sub.add_parser("convert", help="convert a workflow saved with the editor's Save "
+                                          "(GUI format) to the API format")
+    conv.add_argument("file", type=Path, help="the GUI-format workflow (.json)")
+    source = conv.add_mutually_exclusive_group()
+    source.add_argument("--server", metavar="URL",
+                        help="the ComfyUI whose node definitions to use (default: "
+                             "http://127.0.0.1:8188)")
+    source.add_argument("--object-info", metavar="FILE", type=Path,
+                        help="a saved /object_info (JSON) instead of asking a server")
+    conv.add_argument("-o", "--output", metavar="FILE", type=Path,
+                      help="write the API-format workflow here instead of printing it")
+    conv.set_defaults(func=cmd_convert)
     init = sub.add_parser("init", help="create a config, template and hot folder in DIR")
     init.add_argument("dir", type=Path)
     init.set_defaults(func=cmd_init)
@@ -157,6 +169,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     doc = collect(load_config(find_config(args.config)))
     print(json.dumps(doc, indent=2) if args.json else format_text(doc))  # noqa: T201
     return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from hotfolder.gui2api.command import run_convert
+
+    return run_convert(args.file, server=args.server, object_info=args.object_info,
+                       output=args.output, out=sys.stdout, err=sys.stderr)
 
 
 def cmd_init(args: argparse.Namespace) -> int:

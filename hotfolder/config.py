@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
-from hotfolder.errors import ConfigError
+from hotfolder.errors import ConfigError, JobError
 from hotfolder.fields import JOB_FIELDS, Limits, check_field
+from hotfolder.gui2api.graph import read_workflow
 from hotfolder.httpconfig import HttpConfig, parse_http
 from hotfolder.problems import Problems, join, patterns
 from hotfolder.serverconfig import ServerConfig, parse_servers
@@ -52,6 +53,7 @@ class Template:
     path: Path
     workflow: Mapping[str, Any]  # never mutated: each job patches its own deep copy
     bindings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    source_format: str = "api"  # "gui": the editor's Save, converted per server for each job
 
 
 SUBFOLDERS = ("inbox", "processing", "outbox", "done", "failed")
@@ -238,11 +240,16 @@ def _load_template(name: str, raw_path: Any, raw_bindings: Any, base: Path, wher
     from hotfolder.parse import workflow_format  # local: parse imports config's siblings only
 
     kind = workflow_format(workflow)
-    if kind != "api":
-        hint = (" (this is a GUI workflow: export it with \"Save (API Format)\")"
-                if kind == "gui" else "")
-        p.add(join(where, "path"), f"{path} is not an API-format workflow{hint}")
+    if kind is None:
+        p.add(join(where, "path"), f"{path} is not a ComfyUI workflow (neither API format nor "
+                                   "a GUI save with nodes and links)")
         return None
+    if kind == "gui":  # converted per job with the server's definitions; its shape is known now
+        try:
+            read_workflow(workflow)
+        except JobError as exc:
+            p.add(join(where, "path"), f"{path}: {exc.message}")
+            return None
     bindings: dict[str, tuple[str, ...]] = {}
     raw = p.mapping(raw_bindings, join(where, "bindings"), BINDABLE)
     for key, targets in raw.items():
@@ -254,7 +261,8 @@ def _load_template(name: str, raw_path: Any, raw_bindings: Any, base: Path, wher
                   "expected NODE.INPUT or a list of them (NODE: id, title or class)")
             continue
         bindings[str(key)] = tuple(targets)
-    return Template(name=name, path=path, workflow=workflow, bindings=bindings)
+    return Template(name=name, path=path, workflow=workflow, bindings=bindings,
+                    source_format=kind)
 
 
 _FOLDER_KEYS = ("name", "root", "workflow", "defaults", "extensions", "settle_seconds",
@@ -317,7 +325,7 @@ def _folders(value: Any, base: Path, templates: dict[str, Template],
 
 def _folder_template(value: Any, base: Path, templates: dict[str, Template], where: str,
                      p: Problems) -> str | None:
-    """A folder's workflow is a template name from `workflows:` or a path to an API JSON."""
+    """A folder's workflow is a template name from `workflows:` or a path to a workflow JSON."""
     if not isinstance(value, str) or not value:
         p.add(join(where, "workflow"), f"expected a template name or file path, got {value!r}")
         return None

@@ -20,6 +20,8 @@ import yaml
 
 from hotfolder.errors import JobError
 from hotfolder.fields import JOB_FIELDS, Limits, check_field
+from hotfolder.gui2api.detect import is_gui_workflow
+from hotfolder.gui2api.graph import read_workflow
 
 SPEC_KEYS = (*JOB_FIELDS, "workflow", "set")
 
@@ -30,13 +32,14 @@ class JobSpec:
     fields: Mapping[str, Any] = field(default_factory=dict)
     template: str | None = None  # a template name the job asked for
     sets: Mapping[str, Any] = field(default_factory=dict)  # "NODE.INPUT" -> value
-    workflow: Mapping[str, Any] | None = None  # a complete API workflow dropped as the job
+    workflow: Mapping[str, Any] | None = None  # a complete workflow dropped as the job
+    source_format: Literal["api", "gui"] = "api"  # "gui": the editor's Save, converted later
 
 
 def workflow_format(obj: Any) -> Literal["api", "gui"] | None:
     """Tell an API-format workflow from a GUI save, or neither."""
     if isinstance(obj, Mapping):
-        if isinstance(obj.get("nodes"), list) and "links" in obj:
+        if is_gui_workflow(obj):
             return "gui"
         if obj and all(isinstance(n, Mapping) and "class_type" in n for n in obj.values()):
             return "api"
@@ -105,13 +108,10 @@ def parse_bytes(name: str, data: bytes, limits: Limits | None = None) -> JobSpec
 
 def parse_object(obj: Any, limits: Limits | None = None) -> JobSpec:
     kind = workflow_format(obj)
-    if kind == "gui":
-        raise JobError(
-            "this is a workflow saved from ComfyUI's editor (GUI format, with 'nodes' and "
-            "'links'), which the API cannot run: in ComfyUI use Workflow > Export (API) / "
-            "\"Save (API Format)\" and drop that file instead", kind="gui_workflow")
-    if kind == "api":
-        return JobSpec(kind="workflow", workflow=obj)
+    if kind == "gui":  # converted later, with the server's node definitions
+        read_workflow(obj)  # but a malformed save fails now, whatever the server
+    if kind is not None:
+        return JobSpec(kind="workflow", workflow=obj, source_format=kind)
     if not isinstance(obj, Mapping):
         raise JobError(f"a job spec must be a mapping of fields, got {_kind(obj)}", kind="invalid")
     return _parse_spec(obj, limits or Limits())

@@ -9,6 +9,7 @@ resumed by the next start.
 
 from __future__ import annotations
 
+import random
 import secrets
 import threading
 import time
@@ -24,6 +25,8 @@ from hotfolder.deliver import collect_outputs, deliver_all, job_stem, safe_prefi
 from hotfolder.errors import JobError, ServerError
 from hotfolder.explain import explain_history_failure
 from hotfolder.finish import Outcome, finish_done, finish_failed, iso_time
+from hotfolder.gui2api import convert, node_types
+from hotfolder.gui2api.cache import ObjectInfoCache
 from hotfolder.parse import JobSpec, parse_job
 from hotfolder.patch import (
     check_classes_allowed,
@@ -62,6 +65,7 @@ class Pipeline:
         # by name; a folder removed by a reload stays known until its last job is finished
         self.folders = {f.name: f for f in config.folders}
         self._cancels: set[tuple[str, str]] = set()  # (folder, name in processing/)
+        self.object_info = ObjectInfoCache()  # per server, for converting GUI workflows
         self._cancel_lock = threading.Lock()
 
     def update(self, config: Config) -> None:
@@ -133,8 +137,12 @@ class Pipeline:
                 raise JobError("this folder does not accept whole workflows "
                                "(accept_workflows: false); drop a prompt or a job spec",
                                kind="refused")
-            check_links(spec.workflow)
-            base, template_name, overrides = spec.workflow, "(workflow in the job file)", {}
+            base = spec.workflow
+            if spec.source_format == "gui":
+                base = self.to_api(folder, state, base, record)
+            check_links(base)
+            template_name = "(workflow in the job file)"
+            overrides: Mapping[str, tuple[str, ...]] = {}
             values: dict[str, Any] = {"seed": folder.defaults.get("seed", "random")}
             optional = {"seed", "filename_prefix"}
         else:
@@ -145,6 +153,8 @@ class Pipeline:
                 raise JobError(f"unknown workflow template {template_name!r}; the config "
                                f"defines: {known}", kind="invalid")
             base, overrides = template.workflow, template.bindings
+            if template.source_format == "gui":
+                base = self.to_api(folder, state, base, record)
             values = {**folder.defaults, **spec.fields}
             # defaults the template has no place for are skipped; the job's own fields are not
             optional = (set(folder.defaults) - set(spec.fields)) | {"filename_prefix"}
@@ -172,6 +182,35 @@ class Pipeline:
             "set": dict(spec.sets), "filename_prefix": prefix,
         })
         return workflow
+
+    def to_api(self, folder: FolderConfig, state: JobState, gui: Mapping[str, Any],
+               record: dict[str, Any]) -> dict[str, Any]:
+        """A GUI-format workflow converted with the node definitions of a server this job may
+        run on: one that is up (the one it is on already, when resumed), else one that is down
+        (its cached definitions, or asked again with backoff). A server that cannot be asked
+        makes the job wait, never fail."""
+        delay = self.config.comfy.backoff_initial
+        while True:
+            if self.stop.is_set():
+                raise Stopping
+            self._check_cancelled(folder, state)
+            servers = sorted(self.pool.eligible(folder.server_tags),
+                             key=lambda s: (not s.up, s.name != state.server))
+            if servers:
+                server = servers[0]
+                try:
+                    info = self.object_info.get(server.client, node_types(gui))
+                except ServerError as exc:
+                    self.pool.mark_down(server, exc)
+                else:
+                    # seeded by the job, so a resumed job picks the same dynamic-prompt options
+                    workflow = convert(gui, info, rng=random.Random(state.job_id))
+                    record.update(converted_from="gui", converted_with=server.name)
+                    log.info("job.converted", server=server.name, nodes=len(workflow))
+                    return workflow
+            if self.stop.wait(delay):
+                raise Stopping
+            delay = min(delay * 2, self.config.comfy.backoff_max, 5.0)
 
     # -- submit + complete --------------------------------------------------------------------
 

@@ -46,7 +46,8 @@ comfy:
   max_output_bytes: 4294967296   # a bigger /view answer is cut off and the job failed
   websocket: true         # follow completion over /ws (false: poll /history only)
 
-# Workflow templates: API-format JSON ("Save (API Format)" in ComfyUI), by name.
+# Workflow templates by name: API-format JSON ("Save (API Format)" in ComfyUI), or a workflow
+# saved with the editor's plain "Save", converted with each server's node definitions.
 # Where each job field goes is found from the graph; `bindings` overrides it per field with
 # NODE.INPUT targets (NODE is a node id, a title, or a class_type that occurs once).
 workflows:
@@ -61,7 +62,7 @@ workflows:
 folders:
   - name: sdxl
     root: @ROOT@
-    workflow: sdxl          # a template name from above, or a path to an API-format .json
+    workflow: sdxl          # a template name from above, or a path to a workflow .json
     settle_seconds: 1.0     # a file is taken once its size and mtime are unchanged this long
     extensions: [.txt, .json, .yaml, .yml]
     include_temp_outputs: false   # also deliver PreviewImage (temp) outputs

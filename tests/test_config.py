@@ -61,10 +61,12 @@ def test_unknown_template_name(tmp_path):
         parse_config(data, base=tmp_path)
 
 
-def test_gui_template_is_refused(tmp_path):
+def test_gui_template_is_taken_for_conversion_and_a_malformed_one_refused(tmp_path):
     data = _base(tmp_path)
     (tmp_path / "t.json").write_text('{"nodes": [], "links": []}')
-    with pytest.raises(ConfigError, match="Save \\(API Format\\)"):
+    assert parse_config(data, base=tmp_path).templates["sdxl"].source_format == "gui"
+    (tmp_path / "t.json").write_text('{"nodes": [{"id": 1}], "links": []}')
+    with pytest.raises(ConfigError, match="the GUI workflow is malformed"):
         parse_config(data, base=tmp_path)
 
 

@@ -126,14 +126,6 @@ def test_node_execution_error_lands_in_failed_and_daemon_goes_on(hot, sim):
     assert hot.finished("after.txt") == "done"
 
 
-def test_gui_workflow_fails_with_export_hint(hot):
-    hot.start()
-    hot.drop("gui.json", json.dumps({"last_node_id": 9, "nodes": [{"id": 3, "type": "KSampler"}],
-                                     "links": [], "version": 0.4}))
-    assert hot.finished("gui.json") == "failed"
-    assert "Save (API Format)" in hot.error("gui.json")["error"]
-
-
 def test_unknown_template_and_unknown_field(hot):
     hot.start()
     hot.drop("which.json", json.dumps({"prompt": "x", "workflow": "flux"}))

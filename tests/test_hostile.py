@@ -73,7 +73,7 @@ FAILING: dict[str, tuple[bytes, str]] = {
                            b'"../../escape"}}', "does not allow changing"),
     "template-escape.json": (b'{"prompt": "x", "workflow": "../../../etc/passwd"}',
                              "unknown workflow template"),
-    "gui.json": (b'{"nodes": [{"id": 1}], "links": [], "version": 0.4}', "Save (API Format)"),
+    "gui.json": (b'{"nodes": [{"id": 1}], "links": [], "version": 0.4}', "malformed"),
 }
 FINE = {"utf16.txt": "a fox in UTF-16".encode("utf-16"),
         "allowed-set.json": b'{"prompt": "x", "set": {"KSampler.steps": 3}}'}

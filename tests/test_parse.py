@@ -97,8 +97,14 @@ def test_api_workflow_is_recognised():
     assert spec.kind == "workflow" and spec.workflow == wf
 
 
-def test_gui_workflow_says_to_export_api_format():
+def test_gui_workflow_is_a_workflow_to_convert():
     gui = {"nodes": [{"id": 1, "type": "KSampler"}], "links": [], "version": 0.4}
-    with pytest.raises(JobError, match="Save \\(API Format\\)") as info:
+    spec = parse_bytes("gui.json", json.dumps(gui).encode())
+    assert spec.kind == "workflow" and spec.source_format == "gui" and spec.workflow == gui
+
+
+def test_malformed_gui_workflow_fails_before_any_server_is_asked():
+    gui = {"nodes": [{"id": 1}], "links": [], "version": 0.4}
+    with pytest.raises(JobError, match=r"the GUI workflow is malformed: .*has no type") as info:
         parse_bytes("gui.json", json.dumps(gui).encode())
-    assert info.value.kind == "gui_workflow"
+    assert info.value.kind == "invalid"

@@ -1,0 +1,48 @@
+"""Telling a GUI-format save from an API workflow, and what a GUI save needs from a server.
+
+The editor's "Save" writes `nodes` + `links` (+ `definitions.subgraphs`); the API format is a
+mapping of node id to `class_type` + `inputs`. Both are JSON objects, so the shape decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# Node types that exist only in ComfyUI's web frontend: never sent to the server.
+VIRTUAL_TYPES = frozenset({"Reroute", "PrimitiveNode", "Note", "MarkdownNote"})
+NOTE_TYPES = frozenset({"Note", "MarkdownNote"})
+
+
+def is_gui_workflow(data: Any) -> bool:
+    """A workflow saved with the editor's "Save": a `nodes` list next to `links`."""
+    return isinstance(data, Mapping) and isinstance(data.get("nodes"), list) and "links" in data
+
+
+def subgraph_ids(data: Mapping[str, Any]) -> set[str]:
+    definitions = data.get("definitions")
+    subgraphs = definitions.get("subgraphs") if isinstance(definitions, Mapping) else None
+    if not isinstance(subgraphs, list):
+        return set()
+    return {str(s["id"]) for s in subgraphs if isinstance(s, Mapping) and "id" in s}
+
+
+def node_types(data: Mapping[str, Any]) -> set[str]:
+    """Every node type the server must define: all types at the top level and inside subgraph
+    definitions, minus the frontend's own and the subgraph instances.
+
+    Used to decide whether a cached /object_info is stale before converting.
+    """
+    local = subgraph_ids(data) | VIRTUAL_TYPES
+    graphs: list[Any] = [data]
+    definitions = data.get("definitions")
+    if isinstance(definitions, Mapping) and isinstance(definitions.get("subgraphs"), list):
+        graphs.extend(definitions["subgraphs"])
+    types: set[str] = set()
+    for graph in graphs:
+        nodes = graph.get("nodes") if isinstance(graph, Mapping) else None
+        for node in nodes if isinstance(nodes, list) else []:
+            kind = node.get("type") if isinstance(node, Mapping) else None
+            if isinstance(kind, str) and kind not in local:
+                types.add(kind)
+    return types
