@@ -65,6 +65,17 @@ class JobState:
             name = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()
         return folder.processing / f".{name}.state.json"
 
+    @staticmethod
+    def journal_for(folder: FolderConfig, name: str) -> Path:
+        """Where a batch job's runs are journalled (see runstate.py)."""
+        record = JobState.path_for(folder, name)
+        return record.with_name(record.name[: -len(".state.json")] + ".runs.jsonl")
+
+    @property
+    def tag(self) -> str:
+        """Distinguishes this job's ComfyUI output names (its filename_prefix)."""
+        return self.job_id[:8]
+
     def record(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
 
@@ -89,6 +100,7 @@ class JobState:
         with self._lock:
             self._closed = True
             self.path_for(folder, self.name).unlink(missing_ok=True)
+            self.journal_for(folder, self.name).unlink(missing_ok=True)
 
     @classmethod
     def load(cls, folder: FolderConfig, name: str) -> JobState | None:
@@ -202,6 +214,11 @@ def _remove_stale_records(folder: FolderConfig, names: set[str]) -> None:
             state = JobState.load(folder, entry.name[1:-len(".state.json")])
             if state is None or owner_gone(state):
                 entry.unlink(missing_ok=True)
+    journals = {JobState.journal_for(folder, n).name for n in names}
+    for entry in folder.processing.glob(".*.runs.jsonl"):
+        if entry.name not in journals and not entry.with_name(
+                entry.name[: -len(".runs.jsonl")] + ".state.json").exists():
+            entry.unlink(missing_ok=True)
 
 
 def _is_file(path: Path) -> bool:

@@ -24,7 +24,7 @@ from hotfolder.httpconfig import HttpConfig, parse_http
 from hotfolder.problems import Problems, join, patterns
 from hotfolder.serverconfig import ServerConfig, parse_servers
 
-DEFAULT_EXTENSIONS = (".txt", ".json", ".yaml", ".yml")
+DEFAULT_EXTENSIONS = (".txt", ".json", ".yaml", ".yml", ".csv", ".jsonl")
 CONFIG_SEARCH = ("./config/hotfolder.yaml", "/etc/hotfolder/hotfolder.yaml")
 # fields a template binding may name, besides the job fields
 BINDABLE = (*JOB_FIELDS, "filename_prefix")
@@ -79,6 +79,8 @@ class FolderConfig:
     allow_set: tuple[str, ...] = ("*",)  # NODE.INPUT patterns `set:` may change
     file_mode: int | None = None  # permissions for outputs and moved files, e.g. 0o664
     prune_days: float | None = None  # delete files in done/ and failed/ older than this
+    txt_mode: str = "whole"  # whole: a .txt is one prompt | lines: one prompt per line
+    batch_fail: str = "all"  # a batch goes to failed/ when all its runs failed | any did
     # each defaults to <root>/<name>; outbox, done and failed may live on another file system
     dirs: Mapping[str, Path] = field(default_factory=dict)
 
@@ -268,7 +270,7 @@ def _load_template(name: str, raw_path: Any, raw_bindings: Any, base: Path, wher
 _FOLDER_KEYS = ("name", "root", "workflow", "defaults", "extensions", "settle_seconds",
                 "include_temp_outputs", "job_timeout", "watch", "rescan_seconds", "ignore",
                 "file_mode", "prune_days", "server_tags", "limits", "accept_workflows",
-                "deny_classes", "allow_set", *SUBFOLDERS)
+                "deny_classes", "allow_set", "txt_mode", "batch_fail", *SUBFOLDERS)
 
 
 def _folders(value: Any, base: Path, templates: dict[str, Template],
@@ -306,6 +308,8 @@ def _folders(value: Any, base: Path, templates: dict[str, Template],
             allow_set=(patterns(data.get("allow_set"), join(where, "allow_set"), p)
                        if "allow_set" in data else ("*",)),
             file_mode=_mode(data.get("file_mode"), join(where, "file_mode"), p),
+            txt_mode=p.choice(data, "txt_mode", where, "whole", ("whole", "lines")),
+            batch_fail=p.choice(data, "batch_fail", where, "all", ("all", "any")),
             prune_days=(p.number(data, "prune_days", where, 0.0, minimum=0.001)
                         if data.get("prune_days") is not None else None),
             dirs={key: (base / data[key]).resolve() for key in SUBFOLDERS

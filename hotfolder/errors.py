@@ -46,3 +46,11 @@ class ServerError(HotfolderError):
         self.status = status
         self.body = body
         super().__init__(message)
+
+
+class Stopping(Exception):
+    """The daemon is shutting down: leave the job in processing/ for the next start.
+
+    Not a HotfolderError: it says nothing about the job or the server, and must never be
+    caught as either.
+    """

@@ -88,6 +88,7 @@ class Limits:
     max_steps: int = 500
     max_side: int = 8192  # width and height
     max_batch: int = 64
+    max_runs: int = 1000  # runs of one batch job (count x prompts x matrix, CSV rows, ...)
 
 
 _LIMITED = {"steps": "max_steps", "width": "max_side", "height": "max_side",

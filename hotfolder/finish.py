@@ -58,6 +58,16 @@ def finish_done(folder: FolderConfig, state: JobState, record: Mapping[str, Any]
     return Outcome("done", job_file=job_file, outputs=outputs)
 
 
+def finish_batch(folder: FolderConfig, state: JobState, record: Mapping[str, Any],
+                 outputs: list[Path], *, runs: int, failed: int) -> Outcome:
+    """A batch with at least one good run: its manifest is written; the job goes to done/."""
+    job_file = _file_away(folder, state, folder.done)
+    state.drop(folder)
+    log.info("job.finished", outcome="done", runs=runs, runs_failed=failed,
+             outputs=len(outputs), manifest=record.get("manifest"))
+    return Outcome("done", job_file=job_file, outputs=outputs)
+
+
 def finish_failed(folder: FolderConfig, state: JobState, error: JobError,
                   record: Mapping[str, Any]) -> Outcome:
     report = {

@@ -12,12 +12,20 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from hotfolder.batch import (
+    BATCH_KEYS,
+    expand_spec,
+    is_batch_spec,
+    runs_from_csv,
+    runs_from_jsonl,
+    runs_from_lines,
+)
 from hotfolder.errors import JobError
 from hotfolder.fields import JOB_FIELDS, Limits, check_field
 from hotfolder.gui2api.detect import is_gui_workflow
@@ -28,12 +36,14 @@ SPEC_KEYS = (*JOB_FIELDS, "workflow", "set")
 
 @dataclass(frozen=True)
 class JobSpec:
-    kind: Literal["prompt", "spec", "workflow"]
+    kind: Literal["prompt", "spec", "workflow", "batch"]
     fields: Mapping[str, Any] = field(default_factory=dict)
     template: str | None = None  # a template name the job asked for
     sets: Mapping[str, Any] = field(default_factory=dict)  # "NODE.INPUT" -> value
     workflow: Mapping[str, Any] | None = None  # a complete workflow dropped as the job
     source_format: Literal["api", "gui"] = "api"  # "gui": the editor's Save, converted later
+    runs: tuple[JobSpec, ...] = ()  # kind "batch": one spec per run
+    seed_offset: int = 0  # a run of `count`: added to a fixed default seed
 
 
 def workflow_format(obj: Any) -> Literal["api", "gui"] | None:
@@ -46,7 +56,7 @@ def workflow_format(obj: Any) -> Literal["api", "gui"] | None:
     return None
 
 
-def parse_job(path: Path, limits: Limits | None = None) -> JobSpec:
+def parse_job(path: Path, limits: Limits | None = None, *, txt_mode: str = "whole") -> JobSpec:
     limits = limits or Limits()
     try:
         with open(path, "rb") as fh:  # the size is checked on the open file, before reading
@@ -62,7 +72,7 @@ def parse_job(path: Path, limits: Limits | None = None) -> JobSpec:
     if len(data) > limits.max_job_bytes:
         raise JobError(f"the file grew past {limits.max_job_bytes} bytes while being read",
                        kind="too_large")
-    return parse_bytes(path.name, data, limits)
+    return parse_bytes(path.name, data, limits, txt_mode=txt_mode)
 
 
 def decode_text(data: bytes) -> str:
@@ -84,10 +94,17 @@ def decode_text(data: bytes) -> str:
     return text
 
 
-def parse_bytes(name: str, data: bytes, limits: Limits | None = None) -> JobSpec:
+def parse_bytes(name: str, data: bytes, limits: Limits | None = None, *,
+                txt_mode: str = "whole") -> JobSpec:
     limits = limits or Limits()
     text = decode_text(data)
     suffix = Path(name).suffix.lower()
+    if suffix == ".txt" and txt_mode == "lines":
+        return _batch(runs_from_lines(text, limits), limits)
+    if suffix == ".csv":
+        return _batch(runs_from_csv(text, limits), limits)
+    if suffix == ".jsonl":
+        return _batch(runs_from_jsonl(text, limits), limits)
     if suffix == ".txt":
         prompt = text.strip()
         if not prompt:
@@ -114,7 +131,26 @@ def parse_object(obj: Any, limits: Limits | None = None) -> JobSpec:
         return JobSpec(kind="workflow", workflow=obj, source_format=kind)
     if not isinstance(obj, Mapping):
         raise JobError(f"a job spec must be a mapping of fields, got {_kind(obj)}", kind="invalid")
-    return _parse_spec(obj, limits or Limits())
+    limits = limits or Limits()
+    if is_batch_spec(obj):
+        # the shared fields first, so a typo there is reported once, not once per run
+        _parse_spec({k: v for k, v in obj.items() if k not in BATCH_KEYS}, limits)
+        return _batch(expand_spec(obj, limits), limits)
+    return _parse_spec(obj, limits)
+
+
+def _batch(runs: list[dict[str, Any]], limits: Limits) -> JobSpec:
+    specs = []
+    for i, run in enumerate(runs, start=1):
+        where = run.pop("_where", f"run {i}")
+        offset = run.pop("_seed_offset", 0)
+        try:
+            spec = _parse_spec(run, limits)
+        except JobError as exc:
+            raise JobError(f"{where}: {exc.message}", kind=exc.kind,
+                           details=exc.details) from exc
+        specs.append(replace(spec, seed_offset=offset))
+    return JobSpec(kind="batch", runs=tuple(specs))
 
 
 def _parse_spec(obj: Mapping[str, Any], limits: Limits) -> JobSpec:

@@ -15,15 +15,18 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import structlog
 
+from hotfolder.batchrun import BatchRun
 from hotfolder.claim import JobState
 from hotfolder.config import Config, FolderConfig
 from hotfolder.deliver import collect_outputs, deliver_all, job_stem, safe_prefix_part
-from hotfolder.errors import JobError, ServerError
+from hotfolder.errors import JobError, ServerError, Stopping
 from hotfolder.explain import explain_history_failure
+from hotfolder.fields import SEED_MAX
 from hotfolder.finish import Outcome, finish_done, finish_failed, iso_time
 from hotfolder.gui2api import convert, node_types
 from hotfolder.gui2api.cache import ObjectInfoCache
@@ -41,10 +44,6 @@ log = structlog.get_logger()
 
 SEED_RANDOM_MAX = 2**50  # what ComfyUI's own "randomize" produces; well inside every seed input
 HISTORY_LAG_TRIES = 40  # `execution_success` arrives before the history entry is written
-
-
-class Stopping(Exception):
-    """The daemon is shutting down: leave the job in processing/ for the next start."""
 
 
 class _Gone(Exception):
@@ -102,7 +101,9 @@ class Pipeline:
         record: dict[str, Any] = {"job": state.source or state.name, "folder": folder.name}
         with structlog.contextvars.bound_contextvars(job=record["job"], folder=folder.name):
             try:
-                spec = parse_job(path, folder.limits)
+                spec = parse_job(path, folder.limits, txt_mode=folder.txt_mode)
+                if spec.kind == "batch":
+                    return BatchRun(self, folder, state, spec, record).run()
                 workflow = self.prepare(folder, state, spec, record)
                 if state.expected is not None and len(state.delivered) >= state.expected:
                     # every output was already delivered before a restart: just finish
@@ -130,7 +131,7 @@ class Pipeline:
     def prepare(self, folder: FolderConfig, state: JobState, spec: JobSpec,
                 record: dict[str, Any]) -> dict[str, Any]:
         prefix = f"hotfolder/{safe_prefix_part(job_stem(state.source or state.name))}-" \
-                 f"{state.job_id[:8]}"
+                 f"{state.tag}"
         if spec.kind == "workflow":
             assert spec.workflow is not None
             if not folder.accept_workflows:
@@ -160,6 +161,8 @@ class Pipeline:
             optional = (set(folder.defaults) - set(spec.fields)) | {"filename_prefix"}
             values.setdefault("seed", "random")
         seed = values.pop("seed")
+        if spec.seed_offset and isinstance(seed, int) and not isinstance(seed, bool):
+            seed = (seed + spec.seed_offset) % (SEED_MAX + 1)  # run N of a `count` batch
         if seed != "keep":
             if state.seed is None:
                 state.seed = secrets.randbelow(SEED_RANDOM_MAX) if seed == "random" else seed
@@ -381,6 +384,13 @@ class Pipeline:
 
     def deliver(self, folder: FolderConfig, state: JobState, entry: dict[str, Any],
                 server: Server, workflow: Mapping[str, Any], record: dict[str, Any]) -> Outcome:
+        files = self.fetch(folder, state, entry, server, workflow, record, folder.outbox)
+        return finish_done(folder, state, record, files)
+
+    def fetch(self, folder: FolderConfig, state: JobState, entry: dict[str, Any],
+              server: Server, workflow: Mapping[str, Any], record: dict[str, Any],
+              outbox: Path) -> list[dict[str, Any]]:
+        """The finished prompt's outputs, downloaded into `outbox` (or why there are none)."""
         status = entry.get("status") if isinstance(entry.get("status"), Mapping) else {}
         if status.get("status_str") == "error":
             message, details = explain_history_failure(entry, workflow)
@@ -394,21 +404,21 @@ class Pipeline:
         state.phase, state.expected = "delivering", len(outputs)  # saved by deliver_all
         log.info("job.completed", server=server.name, prompt_id=state.prompt_id,
                  outputs=len(outputs))
-        files = self._download_all(folder, state, server, outputs)
+        files = self._download_all(folder, state, server, outputs, outbox)
         if self.config.comfy.delete_history and state.prompt_id:
             try:
                 server.client.delete_history(state.prompt_id)
             except ServerError as exc:
                 log.warning("job.history_delete_failed", error=exc.message)
         record["timings"] = _timings(state, completed_at)
-        return finish_done(folder, state, record, files)
+        return files
 
     def _download_all(self, folder: FolderConfig, state: JobState, server: Server,
-                      outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                      outputs: list[dict[str, Any]], outbox: Path) -> list[dict[str, Any]]:
         delay = self.config.comfy.backoff_initial
         while True:
             try:
-                return deliver_all(server.client, outputs, folder.outbox, state,
+                return deliver_all(server.client, outputs, outbox, state,
                                    save=lambda: state.save(folder), file_mode=folder.file_mode,
                                    max_bytes=self.config.comfy.max_output_bytes)
             except ServerError as exc:

@@ -64,7 +64,9 @@ folders:
     root: @ROOT@
     workflow: sdxl          # a template name from above, or a path to a workflow .json
     settle_seconds: 1.0     # a file is taken once its size and mtime are unchanged this long
-    extensions: [.txt, .json, .yaml, .yml]
+    extensions: [.txt, .json, .yaml, .yml, .csv, .jsonl]   # .csv/.jsonl: batch jobs
+    txt_mode: whole         # whole: a .txt is one prompt | lines: one prompt per line (a batch)
+    batch_fail: all         # a batch job goes to failed/ when all its runs failed | any did
     include_temp_outputs: false   # also deliver PreviewImage (temp) outputs
     watch: auto             # auto (poll on NFS/SMB/FUSE, inotify elsewhere) | native | poll
     rescan_seconds: 30      # full inbox scan, catching anything the observer missed
@@ -72,7 +74,7 @@ folders:
     # server_tags: [big-memory]   # only servers with one of these tags take this folder's jobs
     # For folders anyone can write to (see SECURITY.md):
     # limits: {max_job_bytes: 1048576, max_prompt_chars: 20000, max_steps: 500,
-    #          max_side: 8192, max_batch: 64}
+    #          max_side: 8192, max_batch: 64, max_runs: 1000}   # max_runs: per batch job
     # accept_workflows: true      # false: only prompts and job specs, no whole workflows
     # deny_classes: ["Save*Model*", "LoadImage*"]   # node classes a job may never run
     # allow_set: ["*"]            # NODE.INPUT or CLASS.INPUT patterns set: may change

@@ -7,9 +7,11 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,3 +167,19 @@ def make_config(base: Path, server_url: str, **folder: Any) -> dict[str, Any]:
                      "settle_seconds": 0.2, **folder}],
         "log": {"level": "debug", "format": "json"},
     }
+
+
+def png_prompt(path: Path) -> dict[str, Any]:
+    """The API prompt ComfyUI (and the simulator) embed in a PNG's `prompt` text chunk."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} is not a PNG"
+    pos = 8
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"tEXt" and body.startswith(b"prompt\x00"):
+            return json.loads(body.split(b"\x00", 1)[1])
+        if kind == b"zTXt" and body.startswith(b"prompt\x00"):
+            return json.loads(zlib.decompress(body.split(b"\x00", 1)[1][1:]))
+        pos += 12 + length
+    raise AssertionError(f"{path.name} has no prompt chunk")

@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
 import requests
-from harness import HotFolder, free_port, make_config, wait_for
+from harness import HotFolder, free_port, make_config, png_prompt, wait_for
 
 from hotfolder.sim import SimServer
-
-
-def png_prompt(path: Path) -> dict[str, Any]:
-    """The API prompt ComfyUI (and the simulator) embed in a PNG's `prompt` text chunk."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} is not a PNG"
-    pos = 8
-    while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        if kind == b"tEXt" and body.startswith(b"prompt\x00"):
-            return json.loads(body.split(b"\x00", 1)[1])
-        if kind == b"zTXt" and body.startswith(b"prompt\x00"):
-            return json.loads(zlib.decompress(body.split(b"\x00", 1)[1][1:]))
-        pos += 12 + length
-    raise AssertionError(f"{path.name} has no prompt chunk")
 
 
 def outputs(hot: HotFolder, stem: str) -> list[Path]:
