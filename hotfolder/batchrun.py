@@ -47,6 +47,7 @@ class BatchRun:
         self.stopping = False
         self.cancelled: JobError | None = None
         self._lock = threading.Lock()
+        self._ended = 0
 
     def run(self) -> Outcome:
         folder, state = self.folder, self.state
@@ -54,9 +55,11 @@ class BatchRun:
         known = load_runs(folder, state)
         runs = [known.get(i) or new_run(state, i) for i in range(1, total + 1)]
         outbox = self._reserve_dir()
-        state.phase, state.expected = "running", total
-        state.save(folder)
+        state.expected = total
         todo = [r for r in runs if r.status == "pending"]
+        self._ended = total - len(todo)
+        state.phase = self._phase()
+        state.save(folder)
         log.info("batch.started", runs=total, to_run=len(todo), folder_out=outbox.name,
                  resumed=len(known) > 0)
         if todo:
@@ -137,6 +140,12 @@ class BatchRun:
         run.error = error
         run.finished_at = time.time()
         run.save(self.folder)
+        with self._lock:
+            self._ended += 1
+            self.state.phase = self._phase()  # shown by `hotfolder status` and the page
+
+    def _phase(self) -> str:
+        return f"batch: {self._ended} of {len(self.spec.runs)} runs ended"
 
     # -- the end ------------------------------------------------------------------------------
 
