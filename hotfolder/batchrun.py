@@ -23,7 +23,7 @@ from hotfolder.config import FolderConfig
 from hotfolder.deliver import job_stem, release_stem
 from hotfolder.errors import JobError, Stopping
 from hotfolder.finish import Outcome, finish_batch, finish_failed, iso_time
-from hotfolder.fsutil import apply_mode, candidates, write_json
+from hotfolder.fsutil import apply_mode, candidates, clear_dead_temps, write_json
 from hotfolder.parse import JobSpec
 from hotfolder.runstate import RunState, load_runs, new_run
 from hotfolder.secrets import redact
@@ -87,6 +87,7 @@ class BatchRun:
         assert self.state.out_stem is not None
         path = outbox / self.state.out_stem
         path.mkdir(parents=True, exist_ok=True)
+        clear_dead_temps(path)  # downloads cut short when a previous run was killed
         return path
 
     # -- one run ----------------------------------------------------------------------------

@@ -172,3 +172,36 @@ def test_cancel_a_queued_and_a_running_job(tmp_path):
     finally:
         hot.stop()
         sim.stop()
+
+
+def test_sigkill_during_a_batch_keeps_every_run_exactly_once(tmp_path):
+    sim = SimServer(host="127.0.0.1", port=0, job_seconds=0.03)
+    sim.start()
+    hot = HotFolder(base=tmp_path, server_url=sim.url, config=make_config(tmp_path, sim.url))
+    rng = random.Random(7)
+    try:
+        hot.start()
+        hot.drop("many.json", json.dumps({"prompt": "x", "count": 40, "seed": 1000}))
+        kills = 0
+        stop_at = time.monotonic() + 120
+        while not (hot.dir("done") / "many.json").exists():
+            assert time.monotonic() < stop_at, f"not finished after {kills} kills"
+            time.sleep(rng.uniform(0.05, 0.4))
+            hot.kill()
+            kills += 1
+            hot.start()
+        hot.stop()
+        assert kills >= 3
+        assert hot.in_processing() == [] and list(hot.dir("failed").iterdir()) == []
+        folder = hot.dir("outbox") / "many"
+        assert [p.name for p in hot.dir("outbox").iterdir()] == ["many"]  # one folder, no -2
+        images = sorted(p.name for p in folder.iterdir() if p.suffix == ".png")
+        assert images == [f"many-{i:04d}_00001.png" for i in range(1, 41)]
+        assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["runs_done"] == 40
+        assert [r["seed"] for r in manifest["runs"]] == list(range(1000, 1040))
+        assert [r["outputs"] for r in manifest["runs"]] == [[name] for name in images]
+    finally:
+        hot.kill()
+        sim.stop()
