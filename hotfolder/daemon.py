@@ -25,6 +25,7 @@ from hotfolder.config import Config, FolderConfig, load_config
 from hotfolder.errors import ConfigError, JobError
 from hotfolder.finish import Outcome, fail_unclaimed
 from hotfolder.fsutil import clear_dead_temps
+from hotfolder.inputs import sweep as sweep_inputs
 from hotfolder.notify import Notifier
 from hotfolder.pipeline import Pipeline
 from hotfolder.servers import ServerPool
@@ -112,6 +113,8 @@ class Daemon:
                         message="no ComfyUI server answers yet; jobs wait until one does. "
                                 "Start ComfyUI, or try `hotfolder demo` to see hotfolder work "
                                 "against its built-in simulator.")
+        for folder in self.config.folders:
+            sweep_inputs(folder)  # images whose job left processing/ just before a crash
         self._adopt_orphans(at_start=True)
         self.watcher.start()
         self._add_workers()
