@@ -10,6 +10,7 @@ once. SIGHUP re-reads the config.
 from __future__ import annotations
 
 import queue
+import shutil
 import signal
 import threading
 import time
@@ -366,7 +367,8 @@ class Daemon:
             running = [s for (f, _), s in self.active.items() if f == folder.name
                        and target in _names(s.source) | _names(s.name)]
         waiting = [p for p in folder.inbox.iterdir() if p != cancel_file
-                   and target in (p.name, p.stem) and p.is_file()]
+                   and target in (p.name, p.stem)
+                   and (p.is_file() or (p.is_dir() and not p.is_symlink()))]  # or a job folder
         for state in running:
             self.pipeline.request_cancel(folder, state)
         for path in waiting:
@@ -443,6 +445,10 @@ def prune(folder: FolderConfig, now: float | None = None) -> int:
             try:
                 if entry.is_file() and entry.stat().st_mtime < cutoff:
                     entry.unlink()
+                    removed += 1
+                elif entry.is_dir() and not entry.is_symlink() \
+                        and entry.stat().st_mtime < cutoff:  # a job folder
+                    shutil.rmtree(entry)
                     removed += 1
             except OSError as exc:
                 log.warning("folder.prune_failed", file=str(entry), error=str(exc))
