@@ -12,11 +12,12 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat as stat_module
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import structlog
 
@@ -118,22 +119,35 @@ class ImageInfo:
     bytes: int
 
 
-def check_image(path: Path, *, name: str, max_bytes: int) -> ImageInfo:
-    """An image file the job brings, checked before anything is uploaded (a `JobError` names
-    the file and says what it looks like instead)."""
+def _open_plain(path: Path, name: str) -> BinaryIO:
+    """Open a file the job brings: never through a link, never a FIFO, device or hard link."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        fd = os.open(path, flags)  # never through a link; a FIFO does not block the open
+        fd = os.open(path, flags)  # a FIFO does not block a non-blocking open
     except FileNotFoundError as exc:
         raise JobError(f"the image {name} is missing", kind="missing_image") from exc
     except OSError as exc:
         raise JobError(f"cannot read the image {name}: {exc.strerror or exc} (a symbolic "
                        "link is never followed)", kind="invalid_image") from exc
-    with os.fdopen(fd, "rb") as fh:
+    fh = os.fdopen(fd, "rb")
+    st = os.fstat(fh.fileno())
+    if not (stat_module.S_ISREG(st.st_mode) and st.st_nlink == 1):
+        fh.close()
+        raise JobError(f"{name} is not a plain file (a link, FIFO or device): refused",
+                       kind="invalid_image")
+    return fh
+
+
+def read_plain(path: Path, name: str) -> bytes:
+    with _open_plain(path, name) as fh:
+        return fh.read()
+
+
+def check_image(path: Path, *, name: str, max_bytes: int) -> ImageInfo:
+    """An image file the job brings, checked before anything is uploaded (a `JobError` names
+    the file and says what it looks like instead)."""
+    with _open_plain(path, name) as fh:
         st = os.fstat(fh.fileno())
-        if not _is_plain_file(st):
-            raise JobError(f"{name} is not a plain file (a link, FIFO or device): refused",
-                           kind="invalid_image")
         if st.st_size > max_bytes:
             raise JobError(f"the image {name} is {st.st_size} bytes; this folder takes images "
                            f"up to {max_bytes} bytes (limits.max_image_bytes)", kind="too_large")
@@ -145,12 +159,6 @@ def check_image(path: Path, *, name: str, max_bytes: int) -> ImageInfo:
                            details={"file": name, "first_bytes": head[:16].hex()})
         fh.seek(0)
         return _verify(fh, name, kind, st.st_size)
-
-
-def _is_plain_file(st: os.stat_result) -> bool:
-    import stat as stat_module
-
-    return stat_module.S_ISREG(st.st_mode) and st.st_nlink == 1
 
 
 def _verify(fh: Any, name: str, kind: str, size: int) -> ImageInfo:
@@ -239,7 +247,8 @@ def bind(workflow: dict[str, Any], files: Mapping[str, tuple[str, Path]], *,
         if key in by_key:
             by_key[key].targets.extend(t for t in targets if t not in by_key[key].targets)
             continue
-        upload = _upload_name(job_id, file_name, kind, taken_names)
+        upload = _upload_name(job_id, file_name, kind, taken_names,
+                              png=kind == "mask" and channel == "alpha")
         by_key[key] = Bound(kind, file_name, path, list(targets), upload, channel)
     for item in by_key.values():
         item.info = _checked(found, item.path, item.file, max_bytes)
@@ -289,12 +298,13 @@ def _targets(workflow: Mapping[str, Any], ref: str, overrides: Mapping[str, tupl
     return kind, [(node_id, "image")]
 
 
-def _upload_name(job_id: str, file_name: str, kind: str, taken: set[str]) -> str:
+def _upload_name(job_id: str, file_name: str, kind: str, taken: set[str], *,
+                 png: bool = False) -> str:
     stem, ext = os.path.splitext(file_name)
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:80] or "image"
-    ext = re.sub(r"[^A-Za-z0-9.]+", "", ext.lower())[:8]
+    ext = ".png" if png else re.sub(r"[^A-Za-z0-9.]+", "", ext.lower())[:8]  # see mask_bytes
     if kind == "mask":
-        stem, ext = f"mask-{stem}", ".png"  # masks are sent as PNG (see mask_bytes)
+        stem = f"mask-{stem}"
     base = f"{job_id[:8]}-{stem}"
     name, n = f"{base}{ext}", 2
     while name in taken:
@@ -344,7 +354,7 @@ def upload(client: ComfyClient, server_name: str, state: JobState, workflow: dic
 
 def _send(client: ComfyClient, item: Bound, bound: list[Bound], done: Mapping[str, str]) -> str:
     if item.kind == "image":
-        return client.upload_image(item.path.read_bytes(), name=item.upload_name,
+        return client.upload_image(read_plain(item.path, item.file), name=item.upload_name,
                                    subfolder=UPLOAD_SUBFOLDER)
     data, size = mask_bytes(item.path, item.file, alpha=item.channel == "alpha")
     originals = [b for b in bound if b.kind == "image"]
@@ -369,7 +379,7 @@ def mask_bytes(path: Path, name: str, *, alpha: bool) -> tuple[bytes, tuple[int,
     black-and-white one (white = change), the usual kind, gets alpha = 255 - brightness, so
     LoadImageMask's `1 - alpha` gives back white = 1.
     """
-    data = path.read_bytes()
+    data = read_plain(path, name)
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:

@@ -582,3 +582,16 @@ def test_prune_removes_old_job_folders_too(tmp_path):
     os.utime(old, (ten_days_ago, ten_days_ago))
     assert prune(folder) == 1
     assert not old.exists() and new.is_dir()
+
+
+def test_an_image_swapped_for_a_link_after_its_check_is_not_sent(tmp_path):
+    workflow = json.loads(json.dumps(UPSCALE))
+    images = bind(workflow, _files(tmp_path, image="a.png"), overrides={}, job_id=JOB,
+                  max_bytes=10**6, template_name="upscale")
+    (tmp_path / "secret").write_bytes(b"not for the server")
+    (tmp_path / "a.png").unlink()
+    (tmp_path / "a.png").symlink_to(tmp_path / "secret")
+    client = FakeClient()
+    with pytest.raises(JobError, match="never followed"):
+        upload(client, "s", _state(tmp_path), workflow, images, save=lambda: None)
+    assert client.calls == []
