@@ -105,7 +105,8 @@ def recent_failed(folder: FolderConfig, limit: int) -> list[dict[str, Any]]:
         for entry in os.scandir(folder.failed):
             stem = split_name(entry.name)[0]
             if stem in stems and not entry.name.endswith(".error.json") \
-                    and entry.is_file(follow_symlinks=False):
+                    and Path(entry.name).suffix.lower() in folder.extensions \
+                    and entry.is_file(follow_symlinks=False):  # not an image it took along
                 job_files.setdefault(stem, entry.name)
     except OSError:
         pass

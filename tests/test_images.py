@@ -45,7 +45,7 @@ from hotfolder.parse import parse_bytes, parse_job
 from hotfolder.patch import find_bindings
 from hotfolder.sim import SimServer
 from hotfolder.sim.catalog import Catalog
-from hotfolder.status import folder_counts
+from hotfolder.status import folder_counts, recent_failed
 from hotfolder.watch import InboxWatcher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -595,3 +595,12 @@ def test_an_image_swapped_for_a_link_after_its_check_is_not_sent(tmp_path):
     with pytest.raises(JobError, match="never followed"):
         upload(client, "s", _state(tmp_path), workflow, images, save=lambda: None)
     assert client.calls == []
+
+
+def test_a_failed_jobs_file_is_the_job_not_an_image_it_took_along(tmp_path):
+    folder = folder_config(tmp_path)
+    (folder.failed / "cat.png").write_bytes(b"x")
+    (folder.failed / "cat.json").write_text("{}")
+    (folder.failed / "cat.error.json").write_text(json.dumps({"job": "cat.json", "error": "e"}))
+    [failed] = recent_failed(folder, 5)
+    assert failed["file"] == "cat.json"
