@@ -24,6 +24,7 @@ from hotfolder.deliver import job_stem, release_stem
 from hotfolder.errors import JobError, Stopping
 from hotfolder.finish import Outcome, finish_batch, finish_failed, iso_time
 from hotfolder.fsutil import apply_mode, candidates, clear_dead_temps, write_json
+from hotfolder.inputs import job_image_files
 from hotfolder.parse import JobSpec
 from hotfolder.runstate import RunState, load_runs, new_run
 from hotfolder.secrets import redact
@@ -57,6 +58,7 @@ class BatchRun:
         outbox = self._reserve_dir()
         state.expected = total
         todo = [r for r in runs if r.status == "pending"]
+        self._take_images(todo)
         self._ended = total - len(todo)
         state.phase = self._phase()
         state.save(folder)
@@ -70,6 +72,18 @@ class BatchRun:
         if any(r.status == "pending" for r in runs) and not self.cancelled:
             raise Stopping  # the daemon is stopping: the rest runs after the next start
         return self._finish(runs, outbox)
+
+    def _take_images(self, todo: list[RunState]) -> None:
+        """Take the images the runs name from the inbox once, before the runs start (they
+        would race for them), and let every run share the job's uploads (one per server)."""
+        named: set[tuple[tuple[str, str], ...]] = set()
+        for run in todo:
+            run.uploads = self.state.uploads
+            spec = self.spec.runs[run.index - 1]
+            key = tuple(sorted(spec.images.items()))
+            if key and key not in named:
+                named.add(key)
+                job_image_files(self.folder, self.state, spec, self.pipeline._wait)
 
     def _reserve_dir(self) -> Path:
         """`outbox/<job-name>/`, or `<job-name>-2/` …: created exclusively, so it is ours."""

@@ -55,15 +55,22 @@ class JobState:
     delivered: dict[str, dict[str, Any]] = field(default_factory=dict)  # output key -> file
     expected: int | None = None  # how many outputs the finished prompt has
     phase: str = "claimed"  # claimed | submitting | submitted | delivering
+    uploads: dict[str, dict[str, str]] = field(default_factory=dict)  # server -> file -> name
+    _images: Any = field(default=None, repr=False, compare=False)  # images.JobImages, per life
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _closed: bool = field(default=False, repr=False, compare=False)
     _saved: bool = field(default=False, repr=False, compare=False)
 
     @staticmethod
-    def path_for(folder: FolderConfig, name: str) -> Path:
+    def path_for(folder: FolderConfig, name: str, suffix: str = ".state.json") -> Path:
         if len(name.encode()) > 180:  # keep ".NAME.state.json" under NAME_MAX (255 bytes)
             name = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()
-        return folder.processing / f".{name}.state.json"
+        return folder.processing / f".{name}{suffix}"
+
+    @staticmethod
+    def inputs_path(folder: FolderConfig, name: str) -> Path:
+        """The hidden folder holding the images a job took from the inbox (see inputs.py)."""
+        return JobState.path_for(folder, name, ".inputs")
 
     @staticmethod
     def journal_for(folder: FolderConfig, name: str) -> Path:
@@ -114,7 +121,7 @@ class JobState:
 
 
 def claim(folder: FolderConfig, path: Path, detected_at: float | None = None) -> JobState | None:
-    """Move an inbox file into processing/; None if someone else took it first.
+    """Move an inbox file (or job folder) into processing/; None if someone else took it first.
 
     The record is not written here: most jobs are submitted a moment later, and the
     submission writes it (with the prompt id) anyway. A job that has to wait gets its record
@@ -126,7 +133,8 @@ def claim(folder: FolderConfig, path: Path, detected_at: float | None = None) ->
     folder.processing.mkdir(parents=True, exist_ok=True)
     for name in candidates(path.name):
         target = folder.processing / name
-        if target.exists() or JobState.path_for(folder, name).exists():
+        if target.exists() or JobState.path_for(folder, name).exists() \
+                or JobState.inputs_path(folder, name).exists():
             continue
         try:
             os.rename(path, target)
@@ -222,8 +230,9 @@ def _remove_stale_records(folder: FolderConfig, names: set[str]) -> None:
 
 
 def _is_file(path: Path) -> bool:
+    """A job: a file, or a job folder (a directory), never a symbolic link."""
     try:
-        return path.is_file() and not path.is_symlink()
+        return (path.is_file() or path.is_dir()) and not path.is_symlink()
     except OSError:
         return False
 

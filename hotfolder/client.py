@@ -7,6 +7,8 @@ at fault and will be retried. A 400 is a `JobError` explained in the user's word
 
 from __future__ import annotations
 
+import json
+import mimetypes
 import os
 import threading
 from collections.abc import Iterator, Mapping
@@ -216,6 +218,51 @@ class ComfyClient:
                 raise ServerError(f"download of {params['filename']!r} from {self.url} broke "
                                   f"off ({_reason(exc)})", server=self.name) from exc
         return total
+
+    def upload_image(self, data: bytes, *, name: str, subfolder: str = "") -> str:
+        """POST /upload/image into the input folder; returns the name LoadImage takes.
+
+        `overwrite` is never sent (off): a file of that name with other content is kept and the
+        upload gets a free name (`name (1).png`), identical content gets the same name back.
+        """
+        return self._upload("/upload/image", data, name=name, subfolder=subfolder)
+
+    def upload_mask(self, data: bytes, *, name: str, subfolder: str,
+                    original: Mapping[str, str]) -> str:
+        """POST /upload/mask: ComfyUI saves a copy of `original` (an image already in its
+        input folder) whose alpha channel is the alpha of `data`, under `name`."""
+        return self._upload("/upload/mask", data, name=name, subfolder=subfolder,
+                            extra={"original_ref": json.dumps(dict(original))})
+
+    def _upload(self, path: str, data: bytes, *, name: str, subfolder: str,
+                extra: Mapping[str, str] | None = None) -> str:
+        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        fields = {"type": "input", "subfolder": subfolder, **(extra or {})}
+        response = self._request("POST", path, files={"image": (name, data, mime)},
+                                 data=fields)
+        status = response.status_code
+        if status == 403:  # the Origin check, or a proxy denying us: as for POST /prompt
+            raise ServerError(f"ComfyUI at {self.url} refused POST {path} with HTTP 403 (an "
+                              "Origin/Host mismatch, or a proxy denying access)",
+                              server=self.name, status=403)
+        if status == 413:
+            raise JobError(f"the image {name!r} ({len(data)} bytes) is larger than ComfyUI at "
+                           f"{self.url} accepts (its --max-upload-size, 100 MB by default)",
+                           kind="too_large", details={"status": status, "bytes": len(data)})
+        answer: Any = None
+        if status == 200:
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = None
+        uploaded = answer.get("name") if isinstance(answer, Mapping) else None
+        if status != 200 or not isinstance(uploaded, str) or not uploaded:
+            body = response.text[:500].strip()
+            raise JobError(f"ComfyUI at {self.url} did not take the image {name!r}: POST {path} "
+                           f"answered HTTP {status}{': ' + body if body else ''}",
+                           kind="upload", details={"status": status, "body": body})
+        folder = answer.get("subfolder") or ""
+        return f"{folder}/{uploaded}" if isinstance(folder, str) and folder else uploaded
 
     def ping(self) -> bool:
         try:

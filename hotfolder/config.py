@@ -21,13 +21,15 @@ from hotfolder.errors import ConfigError, JobError
 from hotfolder.fields import JOB_FIELDS, Limits, check_field
 from hotfolder.gui2api.graph import read_workflow
 from hotfolder.httpconfig import HttpConfig, parse_http
+from hotfolder.images import IMAGE_EXTENSIONS, template_takes_images
 from hotfolder.problems import Problems, join, patterns
 from hotfolder.serverconfig import ServerConfig, parse_servers
 
 DEFAULT_EXTENSIONS = (".txt", ".json", ".yaml", ".yml", ".csv", ".jsonl")
 CONFIG_SEARCH = ("./config/hotfolder.yaml", "/etc/hotfolder/hotfolder.yaml")
-# fields a template binding may name, besides the job fields
-BINDABLE = (*JOB_FIELDS, "filename_prefix")
+# fields a template binding may name, besides the job fields: `image` and `mask` are where a
+# job's input image and mask go (by default the LoadImage and LoadImageMask nodes)
+BINDABLE = (*JOB_FIELDS, "filename_prefix", "image", "mask")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class FolderConfig:
     prune_days: float | None = None  # delete files in done/ and failed/ older than this
     txt_mode: str = "whole"  # whole: a .txt is one prompt | lines: one prompt per line
     batch_fail: str = "all"  # a batch goes to failed/ when all its runs failed | any did
+    image_mode: str = "off"  # per-file: an image dropped alone is a job (images count as jobs)
     # each defaults to <root>/<name>; outbox, done and failed may live on another file system
     dirs: Mapping[str, Path] = field(default_factory=dict)
 
@@ -270,7 +273,7 @@ def _load_template(name: str, raw_path: Any, raw_bindings: Any, base: Path, wher
 _FOLDER_KEYS = ("name", "root", "workflow", "defaults", "extensions", "settle_seconds",
                 "include_temp_outputs", "job_timeout", "watch", "rescan_seconds", "ignore",
                 "file_mode", "prune_days", "server_tags", "limits", "accept_workflows",
-                "deny_classes", "allow_set", "txt_mode", "batch_fail", *SUBFOLDERS)
+                "deny_classes", "allow_set", "txt_mode", "batch_fail", "image_mode", *SUBFOLDERS)
 
 
 def _folders(value: Any, base: Path, templates: dict[str, Template],
@@ -288,12 +291,18 @@ def _folders(value: Any, base: Path, templates: dict[str, Template],
             continue
         name = data.get("name", Path(root).name)
         template = _folder_template(data.get("workflow"), base, templates, where, p)
+        image_mode = p.choice(data, "image_mode", where, "off", ("off", "per-file"))
+        extensions = _extensions(data.get("extensions"), join(where, "extensions"), p)
+        if image_mode == "per-file":
+            extensions += tuple(e for e in IMAGE_EXTENSIONS if e not in extensions)
+            _check_per_file(templates.get(template or ""), join(where, "image_mode"), p)
         folder = FolderConfig(
             name=str(name),
             root=(base / root).resolve(),
             template=template or "",
             defaults=_defaults(data.get("defaults"), join(where, "defaults"), p),
-            extensions=_extensions(data.get("extensions"), join(where, "extensions"), p),
+            extensions=extensions,
+            image_mode=image_mode,
             settle_seconds=p.number(data, "settle_seconds", where, 1.0),
             include_temp_outputs=p.boolean(data, "include_temp_outputs", where, False),
             job_timeout=(p.number(data, "job_timeout", where, 0.0, minimum=0.1)
@@ -345,6 +354,13 @@ def _folder_template(value: Any, base: Path, templates: dict[str, Template], whe
         return None
     templates.setdefault(value, template)
     return value
+
+
+def _check_per_file(template: Template | None, where: str, p: Problems) -> None:
+    """`image_mode: per-file` makes each dropped image a job: the template must load one."""
+    if template is not None and not template_takes_images(template.workflow, template.bindings):
+        p.add(where, f"per-file needs a workflow with a LoadImage node (or bindings.image) to "
+                     f"take each image; {template.name!r} has none")
 
 
 def _defaults(value: Any, where: str, p: Problems) -> dict[str, Any]:

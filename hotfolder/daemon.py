@@ -10,6 +10,7 @@ once. SIGHUP re-reads the config.
 from __future__ import annotations
 
 import queue
+import shutil
 import signal
 import threading
 import time
@@ -25,6 +26,7 @@ from hotfolder.config import Config, FolderConfig, load_config
 from hotfolder.errors import ConfigError, JobError
 from hotfolder.finish import Outcome, fail_unclaimed
 from hotfolder.fsutil import clear_dead_temps
+from hotfolder.inputs import sweep as sweep_inputs
 from hotfolder.notify import Notifier
 from hotfolder.pipeline import Pipeline
 from hotfolder.servers import ServerPool
@@ -112,6 +114,8 @@ class Daemon:
                         message="no ComfyUI server answers yet; jobs wait until one does. "
                                 "Start ComfyUI, or try `hotfolder demo` to see hotfolder work "
                                 "against its built-in simulator.")
+        for folder in self.config.folders:
+            sweep_inputs(folder)  # images whose job left processing/ just before a crash
         self._adopt_orphans(at_start=True)
         self.watcher.start()
         self._add_workers()
@@ -363,7 +367,8 @@ class Daemon:
             running = [s for (f, _), s in self.active.items() if f == folder.name
                        and target in _names(s.source) | _names(s.name)]
         waiting = [p for p in folder.inbox.iterdir() if p != cancel_file
-                   and target in (p.name, p.stem) and p.is_file()]
+                   and target in (p.name, p.stem)
+                   and (p.is_file() or (p.is_dir() and not p.is_symlink()))]  # or a job folder
         for state in running:
             self.pipeline.request_cancel(folder, state)
         for path in waiting:
@@ -440,6 +445,10 @@ def prune(folder: FolderConfig, now: float | None = None) -> int:
             try:
                 if entry.is_file() and entry.stat().st_mtime < cutoff:
                     entry.unlink()
+                    removed += 1
+                elif entry.is_dir() and not entry.is_symlink() \
+                        and entry.stat().st_mtime < cutoff:  # a job folder
+                    shutil.rmtree(entry)
                     removed += 1
             except OSError as exc:
                 log.warning("folder.prune_failed", file=str(entry), error=str(exc))

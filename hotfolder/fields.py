@@ -89,6 +89,9 @@ class Limits:
     max_side: int = 8192  # width and height
     max_batch: int = 64
     max_runs: int = 1000  # runs of one batch job (count x prompts x matrix, CSV rows, ...)
+    max_image_bytes: int = 100 * 1024 * 1024  # each input image (ComfyUI's own upload limit)
+    max_folder_files: int = 100  # files in a job folder
+    max_folder_bytes: int = 1024**3  # all files of a job folder together
 
 
 _LIMITED = {"steps": "max_steps", "width": "max_side", "height": "max_side",

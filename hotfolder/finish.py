@@ -1,6 +1,7 @@
 """The last step of every job: the sidecar and done/, or the error file and failed/.
 
-A job file leaves processing/ only here, so each one ends in exactly one of done/ or failed/.
+A job file leaves processing/ only here, so each one ends in exactly one of done/ or failed/;
+the images it took from the inbox follow it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from hotfolder.config import FolderConfig
 from hotfolder.deliver import release_stem
 from hotfolder.errors import JobError
 from hotfolder.fsutil import apply_mode, candidates, move, split_name, write_json
+from hotfolder.inputs import finishing, sidecar_inputs, take_along
 from hotfolder.secrets import redact
 
 log = structlog.get_logger()
@@ -44,11 +46,13 @@ def iso_time(stamp: float | None) -> str | None:
 def finish_done(folder: FolderConfig, state: JobState, record: Mapping[str, Any],
                 files: list[dict[str, Any]]) -> Outcome:
     assert state.out_stem is not None
-    sidecar = {**record, "status": "done", "outputs": files}
+    sidecar = {**record, **sidecar_inputs(state), "status": "done", "outputs": files}
     # the stem is this job's (reserved): rewriting it after a crash is not a clash
     sidecar_path = write_json(folder.outbox / f"{state.out_stem}.json", sidecar, replace=True)
     apply_mode(sidecar_path, folder.file_mode)
+    finishing(folder, state, "done")
     job_file = _file_away(folder, state, folder.done)
+    take_along(folder, state, folder.done)  # images the job took from the inbox
     release_stem(folder.outbox, state)
     state.drop(folder)
     outputs = [folder.outbox / f["file"] for f in files]
@@ -61,7 +65,9 @@ def finish_done(folder: FolderConfig, state: JobState, record: Mapping[str, Any]
 def finish_batch(folder: FolderConfig, state: JobState, record: Mapping[str, Any],
                  outputs: list[Path], *, runs: int, failed: int) -> Outcome:
     """A batch with at least one good run: its manifest is written; the job goes to done/."""
+    finishing(folder, state, "done")
     job_file = _file_away(folder, state, folder.done)
+    take_along(folder, state, folder.done)  # images the job took from the inbox
     state.drop(folder)
     log.info("job.finished", outcome="done", runs=runs, runs_failed=failed,
              outputs=len(outputs), manifest=record.get("manifest"))
@@ -80,9 +86,11 @@ def finish_failed(folder: FolderConfig, state: JobState, error: JobError,
         "prompt_id": state.prompt_id,
         "failed_at": iso_time(time.time()),
         "details": error.details,
+        **sidecar_inputs(state),
     }
     job_file, error_path = _fail_files(folder, folder.processing / state.name,
                                        state.source or state.name, report)
+    take_along(folder, state, folder.failed)  # images the job took from the inbox
     release_stem(folder.outbox, state)
     state.drop(folder)
     log.warning("job.failed", outcome="failed", kind=error.kind, reason=error.message,

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +45,10 @@ def clear_dead_temps(directory: Path) -> int:
         pid = int(match.group(2))
         if pid != os.getpid() and pid_alive(pid):
             continue
+        if entry.is_dir() and not entry.is_symlink():  # a job folder's copy, or its leftover
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+            continue
         with contextlib.suppress(FileNotFoundError):
             entry.unlink()
             removed += 1
@@ -61,9 +66,20 @@ def pid_alive(pid: int) -> bool:
 
 
 def apply_mode(path: Path, mode: int | None) -> None:
-    """Give a delivered or moved file the folder's permissions (e.g. group-writable on a NAS)."""
-    if mode is not None:
+    """Give a delivered or moved file the folder's permissions (e.g. group-writable on a NAS).
+
+    A job folder gets them too (plus search permission where reading is allowed), and so do
+    the plain files in it; links and files with other names elsewhere are never changed."""
+    if mode is None:
+        return
+    if not path.is_dir() or path.is_symlink():
         os.chmod(path, mode)
+        return
+    os.chmod(path, mode | (mode & 0o444) >> 2)
+    for entry in os.scandir(path):
+        info = entry.stat(follow_symlinks=False)
+        if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+            os.chmod(entry.path, mode)
 
 
 def candidates(name: str) -> Iterator[str]:
@@ -158,6 +174,8 @@ def move(src: Path, dest_dir: Path, name: str | None = None) -> Path:
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / (name or src.name)
+    if src.is_dir() and not src.is_symlink():
+        return _move_dir(src, target)
     try:
         for candidate in candidates(target.name):
             final = dest_dir / candidate
@@ -178,6 +196,68 @@ def move(src: Path, dest_dir: Path, name: str | None = None) -> Path:
             return _rename_free(src, target)
         raise
     raise AssertionError("unreachable")
+
+
+def _move_dir(src: Path, target: Path) -> Path:
+    """A job folder moves by one rename; across file systems it is copied under a hidden name,
+    renamed into place, and the original is renamed aside before it is removed, so processing/
+    never holds half a folder."""
+    for candidate in candidates(target.name):
+        final = target.with_name(candidate)
+        if final.exists() or final.is_symlink():
+            continue
+        try:
+            os.rename(src, final)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                continue
+            if exc.errno != errno.EXDEV:
+                raise
+            return _copy_dir_across(src, target)
+        return final
+    raise AssertionError("unreachable")
+
+
+def _copy_dir_across(src: Path, target: Path) -> Path:
+    tmp = temp_path(target.parent, target.name)
+    try:
+        _copy_tree(src, tmp)
+        for candidate in candidates(target.name):
+            final = target.with_name(candidate)
+            if final.exists() or final.is_symlink():
+                continue
+            try:
+                os.rename(tmp, final)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    continue
+                raise
+            break
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    trash = temp_path(src.parent, src.name)
+    os.rename(src, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+    return final
+
+
+def _copy_tree(src: Path, dest: Path) -> None:
+    """Files copied and synced, links copied as links (never followed), nothing else."""
+    dest.mkdir()
+    for entry in os.scandir(src):
+        info = entry.stat(follow_symlinks=False)
+        out = dest / entry.name
+        if stat.S_ISLNK(info.st_mode):
+            os.symlink(os.readlink(entry.path), out)
+        elif stat.S_ISDIR(info.st_mode):
+            _copy_tree(Path(entry.path), out)
+        elif stat.S_ISREG(info.st_mode):
+            with open(entry.path, "rb") as reader, open(out, "xb") as writer:
+                shutil.copyfileobj(reader, writer, 1024 * 1024)
+                writer.flush()
+                os.fsync(writer.fileno())
+            shutil.copystat(entry.path, out)
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -30,13 +30,14 @@ from hotfolder.errors import JobError
 from hotfolder.fields import JOB_FIELDS, Limits, check_field
 from hotfolder.gui2api.detect import is_gui_workflow
 from hotfolder.gui2api.graph import read_workflow
+from hotfolder.inputs import parse_images_field, read_image_job
 
-SPEC_KEYS = (*JOB_FIELDS, "workflow", "set")
+SPEC_KEYS = (*JOB_FIELDS, "workflow", "set", "images")
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    kind: Literal["prompt", "spec", "workflow", "batch"]
+    kind: Literal["prompt", "spec", "workflow", "batch", "image"]  # image: dropped alone
     fields: Mapping[str, Any] = field(default_factory=dict)
     template: str | None = None  # a template name the job asked for
     sets: Mapping[str, Any] = field(default_factory=dict)  # "NODE.INPUT" -> value
@@ -44,6 +45,7 @@ class JobSpec:
     source_format: Literal["api", "gui"] = "api"  # "gui": the editor's Save, converted later
     runs: tuple[JobSpec, ...] = ()  # kind "batch": one spec per run
     seed_offset: int = 0  # a run of `count`: added to a fixed default seed
+    images: Mapping[str, str] = field(default_factory=dict)  # image/mask/NODE -> file name
 
 
 def workflow_format(obj: Any) -> Literal["api", "gui"] | None:
@@ -58,6 +60,9 @@ def workflow_format(obj: Any) -> Literal["api", "gui"] | None:
 
 def parse_job(path: Path, limits: Limits | None = None, *, txt_mode: str = "whole") -> JobSpec:
     limits = limits or Limits()
+    image_job = read_image_job(path, limits, txt_mode)  # a job folder, or an image alone
+    if image_job is not None:
+        return image_job
     try:
         with open(path, "rb") as fh:  # the size is checked on the open file, before reading
             size = os.fstat(fh.fileno()).st_size
@@ -172,11 +177,12 @@ def _parse_spec(obj: Mapping[str, Any], limits: Limits) -> JobSpec:
         problems.append(f"workflow: expected a template name, got {_kind(template)}")
         template = None
     sets = _parse_sets(obj.get("set"), problems, limits)
+    images = parse_images_field(obj.get("images"), problems)
     if problems:
         raise JobError("the job spec is invalid: " + "; ".join(problems)
                        + f". Known fields: {', '.join(SPEC_KEYS)}", kind="invalid",
                        details={"problems": problems})
-    return JobSpec(kind="spec", fields=fields, template=template, sets=sets)
+    return JobSpec(kind="spec", fields=fields, template=template, sets=sets, images=images)
 
 
 def _parse_sets(value: Any, problems: list[str], limits: Limits) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Find where each job field goes in an API workflow, and write a job's values into a copy of it.
 
 Bindings are found from the graph itself (the sampler's seed, the text encoders linked to its
-`positive` and `negative` inputs, the latent node feeding it, every `filename_prefix`), so a
-template works without configuration; a template's `bindings:` override any field.
+`positive` and `negative` inputs, the latent node feeding it, every `filename_prefix`, the
+LoadImage and LoadImageMask nodes that take a job's images), so a template works without
+configuration; a template's `bindings:` override any field.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _DIRECT_INPUTS = {
 _SIZE_FIELDS = ("width", "height", "batch_size")
 _TEXT_INPUTS = ("text", "text_g", "text_l")
 _PRIMITIVE_TEXT = ("value", "string", "text")
+_IMAGE_LOADERS = {"image": "LoadImage", "mask": "LoadImageMask"}
 
 
 def is_link(value: Any) -> bool:
@@ -94,6 +96,12 @@ def find_bindings(workflow: Mapping[str, Any]) -> dict[str, list[Target]]:
             found[field] = targets
     for field, polarity in (("prompt", "positive"), ("negative", "negative")):
         targets = _text_targets(workflow, polarity)
+        if targets:
+            found[field] = targets
+    for field, loader in _IMAGE_LOADERS.items():  # a job's input image, and its mask
+        targets = [(nid, "image") for nid, node in workflow.items()
+                   if node.get("class_type") == loader
+                   and isinstance(node.get("inputs", {}).get("image"), str)]
         if targets:
             found[field] = targets
     return found

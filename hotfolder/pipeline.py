@@ -30,6 +30,8 @@ from hotfolder.fields import SEED_MAX
 from hotfolder.finish import Outcome, finish_done, finish_failed, iso_time
 from hotfolder.gui2api import convert, node_types
 from hotfolder.gui2api.cache import ObjectInfoCache
+from hotfolder.images import upload as upload_images
+from hotfolder.inputs import attach_images
 from hotfolder.parse import JobSpec, parse_job
 from hotfolder.patch import (
     check_classes_allowed,
@@ -157,8 +159,10 @@ class Pipeline:
             if template.source_format == "gui":
                 base = self.to_api(folder, state, base, record)
             values = {**folder.defaults, **spec.fields}
-            # defaults the template has no place for are skipped; the job's own fields are not
-            optional = (set(folder.defaults) - set(spec.fields)) | {"filename_prefix"}
+            # defaults the template has no place for are skipped (the implicit random seed
+            # too: an upscale has none); the job's own fields are not
+            optional = (({*folder.defaults, "seed"} - set(spec.fields))
+                        | {"filename_prefix"})
             values.setdefault("seed", "random")
         seed = values.pop("seed")
         if spec.seed_offset and isinstance(seed, int) and not isinstance(seed, bool):
@@ -171,6 +175,8 @@ class Pipeline:
         check_sets_allowed(base, spec.sets, folder.allow_set)
         workflow = patch_workflow(base, template_name=template_name, overrides=overrides,
                                   values=values, sets=spec.sets, optional=optional)
+        attach_images(folder, state, spec, workflow, overrides=overrides,
+                      template_name=template_name, wait=self._wait)  # uploaded in submit()
         check_classes_allowed(workflow, folder.deny_classes)
         used = find_bindings(workflow)
 
@@ -185,6 +191,10 @@ class Pipeline:
             "set": dict(spec.sets), "filename_prefix": prefix,
         })
         return workflow
+
+    def _wait(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise Stopping
 
     def to_api(self, folder: FolderConfig, state: JobState, gui: Mapping[str, Any],
                record: dict[str, Any]) -> dict[str, Any]:
@@ -268,6 +278,8 @@ class Pipeline:
     def submit(self, server: Server, state: JobState, workflow: dict[str, Any]) -> None:
         if self.draining.is_set():
             raise Stopping  # shutting down: submit nothing new
+        upload_images(server.client, server.name, state, workflow, state._images,
+                      save=lambda: state.save(self.folder(state.folder)))
         prompt_id = str(uuid.uuid4())
         watch = server.listener.watch(prompt_id, job=state.source, folder=state.folder)
         # record the id before the POST: after a crash the job is found again by it

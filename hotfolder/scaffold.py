@@ -11,6 +11,10 @@ from importlib import resources
 from pathlib import Path
 
 TEMPLATE_FILE = "sdxl_txt2img.json"
+# every template `init` and `install-service` put beside the config, the first one above
+TEMPLATE_FILES = (TEMPLATE_FILE, "sdxl_img2img.json", "upscale_4x.json")
+# hot folders of the example config besides the one at the root: each a folder under it
+EXTRA_FOLDERS = ("img2img", "upscale")
 
 CONFIG_TEXT = """\
 # hotfolder configuration. Relative paths are relative to this file's folder.
@@ -56,6 +60,12 @@ workflows:
     # bindings:
     #   prompt: "Positive Prompt.text"
     #   negative: "Negative Prompt.text"
+    #   image: "Load Image.image"     # where a job's input image goes (default: the LoadImage
+    #   mask: "Load Mask.image"       # node; its mask: the LoadImageMask node)
+  img2img:                # LoadImage -> 1 megapixel -> VAEEncode -> KSampler (denoise 0.6)
+    path: @WORKFLOWS@/sdxl_img2img.json
+  upscale:                # LoadImage -> ImageUpscaleWithModel (RealESRGAN_x4plus.pth)
+    path: @WORKFLOWS@/upscale_4x.json
 
 # Hot folders. Each has inbox/, processing/, outbox/, done/ and failed/ under its root,
 # created on start.
@@ -72,9 +82,11 @@ folders:
     rescan_seconds: 30      # full inbox scan, catching anything the observer missed
     ignore: []              # extra file name patterns never treated as jobs, e.g. ["draft-*"]
     # server_tags: [big-memory]   # only servers with one of these tags take this folder's jobs
+    # image_mode: off        # per-file: each image dropped alone is a job (see upscale below)
     # For folders anyone can write to (see SECURITY.md):
     # limits: {max_job_bytes: 1048576, max_prompt_chars: 20000, max_steps: 500,
-    #          max_side: 8192, max_batch: 64, max_runs: 1000}   # max_runs: per batch job
+    #          max_side: 8192, max_batch: 64, max_runs: 1000, max_image_bytes: 104857600,
+    #          max_folder_files: 100, max_folder_bytes: 1073741824}   # max_runs: per batch job
     # accept_workflows: true      # false: only prompts and job specs, no whole workflows
     # deny_classes: ["Save*Model*", "LoadImage*"]   # node classes a job may never run
     # allow_set: ["*"]            # NODE.INPUT or CLASS.INPUT patterns set: may change
@@ -89,6 +101,23 @@ folders:
     defaults:
       negative: "blurry, low quality, watermark, text"
       seed: random
+
+  # Image to image. A job brings its picture: drop a folder holding job.json (or prompt.txt)
+  # and the image, or a job file naming an image next to it: {"prompt": "…",
+  # "images": {"image": "photo.png"}}. The images move with the job to done/ or failed/.
+  - name: img2img
+    root: @ROOT@/img2img
+    workflow: img2img
+    defaults:
+      negative: "blurry, low quality, watermark, text"
+      denoise: 0.6          # how far from the input picture the result may go (0..1)
+      seed: random
+
+  # Upscale: every image dropped alone is a job (PNG, JPEG, WebP, GIF, BMP, TIFF).
+  - name: upscale
+    root: @ROOT@/upscale
+    workflow: upscale
+    image_mode: per-file    # needs a workflow with a LoadImage node
 
 # Seconds a stopping daemon (SIGTERM) lets prompts already on ComfyUI finish and deliver;
 # keep it below systemd's TimeoutStopSec. What is left waits in processing/ for the next start.
@@ -113,12 +142,27 @@ log:
 
 
 def config_text(*, root: str, workflow: str, server: str = "http://127.0.0.1:8188") -> str:
-    return (CONFIG_TEXT.replace("@ROOT@", root).replace("@WORKFLOW@", workflow)
-            .replace("@SERVER@", server))
+    """The example config; the other templates are expected beside `workflow`."""
+    workflows = workflow.rpartition("/")[0] or "."
+    return (CONFIG_TEXT.replace("@ROOT@", root).replace("@WORKFLOWS@", workflows)
+            .replace("@WORKFLOW@", workflow).replace("@SERVER@", server))
 
 
-def template_source() -> resources.abc.Traversable:
-    return resources.files("hotfolder").joinpath("templates", TEMPLATE_FILE)
+def template_source(name: str = TEMPLATE_FILE) -> resources.abc.Traversable:
+    return resources.files("hotfolder").joinpath("templates", name)
+
+
+def copy_templates(directory: Path) -> None:
+    """Every shipped template into `directory` (the config's workflows/)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in TEMPLATE_FILES:
+        with resources.as_file(template_source(name)) as src:
+            shutil.copyfile(src, directory / name)
+
+
+def folder_roots(root: Path) -> list[Path]:
+    """The roots of the example config's hot folders."""
+    return [root, *(root / name for name in EXTRA_FOLDERS)]
 
 
 def init_dir(directory: Path) -> Path:
@@ -126,11 +170,10 @@ def init_dir(directory: Path) -> Path:
     config_path = directory / "hotfolder.yaml"
     if config_path.exists():
         raise FileExistsError(f"{config_path} already exists; not overwriting it")
-    (directory / "workflows").mkdir(parents=True, exist_ok=True)
-    with resources.as_file(template_source()) as src:
-        shutil.copyfile(src, directory / "workflows" / TEMPLATE_FILE)
-    for sub in ("inbox", "processing", "outbox", "done", "failed"):
-        (directory / "hot" / sub).mkdir(parents=True, exist_ok=True)
+    copy_templates(directory / "workflows")
+    for root in folder_roots(directory / "hot"):
+        for sub in ("inbox", "processing", "outbox", "done", "failed"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
     config_path.write_text(config_text(root="hot", workflow=f"workflows/{TEMPLATE_FILE}"),
                            encoding="utf-8")
     return config_path

@@ -45,6 +45,20 @@ class CountingClient(ComfyClient):
             self._count("download", exc)
             raise
 
+    def upload_image(self, *args: Any, **kwargs: Any) -> str:
+        try:
+            return super().upload_image(*args, **kwargs)
+        except (ServerError, JobError) as exc:
+            self._count("upload", exc)
+            raise
+
+    def upload_mask(self, *args: Any, **kwargs: Any) -> str:
+        try:
+            return super().upload_mask(*args, **kwargs)
+        except (ServerError, JobError) as exc:
+            self._count("upload", exc)
+            raise
+
     def error_counts(self) -> dict[tuple[str, str], int]:
         with self._errors_lock:
             return dict(self.errors)
@@ -59,7 +73,7 @@ def error_kind(exc: ServerError | JobError) -> str:
     """A short, stable label for an error: unreachable, http_5xx, unauthorised, rejected, …"""
     if isinstance(exc, JobError):
         status = exc.details.get("status")
-        if exc.kind == "download":
+        if exc.kind in ("download", "upload"):
             return "too_large" if status is None else f"http_{status}"
         return exc.kind
     if exc.status is None:

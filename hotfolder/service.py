@@ -6,14 +6,13 @@ running them, so nothing starts before the admin has looked at the config.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
-from hotfolder.scaffold import TEMPLATE_FILE, config_text, template_source
+from hotfolder.scaffold import TEMPLATE_FILE, config_text, copy_templates, folder_roots
 
 UNITS = ("hotfolder.service", "hotfolder@.service")
 DATA_ROOT = "/srv/hotfolder"
@@ -38,9 +37,7 @@ def install(*, root: Path = Path("/"), template: bool = False, create_user: bool
     units.mkdir(parents=True, exist_ok=True)
     (units / unit_name).write_text(unit_text(unit_name), encoding="utf-8")
     out.write(f"installed {units / unit_name}\n")
-    (etc / "workflows").mkdir(parents=True, exist_ok=True)
-    with resources.as_file(template_source()) as src:
-        shutil.copyfile(src, etc / "workflows" / TEMPLATE_FILE)
+    copy_templates(etc / "workflows")
     config = etc / config_name
     if config.exists():
         out.write(f"kept the existing {config}\n")
@@ -48,8 +45,9 @@ def install(*, root: Path = Path("/"), template: bool = False, create_user: bool
         config.write_text(config_text(root=DATA_ROOT, workflow=f"workflows/{TEMPLATE_FILE}"),
                           encoding="utf-8")
         out.write(f"wrote {config} (hot folder at {DATA_ROOT})\n")
-    for sub in ("inbox", "processing", "outbox", "done", "failed"):
-        (data / sub).mkdir(parents=True, exist_ok=True)
+    for folder_root in folder_roots(data):
+        for sub in ("inbox", "processing", "outbox", "done", "failed"):
+            (folder_root / sub).mkdir(parents=True, exist_ok=True)
     if create_user:
         _create_user(user, data, out)
     instance = "hotfolder@studio" if template else "hotfolder"

@@ -37,19 +37,20 @@ def folder_counts(folder: FolderConfig) -> dict[str, int]:
 
     def count(directory: Path, keep: Any) -> int:
         try:
-            return sum(1 for e in os.scandir(directory) if keep(e.name) and e.is_file())
+            return sum(1 for e in os.scandir(directory) if not e.name.startswith(".")
+                       and (e.is_dir(follow_symlinks=False)  # a job folder
+                            or (e.is_file() and keep(e.name))))
         except OSError:
             return 0
 
-    def is_job(name: str) -> bool:
-        return not name.startswith(".") and Path(name).suffix.lower() in folder.extensions
+    def is_job(name: str) -> bool:  # images a job took along are not jobs of their own
+        return Path(name).suffix.lower() in folder.extensions
 
     return {
         "waiting": count(folder.inbox, is_job),
-        "running": count(folder.processing, lambda n: not n.startswith(".")),
-        "done": count(folder.done, lambda n: not n.startswith(".")),
-        "failed": count(folder.failed,
-                        lambda n: not n.startswith(".") and not n.endswith(".error.json")),
+        "running": count(folder.processing, lambda n: True),
+        "done": count(folder.done, is_job),
+        "failed": count(folder.failed, lambda n: is_job(n) and not n.endswith(".error.json")),
     }
 
 
@@ -104,7 +105,8 @@ def recent_failed(folder: FolderConfig, limit: int) -> list[dict[str, Any]]:
         for entry in os.scandir(folder.failed):
             stem = split_name(entry.name)[0]
             if stem in stems and not entry.name.endswith(".error.json") \
-                    and entry.is_file(follow_symlinks=False):
+                    and Path(entry.name).suffix.lower() in folder.extensions \
+                    and entry.is_file(follow_symlinks=False):  # not an image it took along
                 job_files.setdefault(stem, entry.name)
     except OSError:
         pass

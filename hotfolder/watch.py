@@ -3,7 +3,8 @@
 watchdog's observer only tells us *that* something happened; its handler just records the path
 (an exception escaping a handler would kill the observer thread silently). A file is ready when
 its size and mtime have not changed for `settle_seconds`, which covers slow copies and sync
-clients. A start-up scan and a periodic rescan catch what the observer did not report.
+clients; a job folder (a directory in the inbox) when nothing in it has. A start-up scan and a
+periodic rescan catch what the observer did not report.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import stat as stat_module
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from hotfolder.config import FolderConfig
+from hotfolder.images import is_image_name
 from hotfolder.inotify import native_observer
+from hotfolder.inputs import folder_not_ready, folder_signature
 from hotfolder.mounts import fs_type, needs_polling
 
 log = structlog.get_logger()
@@ -34,6 +37,7 @@ log = structlog.get_logger()
 IGNORED_PATTERNS = ("*.tmp", "*.part", "*.partial", "*.crdownload", "*.download", "~$*",
                     ".*", "Thumbs.db", "desktop.ini", "*.swp", "*~")
 CANCEL_SUFFIX = ".cancel"
+HELD_CHECK_SECONDS = 1.0  # a job folder not ready to be taken is looked at again this often
 
 Ready = Callable[[FolderConfig, Path, float], None]
 Cancel = Callable[[FolderConfig, Path], None]
@@ -59,9 +63,11 @@ def observer_mode(folder: FolderConfig) -> tuple[str, str | None]:
 @dataclass
 class _Pending:
     folder: FolderConfig
-    signature: tuple[int, int, int]  # size, mtime, inode: a replaced file starts settling again
+    # size, mtime, inode: a replaced file starts settling again (a job folder: its entries')
+    signature: Hashable
     changed_at: float
     detected_at: float
+    is_dir: bool = False
 
 
 class _Handler(FileSystemEventHandler):
@@ -69,8 +75,6 @@ class _Handler(FileSystemEventHandler):
         self._note = note
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory:
-            return
         for path in (event.src_path, getattr(event, "dest_path", "")):
             if path:
                 self._note(os.fsdecode(path))
@@ -88,6 +92,10 @@ class InboxWatcher:
         self._pending: dict[Path, _Pending] = {}
         self._handed: set[Path] = set()
         self._warned: set[Path] = set()
+        # job folders not ready when they settled (no job file yet, a link inside): path ->
+        # (folder, signature, next look); and the reason last logged for each
+        self._held: dict[Path, tuple[FolderConfig, Hashable, float]] = {}
+        self._held_reason: dict[Path, str] = {}
         self._observers: dict[str, BaseObserver] = {}
         self._next_rescan: dict[Path, float] = {}
 
@@ -158,29 +166,82 @@ class InboxWatcher:
             noted, self._noted = self._noted, set()
         for path in noted:
             self._consider(path, now)
+        self._look_at_held(now)
         ready = []
         with self._lock:
             for path, pending in list(self._pending.items()):
-                stat = _stat(path)
-                if stat is None or not _is_regular(stat):
+                signature = self._signature_now(path, pending)
+                if signature is None:
                     del self._pending[path]
-                elif _signature(stat) != pending.signature:
-                    pending.signature, pending.changed_at = _signature(stat), now
+                elif signature != pending.signature:
+                    pending.signature, pending.changed_at = signature, now
                 elif now - pending.changed_at >= pending.folder.settle_seconds:
                     del self._pending[path]
+                    if pending.is_dir and self._hold(path, pending, now):
+                        continue
                     self._handed.add(path)
                     ready.append((pending.folder, path, pending.detected_at))
         for folder, path, detected_at in ready:
             self.on_ready(folder, path, detected_at)
 
+    @staticmethod
+    def _signature_now(path: Path, pending: _Pending) -> Hashable | None:
+        stat = _stat(path)
+        if stat is None:
+            return None
+        if pending.is_dir:
+            if not stat_module.S_ISDIR(stat.st_mode):
+                return None
+            return folder_signature(path, pending.folder.limits)
+        return _signature(stat) if _is_regular(stat) else None
+
+    def _hold(self, path: Path, pending: _Pending, now: float) -> bool:
+        """A settled job folder that cannot be taken yet is held and looked at again when
+        something in it changes (the observer does not see inside it); said once per reason."""
+        reason = folder_not_ready(path, pending.folder.limits)
+        if reason is None:
+            self._held_reason.pop(path, None)
+            return False
+        if reason != self._held_reason.get(path):
+            self._held_reason[path] = reason
+            log.warning("job.ignored", file=repr(path.name + "/"), folder=pending.folder.name,
+                        reason=f"a job folder that cannot be taken: {reason}; it is taken once "
+                               "that changes")
+        self._held[path] = (pending.folder, pending.signature, now + HELD_CHECK_SECONDS)
+        return True
+
+    def _look_at_held(self, now: float) -> None:
+        for path, (folder, signature, due) in list(self._held.items()):
+            if now < due:
+                continue
+            stat = _stat(path)
+            if stat is None or not stat_module.S_ISDIR(stat.st_mode):
+                del self._held[path]
+                self._held_reason.pop(path, None)
+                continue
+            current = folder_signature(path, folder.limits)
+            if current == signature:
+                self._held[path] = (folder, signature, now + HELD_CHECK_SECONDS)
+                continue
+            del self._held[path]
+            with self._lock:  # changed: it settles again
+                self._pending[path] = _Pending(folder, current, now, time.time(), is_dir=True)
+
     def _consider(self, path: Path, now: float) -> None:
         folder = self.folders.get(path.parent)
-        if folder is None or path in self._pending or path in self._handed:
+        if folder is None or path in self._pending or path in self._handed \
+                or path in self._held:
             return
         if is_ignored(path.name, folder.ignore):
             return
         stat = _stat(path)  # lstat: a symlink is seen as one, never followed
-        if stat is None or stat_module.S_ISDIR(stat.st_mode):
+        if stat is None:
+            return
+        if stat_module.S_ISDIR(stat.st_mode) and not has_control_chars(path.name):
+            with self._lock:  # a job folder: settles when nothing in it changes any more
+                self._pending[path] = _Pending(folder, folder_signature(path, folder.limits),
+                                               now, detected_at=time.time(), is_dir=True)
+            log.info("job.detected", file=path.name + "/", folder=folder.name)
             return
         refusal = _refusal(path.name, stat)
         if refusal:  # left alone, never opened, never moved; said once
@@ -195,9 +256,11 @@ class InboxWatcher:
         if path.suffix.lower() not in folder.extensions:
             if path not in self._warned:
                 self._warned.add(path)
-                log.info("job.ignored", file=path.name, folder=folder.name,
-                         reason=f"not a job extension ({', '.join(folder.extensions)}); "
-                                "left in place")
+                reason = (f"not a job extension ({', '.join(folder.extensions)}); left in place"
+                          if not is_image_name(path.name) else
+                          "an image: it waits for a job file that names it (images:); "
+                          "image_mode: per-file makes each image a job")
+                log.info("job.ignored", file=path.name, folder=folder.name, reason=reason)
             return
         with self._lock:
             self._pending[path] = _Pending(folder, _signature(stat), now,
@@ -213,6 +276,8 @@ def _stat(path: Path) -> os.stat_result | None:
 
 
 def _refusal(name: str, result: os.stat_result) -> str | None:
+    if stat_module.S_ISDIR(result.st_mode):
+        return "the name contains control characters (such as a line break); rename it"
     if stat_module.S_ISLNK(result.st_mode):
         return "a symbolic link: links are never followed; the link and its target are untouched"
     if not stat_module.S_ISREG(result.st_mode):

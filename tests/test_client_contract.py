@@ -12,6 +12,7 @@ A capture is never silently ignored: a route the client does not use must be lis
 
 from __future__ import annotations
 
+import ast
 import base64
 import io
 import json
@@ -33,6 +34,7 @@ from hotfolder.complete import CompletionListener
 from hotfolder.deliver import collect_outputs
 from hotfolder.errors import JobError, ServerError
 from hotfolder.explain import explain_history_failure
+from hotfolder.sim.web import parse_multipart
 
 CAPTURES = Path(__file__).parent / "fixtures" / "comfy-api"
 
@@ -44,7 +46,6 @@ NOT_USED_BY_CLIENT: dict[str, str] = {
     "GET /system_stats": "not needed: liveness is GET /prompt (ping)",
     "GET /features": "the client does not negotiate features",
     "GET /models/{folder}": "model choices come from /object_info",
-    "POST /upload/image": "jobs name files already on the server; hotfolder never uploads",
     "GET /ws": "the WebSocket; its recorded frames are replayed through CompletionListener",
 }
 
@@ -585,6 +586,37 @@ def _replay_object_info(exchange: Exchange, client: ComfyClient, server: ReplayS
         assert info == exchange.answer()
 
 
+def _replay_upload(exchange: Exchange, client: ComfyClient, server: ReplayServer) -> None:
+    """The recorder's raw_body says what was sent: `fields={...}, image=NAME (N bytes)`."""
+    raw = exchange.request["raw_body"]
+    fields = ast.literal_eval(re.search(r"fields=(\{.*?\})", raw).group(1))
+    name = re.search(r"image=(\S+) \(", raw).group(1)
+    subfolder = fields.get("subfolder", "")
+    data = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+
+    def upload() -> str:
+        return client.upload_image(data, name=name, subfolder=subfolder)
+
+    if exchange.status == 200:
+        answer = exchange.answer()
+        expected = f"{answer['subfolder']}/{answer['name']}" if answer["subfolder"] else \
+            answer["name"]
+        assert upload() == expected  # what LoadImage takes: "<subfolder>/<name>"
+    elif exchange.status == 400:  # a traversal subfolder: not something a retry mends
+        with pytest.raises(JobError) as caught:
+            upload()
+        assert caught.value.kind == "upload" and caught.value.details["status"] == 400
+        assert name in caught.value.message
+    else:
+        pytest.fail(f"no expectation for HTTP {exchange.status} from POST /upload/image")
+    sent = server.only_request()
+    parts = parse_multipart(sent.headers["Content-Type"], sent.body)
+    assert parts["image"].filename == name and parts["image"].data == data
+    assert parts["type"].data == b"input"
+    assert parts["subfolder"].data.decode() == subfolder
+    assert "overwrite" not in parts  # off: a name in use by other content is never replaced
+
+
 REPLAYED: dict[str, Callable[[Exchange, ComfyClient, ReplayServer], None]] = {
     "POST /prompt": _replay_submit,
     "GET /history/{prompt_id}": _replay_history,
@@ -595,6 +627,7 @@ REPLAYED: dict[str, Callable[[Exchange, ComfyClient, ReplayServer], None]] = {
     "POST /queue": _replay_delete(lambda c, pid: c.delete_queued(pid)),
     "POST /history": _replay_delete(lambda c, pid: c.delete_history(pid)),
     "GET /object_info": _replay_object_info,
+    "POST /upload/image": _replay_upload,
 }
 
 

@@ -215,6 +215,14 @@ def image_scale_by(i: dict[str, Any], ctx: NodeContext, factor_key: str = "scale
     )
 
 
+def image_scale_total_pixels(i: dict[str, Any], ctx: NodeContext) -> tuple:
+    image = _image(i.get("image"))
+    # the simulator's images are 1/8 of the real size a side, like latents
+    target = float(i.get("megapixels", 1.0) or 1.0) * 1024 * 1024 / 64
+    scale = (target / max(1, image.width * image.height)) ** 0.5
+    return image_scale_by({"image": image, "scale_by": scale}, ctx)
+
+
 def image_upscale_with_model(i: dict[str, Any], ctx: NodeContext) -> tuple:
     return image_scale_by({"image": i.get("image"), "scale_by": 4.0}, ctx)
 
@@ -264,6 +272,7 @@ NODES: dict[str, Callable[[dict[str, Any], NodeContext], tuple]] = {
     "LoadImageMask": lambda i, c: (Thing("MASK", str(i.get("image", ""))),),
     "ImageScale": image_scale,
     "ImageScaleBy": image_scale_by,
+    "ImageScaleToTotalPixels": image_scale_total_pixels,
     "ImageUpscaleWithModel": image_upscale_with_model,
     "ImageInvert": lambda i, c: (imaging.map_frames(_image(i.get("image")), imaging.invert),),
     "ImageBlur": lambda i, c: (

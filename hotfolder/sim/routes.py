@@ -7,6 +7,8 @@ answers bare 400/403/404), because a robust client has to be tested against exac
 
 from __future__ import annotations
 
+import io
+import json
 import mimetypes
 import os
 import platform
@@ -197,6 +199,61 @@ def post_upload_image(sim: SimServer, req: Request) -> Response:
         parts = parse_multipart(req.headers.get("content-type", ""), req.body)
     except ValueError:
         return empty(400)
+    return _image_upload(sim, parts)
+
+
+def post_upload_mask(sim: SimServer, req: Request) -> Response:
+    """Like /upload/image, except that what is saved is a copy of `original_ref` (a file in
+    the input, output or temp folder) whose alpha channel is the uploaded image's alpha.
+
+    As in ComfyUI 0.3.64, the checks of `original_ref` live inside the save step, whose return
+    value is ignored: a bad or missing original still answers 200 with the name, and nothing
+    is written. A missing or non-JSON `original_ref` is an unhandled error (500).
+    """
+    try:
+        parts = parse_multipart(req.headers.get("content-type", ""), req.body)
+    except ValueError:
+        return empty(400)
+
+    def save(data: bytes, path: str) -> None:
+        ref_part = parts.get("original_ref")
+        original_ref = json.loads(ref_part.data.decode("utf-8") if ref_part else None)  # type: ignore[arg-type]
+        filename, folder = _annotated(original_ref["filename"], sim)
+        if filename[0] == "/" or ".." in filename:
+            return
+        if folder is None:
+            folder = {"output": sim.output_dir, "input": sim.input_dir,
+                      "temp": sim.temp_dir}.get(original_ref.get("type", "output"))
+        if folder is None:
+            return
+        if original_ref.get("subfolder", "") != "":
+            full = os.path.join(folder, original_ref["subfolder"])
+            if os.path.commonpath((os.path.abspath(full), folder)) != folder:
+                return
+            folder = full
+        source = os.path.join(folder, filename)
+        if os.path.isfile(source):
+            from PIL import Image
+            from PIL.PngImagePlugin import PngInfo
+
+            with Image.open(source) as original:
+                metadata = PngInfo()
+                for key, value in getattr(original, "text", {}).items():
+                    metadata.add_text(key, value)
+                composite = original.convert("RGBA")
+            with Image.open(io.BytesIO(data)) as mask:
+                composite.putalpha(mask.convert("RGBA").getchannel("A"))
+            composite.save(path, compress_level=4, pnginfo=metadata)
+
+    try:
+        return _image_upload(sim, parts, save)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OSError):
+        return trouble()  # aiohttp's answer to an exception in the handler
+
+
+def _image_upload(sim: SimServer, parts: dict[str, Any],
+                  save: Callable[[bytes, str], None] | None = None) -> Response:
+    """ComfyUI's `image_upload`: the naming, duplicate and traversal rules of both routes."""
 
     def text(name: str) -> str | None:
         part = parts.get(name)
@@ -231,8 +288,12 @@ def post_upload_image(sim: SimServer, req: Request) -> Response:
             path = os.path.join(folder, filename)
             counter += 1
     if not duplicate:
-        with open(path, "wb") as handle:
-            handle.write(image.data)
+        if save is not None:
+            save(image.data, path)
+        else:
+            with open(path, "wb") as handle:
+                handle.write(image.data)
+    sim.counters["uploads"] += 1
     return json_response({"name": filename, "subfolder": subfolder, "type": kind})
 
 
@@ -336,6 +397,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
         ("POST", "/free", post_free),
         ("GET", "/view", get_view),
         ("POST", "/upload/image", post_upload_image),
+        ("POST", "/upload/mask", post_upload_mask),
         ("GET", "/object_info", get_object_info),
         ("GET", "/object_info/(?P<node_class>[^/]+)", get_object_info_class),
         ("GET", "/system_stats", get_system_stats),
