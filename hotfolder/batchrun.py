@@ -78,7 +78,7 @@ class BatchRun:
         would race for them), and let every run share the job's uploads (one per server)."""
         named: set[tuple[tuple[str, str], ...]] = set()
         for run in todo:
-            run.uploads = self.state.uploads
+            run.uploads, run._upload_lock = self.state.uploads, self.state._upload_lock
             spec = self.spec.runs[run.index - 1]
             key = tuple(sorted(spec.images.items()))
             if key and key not in named:

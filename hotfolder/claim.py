@@ -57,6 +57,10 @@ class JobState:
     phase: str = "claimed"  # claimed | submitting | submitted | delivering
     uploads: dict[str, dict[str, str]] = field(default_factory=dict)  # server -> file -> name
     _images: Any = field(default=None, repr=False, compare=False)  # images.JobImages, per life
+    # one upload at a time per job: a batch's runs then share one upload per server (two at
+    # once could each see "not there yet", and ComfyUI may rename a file it is still writing)
+    _upload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False,
+                                         compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _closed: bool = field(default=False, repr=False, compare=False)
     _saved: bool = field(default=False, repr=False, compare=False)

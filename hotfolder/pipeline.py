@@ -278,8 +278,9 @@ class Pipeline:
     def submit(self, server: Server, state: JobState, workflow: dict[str, Any]) -> None:
         if self.draining.is_set():
             raise Stopping  # shutting down: submit nothing new
-        upload_images(server.client, server.name, state, workflow, state._images,
-                      save=lambda: state.save(self.folder(state.folder)))
+        with state._upload_lock:
+            upload_images(server.client, server.name, state, workflow, state._images,
+                          save=lambda: state.save(self.folder(state.folder)))
         prompt_id = str(uuid.uuid4())
         watch = server.listener.watch(prompt_id, job=state.source, folder=state.folder)
         # record the id before the POST: after a crash the job is found again by it

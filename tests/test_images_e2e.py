@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import ROOT, HotFolder, make_config, wait_for
+from harness import ROOT, HotFolder, make_config, png_prompt, wait_for
 from PIL import Image
-from test_e2e import png_prompt
 
 from hotfolder.sim import SimServer
 
@@ -302,3 +301,37 @@ def test_job_moved_to_another_server_uploads_there(tmp_path, make_sim):
                                    (hot.dir("done") / "pic.png").read_bytes()}
     finally:
         hot.stop()
+
+
+def test_a_batch_in_a_job_folder_runs_every_run_on_its_image_uploaded_once(hot, sim):
+    image_folder(hot, "img2img", "sdxl_img2img.json")
+    hot.start()
+    photo = png_bytes()
+    staging = hot.base / "variants"
+    staging.mkdir()
+    (staging / "photo.png").write_bytes(photo)
+    (staging / "job.json").write_text(json.dumps({"prompt": "oil painting", "seed": 3,
+                                                  "matrix": {"denoise": [0.3, 0.6, 0.9]}}))
+    staging.rename(hot.dir("inbox") / "variants")
+    assert hot.finished("variants") == "done"
+    assert sorted(p.name for p in (hot.dir("done") / "variants").iterdir()) == [
+        "job.json", "photo.png"]
+    [uploaded] = uploads(sim)  # one upload, shared by the three runs
+    files = sorted((hot.dir("outbox") / "variants").glob("*.png"))
+    graphs = [png_prompt(p) for p in files]
+    assert [g["7"]["inputs"]["denoise"] for g in graphs] == [0.3, 0.6, 0.9]
+    assert {g["1"]["inputs"]["image"] for g in graphs} == {uploaded}
+    assert not hot.in_processing()
+
+
+def test_a_batch_spec_naming_an_inbox_image_takes_it_once_and_keeps_it(hot, sim):
+    image_folder(hot, "img2img", "sdxl_img2img.json")
+    hot.start()
+    hot.drop("cat.png", png_bytes(20, 20))
+    hot.drop("cats.json", json.dumps({"prompts": ["a tiger", "a lion"],
+                                      "images": {"image": "cat.png"}}))
+    assert hot.finished("cats.json") == "done"
+    assert (hot.dir("done") / "cat.png").exists()  # the image moved with its batch
+    runs = json.loads((hot.dir("outbox") / "cats" / "manifest.json").read_text())["runs"]
+    assert [(r["prompt"], r["status"]) for r in runs] == [("a tiger", "done"), ("a lion", "done")]
+    assert len(uploads(sim)) == 1
