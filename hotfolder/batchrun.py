@@ -69,6 +69,7 @@ class BatchRun:
             with ThreadPoolExecutor(max_workers=min(len(todo), max(1, slots)),
                                     thread_name_prefix="batch") as pool:
                 list(pool.map(lambda r: self._one(r, outbox), todo))
+            self.pipeline.clear_cancel(folder, state)  # the last run's request, unconsumed
         if any(r.status == "pending" for r in runs) and not self.cancelled:
             raise Stopping  # the daemon is stopping: the rest runs after the next start
         return self._finish(runs, outbox)
@@ -120,6 +121,8 @@ class BatchRun:
             except JobError as exc:
                 if exc.kind == "cancelled":
                     self.cancelled = exc
+                    # each check takes the request: ask again for the next run in flight
+                    self.pipeline.request_cancel(self.folder, self.state)
                     return
                 self._done(run, record, error={"message": exc.message, "kind": exc.kind,
                                                 "details": redact(exc.details)})

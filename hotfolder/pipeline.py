@@ -84,6 +84,10 @@ class Pipeline:
         if server is not None and state.prompt_id:
             server.listener.wake(state.prompt_id)
 
+    def clear_cancel(self, folder: FolderConfig, state: JobState) -> None:
+        with self._cancel_lock:
+            self._cancels.discard((folder.name, state.name))
+
     def _check_cancelled(self, folder: FolderConfig, state: JobState) -> None:
         with self._cancel_lock:
             asked = (folder.name, state.name) in self._cancels

@@ -166,3 +166,26 @@ def test_a_batch_resumes_after_sigkill_without_running_anything_twice(tmp_path):
             assert sim.stats()["prompts_received"] == 6  # none submitted twice
         finally:
             hot.stop()
+
+
+def test_cancelling_a_batch_stops_its_runs_and_keeps_what_finished(tmp_path):
+    with SimServer(host="127.0.0.1", port=0, job_seconds=0.5) as sim:
+        hot = HotFolder(base=tmp_path, server_url=sim.url,
+                        config=make_config(tmp_path, sim.url))
+        hot.start()
+        try:
+            hot.drop("many.json", json.dumps({"prompt": "x", "count": 12, "seed": 1}))
+            wait_for(lambda: len(images(hot, "many")) >= 2, what="two runs delivered")
+            hot.drop("many.cancel", "")
+            assert hot.finished("many.json") == "failed"
+            error = hot.error("many")
+            assert error["kind"] == "cancelled" and "a .cancel file asked for it" in error["error"]
+            m = manifest(hot, "many")
+            statuses = [r["status"] for r in m["runs"]]
+            assert statuses.count("done") >= 2 and "cancelled" in statuses
+            assert len(images(hot, "many")) == statuses.count("done")
+            assert sim.stats()["prompts_received"] < 12
+            hot.drop("after.txt", "a job of the same daemon, not cancelled")
+            assert hot.finished("after.txt") == "done"
+        finally:
+            hot.stop()
