@@ -10,7 +10,6 @@ once. SIGHUP re-reads the config.
 from __future__ import annotations
 
 import queue
-import shutil
 import signal
 import threading
 import time
@@ -29,6 +28,7 @@ from hotfolder.fsutil import clear_dead_temps
 from hotfolder.inputs import sweep as sweep_inputs
 from hotfolder.notify import Notifier
 from hotfolder.pipeline import Pipeline
+from hotfolder.prune import prune
 from hotfolder.servers import ServerPool
 from hotfolder.status import collect, folder_counts, live_doc, status_line, write_live
 from hotfolder.watch import InboxWatcher
@@ -432,26 +432,3 @@ class Daemon:
 
 def _names(name: str) -> set[str]:
     return {name, Path(name).stem}
-
-
-def prune(folder: FolderConfig, now: float | None = None) -> int:
-    """Delete files in done/ and failed/ finished more than `prune_days` ago (off by default)."""
-    if folder.prune_days is None:
-        return 0
-    cutoff = (now or time.time()) - folder.prune_days * 86400
-    removed = 0
-    for directory in (folder.done, folder.failed):
-        for entry in directory.iterdir():
-            try:
-                if entry.is_file() and entry.stat().st_mtime < cutoff:
-                    entry.unlink()
-                    removed += 1
-                elif entry.is_dir() and not entry.is_symlink() \
-                        and entry.stat().st_mtime < cutoff:  # a job folder
-                    shutil.rmtree(entry)
-                    removed += 1
-            except OSError as exc:
-                log.warning("folder.prune_failed", file=str(entry), error=str(exc))
-    if removed:
-        log.info("folder.pruned", folder=folder.name, removed=removed, days=folder.prune_days)
-    return removed

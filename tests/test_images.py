@@ -19,7 +19,6 @@ from PIL import Image
 from hotfolder.check import check_workflow
 from hotfolder.claim import JobState
 from hotfolder.config import FolderConfig, parse_config
-from hotfolder.daemon import prune
 from hotfolder.errors import ConfigError, JobError
 from hotfolder.fields import Limits
 from hotfolder.fsutil import apply_mode, move
@@ -43,6 +42,7 @@ from hotfolder.inputs import (
 )
 from hotfolder.parse import parse_bytes, parse_job
 from hotfolder.patch import find_bindings
+from hotfolder.prune import prune
 from hotfolder.sim import SimServer
 from hotfolder.sim.catalog import Catalog
 from hotfolder.status import folder_counts, recent_failed
