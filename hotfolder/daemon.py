@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 TICK = 0.1
+IDLE_TICK = 0.5  # nothing to settle, nothing running: see _loop
 ORPHAN_SCAN_SECONDS = 5.0
 HEARTBEAT_SECONDS = LEASE_SECONDS / 4
 PRUNE_SECONDS = 3600.0
@@ -76,7 +77,8 @@ class Daemon:
         self.reload_requested = threading.Event()
         self.pool = ServerPool(config.servers, config.comfy, self.stop, self.draining)
         self.pipeline = Pipeline(config, self.pool, self.stop, self.draining)
-        self.watcher = InboxWatcher(config.folders, self._ready, self._cancel)
+        self.wake = threading.Event()  # the observer, a signal: tick now
+        self.watcher = InboxWatcher(config.folders, self._ready, self._cancel, wake=self.wake)
         self.work: queue.Queue[_Work | None] = queue.Queue()
         self.orphans = Orphans()
         self.active: dict[tuple[str, str], JobState] = {}  # (folder, name) -> jobs we own
@@ -146,7 +148,10 @@ class Daemon:
             self.notifier.watchdog(now)  # only from a loop that just proved itself healthy
             if self.once and self._idle():
                 break
-            self.stop.wait(TICK)
+            # an idle daemon ticks slowly (its own CPU is most of what it costs then); the
+            # observer's first report of a new file, or a signal, wakes it at once
+            self.wake.wait(TICK if self._busy() else IDLE_TICK)
+            self.wake.clear()
         return 0
 
     def _drained(self, now: float) -> bool:
@@ -185,6 +190,12 @@ class Daemon:
         return (self.watcher.alive() and all(w.is_alive() for w in self.workers)
                 and all(s.listener.alive() for s in self.pool.servers))
 
+    def _busy(self) -> bool:
+        with self._lock:
+            working = self._outstanding > 0
+        return (working or not self.watcher.quiet() or self.draining.is_set()
+                or self.reload_requested.is_set())
+
     def _idle(self) -> bool:
         with self._lock:
             return self._outstanding == 0 and self.watcher.idle()
@@ -198,9 +209,11 @@ class Daemon:
             if self.draining.is_set():
                 self.stop.set()  # a second request: stop now
             self.draining.set()
+            self.wake.set()
 
         def request_reload(signum: int, _frame: object) -> None:
             self.reload_requested.set()
+            self.wake.set()
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
@@ -240,7 +253,7 @@ class Daemon:
         self.config = new
         self.pipeline.update(new)
         self.watcher.stop()
-        self.watcher = InboxWatcher(new.folders, self._ready, self._cancel)
+        self.watcher = InboxWatcher(new.folders, self._ready, self._cancel, wake=self.wake)
         self.watcher.start()
         self._add_workers()
         log.info("config.reloaded", folders_added=sorted(new_folders - old_folders),
@@ -389,7 +402,7 @@ class Daemon:
     def _worker(self) -> None:
         while not self.stop.is_set():
             try:
-                work = self.work.get(timeout=1.0)  # idle workers wake rarely
+                work = self.work.get(timeout=30.0)  # shutdown wakes idle workers (None)
             except queue.Empty:
                 continue
             if work is None:

@@ -82,8 +82,10 @@ class _Handler(FileSystemEventHandler):
 
 class InboxWatcher:
     def __init__(self, folders: Iterable[FolderConfig], on_ready: Ready,
-                 on_cancel: Cancel | None = None, *, poll_seconds: float = 1.0) -> None:
+                 on_cancel: Cancel | None = None, *, poll_seconds: float = 1.0,
+                 wake: threading.Event | None = None) -> None:
         self.folders = {f.inbox.resolve(): f for f in folders}
+        self.wake = wake or threading.Event()  # set when the observer reports an inbox path
         self.on_ready = on_ready
         self.on_cancel = on_cancel
         self.poll_seconds = poll_seconds
@@ -126,6 +128,11 @@ class InboxWatcher:
         with self._lock:
             return not self._pending and not self._noted
 
+    def quiet(self) -> bool:
+        """Nothing to settle or look at again: the daemon's loop may tick slowly."""
+        with self._lock:
+            return not self._pending and not self._noted and not self._held
+
     def release(self, path: Path) -> None:
         """The file left the inbox (claimed, or gone): it may be noticed again if it returns."""
         with self._lock:
@@ -136,6 +143,7 @@ class InboxWatcher:
         if path.parent in self.folders:  # a watched root also reports outbox writes: skip those
             with self._lock:
                 self._noted.add(path)
+            self.wake.set()
 
     def rescan(self, only: Iterable[Path] | None = None) -> None:
         """Queue everything in the inboxes, oldest first (files dropped while we were down)."""
