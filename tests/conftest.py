@@ -5,11 +5,14 @@ Tests talk to the daemon only through folders, like a user does, and assert on t
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from harness import HotFolder, make_config
 from simtools import close_open
 
@@ -57,3 +60,15 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     from browser import start_browser
 
     yield from start_browser(tmp_path / "chromium-profile")
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The CLI configures logging for the whole process; put it back for the tests after."""
+    root = logging.getLogger()
+    handlers, level, hook = root.handlers[:], root.level, threading.excepthook
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    threading.excepthook = hook
+    structlog.reset_defaults()

@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-import structlog
 import yaml
 from harness import make_config
 
 from hotfolder.cli import EX_CONFIG, main
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """The CLI configures logging for the process; put it back for the tests that follow."""
-    root = logging.getLogger()
-    handlers, level, hook = root.handlers[:], root.level, threading.excepthook
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    threading.excepthook = hook
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def write_config(base: Path, url: str, **folder) -> Path:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
-import threading
 from pathlib import Path
 
 import pytest
-import structlog
 import yaml
 from harness import make_config
 
@@ -20,16 +17,7 @@ PAIR = FIXTURES / "gui2api" / "image_sdxl_simple"
 OBJECT_INFO = FIXTURES / "comfy-api" / "object_info_full.json"
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """`check` configures nothing, but keep the process's logging as the other CLI tests do."""
-    root = logging.getLogger()
-    handlers, level, hook = root.handlers[:], root.level, threading.excepthook
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    threading.excepthook = hook
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def _unknown_node(tmp_path: Path) -> Path:
