@@ -120,7 +120,11 @@ def _matrix(value: Any, limits: Limits) -> list[tuple[str, list[Any]]]:
 def runs_from_csv(text: str, limits: Limits) -> list[dict[str, Any]]:
     """A run per row; the header names job fields or NODE.INPUT targets. Empty cells are left
     to the folder's defaults; numbers are read as numbers where the field wants one."""
-    rows = list(csv.reader(io.StringIO(text)))
+    try:
+        rows = list(csv.reader(io.StringIO(text), strict=True))
+    except csv.Error as exc:  # e.g. a quoted cell left open at the end: a file cut short?
+        raise JobError(f"the CSV file cannot be read: {exc}", kind="invalid",
+                       incomplete="end of data" in str(exc)) from exc
     rows = [row for row in rows if any(cell.strip() for cell in row)]
     if not rows:
         raise JobError("the CSV file is empty", kind="invalid")
@@ -162,7 +166,8 @@ def runs_from_jsonl(text: str, limits: Limits) -> list[dict[str, Any]]:
         try:
             obj = json.loads(line)
         except ValueError as exc:
-            raise JobError(f"JSONL line {n}: not valid JSON ({exc})", kind="invalid") from exc
+            raise JobError(f"JSONL line {n}: not valid JSON ({exc})", kind="invalid",
+                           incomplete=n == lines[-1][0]) from exc
         if not isinstance(obj, Mapping):
             raise JobError(f"JSONL line {n}: expected a job spec object", kind="invalid")
         if is_batch_spec(obj):

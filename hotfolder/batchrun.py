@@ -10,6 +10,7 @@ that says, run by run, what was asked, what came out and what went wrong.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,8 +24,10 @@ from hotfolder.config import FolderConfig
 from hotfolder.deliver import job_stem, release_stem
 from hotfolder.errors import JobError, Stopping
 from hotfolder.finish import Outcome, finish_batch, finish_failed, iso_time
-from hotfolder.fsutil import apply_mode, candidates, clear_dead_temps, write_json
+from hotfolder.fsutil import candidates
 from hotfolder.inputs import job_image_files
+from hotfolder.intake import StillWritten, verify_content, verify_unchanged
+from hotfolder.outdir import OutDir
 from hotfolder.parse import JobSpec
 from hotfolder.runstate import RunState, load_runs, new_run
 from hotfolder.secrets import redact
@@ -55,24 +58,26 @@ class BatchRun:
         total = len(self.spec.runs)
         known = load_runs(folder, state)
         runs = [known.get(i) or new_run(state, i) for i in range(1, total + 1)]
-        outbox = self._reserve_dir()
-        state.expected = total
-        todo = [r for r in runs if r.status == "pending"]
-        self._take_images(todo)
-        self._ended = total - len(todo)
-        state.phase = self._phase()
-        state.save(folder)
-        log.info("batch.started", runs=total, to_run=len(todo), folder_out=outbox.name,
-                 resumed=len(known) > 0)
-        if todo:
-            slots = sum(s.limit for s in self.pipeline.pool.eligible(folder.server_tags))
-            with ThreadPoolExecutor(max_workers=min(len(todo), max(1, slots)),
-                                    thread_name_prefix="batch") as pool:
-                list(pool.map(lambda r: self._one(r, outbox), todo))
-            self.pipeline.clear_cancel(folder, state)  # the last run's request, unconsumed
-        if any(r.status == "pending" for r in runs) and not self.cancelled:
-            raise Stopping  # the daemon is stopping: the rest runs after the next start
-        return self._finish(runs, outbox)
+        if not any(r.submissions for r in runs):
+            verify_unchanged(folder, state)  # right before the first run is submitted
+        with self._reserve_dir() as outbox:
+            state.expected = total
+            todo = [r for r in runs if r.status == "pending"]
+            self._take_images(todo)
+            self._ended = total - len(todo)
+            state.phase = self._phase()
+            state.save(folder)
+            log.info("batch.started", runs=total, to_run=len(todo), folder_out=outbox.path.name,
+                     resumed=len(known) > 0)
+            if todo:
+                slots = sum(s.limit for s in self.pipeline.pool.eligible(folder.server_tags))
+                with ThreadPoolExecutor(max_workers=min(len(todo), max(1, slots)),
+                                        thread_name_prefix="batch") as pool:
+                    list(pool.map(lambda r: self._one(r, outbox), todo))
+                self.pipeline.clear_cancel(folder, state)  # the last run's request, unconsumed
+            if any(r.status == "pending" for r in runs) and not self.cancelled:
+                raise Stopping  # the daemon is stopping: the rest runs after the next start
+            return self._finish(runs, outbox)
 
     def _take_images(self, todo: list[RunState]) -> None:
         """Take the images the runs name from the inbox once, before the runs start (they
@@ -86,8 +91,10 @@ class BatchRun:
                 named.add(key)
                 job_image_files(self.folder, self.state, spec, self.pipeline._wait)
 
-    def _reserve_dir(self) -> Path:
-        """`outbox/<job-name>/`, or `<job-name>-2/` …: created exclusively, so it is ours."""
+    def _reserve_dir(self) -> OutDir:
+        """`outbox/<job-name>/`, or `<job-name>-2/` …: created exclusively, so it is ours, and
+        held open for the whole batch: every output and the manifest are written relative to
+        that descriptor, so the folder swapped for a link cannot redirect them."""
         outbox = self.folder.outbox
         if self.state.out_stem is None:
             outbox.mkdir(parents=True, exist_ok=True)
@@ -101,13 +108,20 @@ class BatchRun:
             self.state.save(self.folder)
         assert self.state.out_stem is not None
         path = outbox / self.state.out_stem
-        path.mkdir(parents=True, exist_ok=True)
-        clear_dead_temps(path)  # downloads cut short when a previous run was killed
-        return path
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(parents=True)
+        try:
+            held = OutDir(path)
+        except OSError as exc:
+            raise JobError(f"the batch's output folder {outbox.name}/{path.name}/ is no longer "
+                           "a folder hotfolder made (it was replaced, by a link or a file); "
+                           "nothing is written through it", kind="refused") from exc
+        held.clear_dead_temps()  # downloads cut short when a previous run was killed
+        return held
 
     # -- one run ----------------------------------------------------------------------------
 
-    def _one(self, run: RunState, outbox: Path) -> None:
+    def _one(self, run: RunState, outbox: OutDir) -> None:
         if self.stopping or self.cancelled or self.pipeline.stop.is_set():
             return
         spec = self.spec.runs[run.index - 1]
@@ -135,7 +149,7 @@ class BatchRun:
                     "kind": "internal", "details": {}})
 
     def _attempt(self, run: RunState, spec: JobSpec, record: dict[str, Any],
-                 outbox: Path) -> None:
+                 outbox: OutDir) -> None:
         pipeline = self.pipeline
         run.started_at = run.started_at or time.time()
         run.out_stem = run.out_stem or f"{self.stem[:170]}-{run.index:04d}"
@@ -145,7 +159,7 @@ class BatchRun:
         else:
             entry, server = pipeline.execute(self.folder, run, workflow, record)
             files = pipeline.fetch(self.folder, run, entry, server, workflow, record, outbox)
-        release_stem(outbox, run)
+        release_stem(outbox.path, run)
         run.outputs = [f["file"] for f in files]
         self._done(run, record)
         log.info("run.finished", outcome="done", prompt_id=run.prompt_id,
@@ -167,25 +181,35 @@ class BatchRun:
 
     # -- the end ------------------------------------------------------------------------------
 
-    def _finish(self, runs: list[RunState], outbox: Path) -> Outcome:
+    def _finish(self, runs: list[RunState], outbox: OutDir) -> Outcome:
         folder, state = self.folder, self.state
+        try:
+            verify_content(folder, state)  # what goes to done/ is what ran, or it runs again
+        except StillWritten:
+            superseded = [name for r in runs for name in r.outputs if outbox.unlink(name)]
+            JobState.journal_for(folder, state.name).unlink(missing_ok=True)
+            log.warning("batch.superseded", outputs=len(superseded),
+                        note="the batch file changed while its runs ran")
+            raise
         failed = [r for r in runs if r.status == "failed"]
         done = [r for r in runs if r.status == "done"]
         status = ("cancelled" if self.cancelled else
                   "failed" if (not done or (failed and folder.batch_fail == "any")) else
                   "done" if not failed else "partly done")
         manifest = self._manifest(runs, status)
-        path = write_json(outbox / MANIFEST, manifest, replace=True)
-        apply_mode(path, folder.file_mode)
+        outbox.write_json(MANIFEST, manifest, replace=True)
+        outbox.chmod(MANIFEST, folder.file_mode)
+        path = outbox / MANIFEST
         files = [outbox / name for r in done for name in r.outputs]
         if self.cancelled:
             error = JobError(f"{self.cancelled.message}; {len(done)} of {len(runs)} runs had "
-                             f"finished (outputs kept in {folder.outbox.name}/{outbox.name}/)",
+                             f"finished (outputs kept in {folder.outbox.name}/"
+                             f"{outbox.path.name}/)",
                              kind="cancelled", details={"manifest": str(path)})
             return finish_failed(folder, state, error, self.record)
         if status == "failed":
-            return finish_failed(folder, state, _batch_error(failed, len(runs), outbox, path),
-                                 self.record)
+            return finish_failed(folder, state, _batch_error(failed, len(runs), outbox.path,
+                                                             path), self.record)
         return finish_batch(folder, state, {**self.record, "manifest": str(path)}, files,
                             runs=len(runs), failed=len(failed))
 

@@ -23,6 +23,16 @@ from typing import Any
 
 from hotfolder.config import FolderConfig
 from hotfolder.fsutil import candidates, pid_alive, write_json
+from hotfolder.jobfile import (
+    InUse,
+    Refused,
+    file_print,
+    folder_print,
+    list_folder,
+    open_dir,
+    open_file,
+)
+from hotfolder.writers import open_for_writing
 
 LEASE_SECONDS = 120.0
 STATELESS_GRACE = 10.0  # a claim's record is written soon after its rename; give it time
@@ -55,6 +65,10 @@ class JobState:
     delivered: dict[str, dict[str, Any]] = field(default_factory=dict)  # output key -> file
     expected: int | None = None  # how many outputs the finished prompt has
     phase: str = "claimed"  # claimed | submitting | submitted | delivering
+    # the file (or job folder) as claimed, then as last read: inode, size, mtime (jobfile.py)
+    file: dict[str, Any] | None = None
+    read: dict[str, Any] | None = None  # bytes and sha256 of the job file as it ran
+    reruns: int = 0  # runs repeated because the job file changed while it ran
     uploads: dict[str, dict[str, str]] = field(default_factory=dict)  # server -> file -> name
     _images: Any = field(default=None, repr=False, compare=False)  # images.JobImages, per life
     # one upload at a time per job: a batch's runs then share one upload per server (two at
@@ -124,8 +138,19 @@ class JobState:
             return None
 
 
-def claim(folder: FolderConfig, path: Path, detected_at: float | None = None) -> JobState | None:
+class BeingWritten(Exception):
+    """A writer still has the file (or a file in the job folder) open: it is not taken."""
+
+
+def claim(folder: FolderConfig, path: Path, detected_at: float | None = None, *,
+          ask_writers: bool = True) -> JobState | None:
     """Move an inbox file (or job folder) into processing/; None if someone else took it first.
+
+    The entry is opened first, without following links, and judged on that descriptor (type,
+    link count, and, with `ask_writers`, whether anyone still has it open for writing); after
+    the rename the name in processing/ must hold that same inode. A link or a file swapped in
+    at any point is refused (`Refused`, left in the inbox); a file being written raises
+    `BeingWritten`.
 
     The record is not written here: most jobs are submitted a moment later, and the
     submission writes it (with the prompt id) anyway. A job that has to wait gets its record
@@ -135,18 +160,88 @@ def claim(folder: FolderConfig, path: Path, detected_at: float | None = None) ->
     is a noticeable share of the file system's work at tens of jobs a second.
     """
     folder.processing.mkdir(parents=True, exist_ok=True)
-    for name in candidates(path.name):
-        target = folder.processing / name
-        if target.exists() or JobState.path_for(folder, name).exists() \
-                or JobState.inputs_path(folder, name).exists():
-            continue
+    try:
+        fd, seen = _open_entry(folder, path.name, ask_writers)
+    except FileNotFoundError:
+        return None  # gone: claimed by another process, or deleted by the user
+    try:
+        for name in candidates(path.name):
+            target = folder.processing / name
+            if target.exists() or JobState.path_for(folder, name).exists() \
+                    or JobState.inputs_path(folder, name).exists():
+                continue
+            try:
+                os.rename(path, target)
+            except FileNotFoundError:
+                return None
+            _check_moved(folder, path, target, os.fstat(fd))
+            return JobState(name=name, folder=folder.name, source=path.name,
+                            detected_at=detected_at, file=seen)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _open_entry(folder: FolderConfig, name: str, ask_writers: bool) -> tuple[int, dict[str, Any]]:
+    """The inbox entry opened and judged: a plain file, or a job folder of plain files."""
+    try:
+        fd, st = open_file(folder.inbox, name)
+    except Refused as exc:
+        if exc.reason != "a folder where a file was expected":
+            raise
+        fd, st = open_dir(folder.inbox, name)
         try:
-            os.rename(path, target)
-        except FileNotFoundError:
-            return None  # gone: claimed by another process, or deleted by the user
-        return JobState(name=name, folder=folder.name, source=path.name,
-                        detected_at=detected_at)
-    return None
+            return fd, _judge_folder(fd, st, folder, ask_writers)
+        except BaseException:
+            os.close(fd)
+            raise
+    except InUse as exc:
+        raise BeingWritten(name) from exc
+    if ask_writers and open_for_writing(fd).writing:
+        os.close(fd)
+        raise BeingWritten(name)
+    return fd, file_print(st)
+
+
+def _judge_folder(fd: int, st: os.stat_result, folder: FolderConfig,
+                  ask_writers: bool) -> dict[str, Any]:
+    listing = list_folder(fd, folder.limits.max_folder_files)
+    if listing.refusal:
+        raise Refused(f"a job folder that cannot be taken: {listing.refusal}")
+    if listing.arriving:
+        raise BeingWritten(listing.arriving)
+    for entry in listing.files if ask_writers else ():
+        try:
+            file_fd, _ = open_file(fd, entry)
+        except InUse as exc:
+            raise BeingWritten(entry) from exc
+        except (FileNotFoundError, Refused) as exc:
+            raise BeingWritten(entry) from exc  # changed since listed: look again later
+        try:
+            if open_for_writing(file_fd).writing:
+                raise BeingWritten(entry)
+        finally:
+            os.close(file_fd)
+    return folder_print(st, listing.signature)
+
+
+def _check_moved(folder: FolderConfig, source: Path, target: Path, held: os.stat_result) -> None:
+    """The claim holds only if the name in processing/ is the inode that was judged; anything
+    else (swapped in between) goes back to the inbox, untouched and unread."""
+    try:
+        now = os.lstat(target)
+    except FileNotFoundError:
+        now = None
+    if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+        return
+    if now is not None:
+        for name in candidates(source.name):
+            if not os.path.lexists(folder.inbox / name):
+                with contextlib.suppress(OSError):
+                    os.rename(target, folder.inbox / name)
+                break
+    raise Refused("it was replaced by another file while it was being claimed; the "
+                  "replacement was not read")
 
 
 def owner_gone(state: JobState, now: float | None = None) -> bool:

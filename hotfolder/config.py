@@ -72,6 +72,7 @@ class FolderConfig:
     include_temp_outputs: bool = False
     job_timeout: float | None = None
     watch: str = "auto"  # auto | native | poll
+    ready: str = "auto"  # auto: from the writer where it can be seen | settle: the clock only
     rescan_seconds: float = 30.0
     ignore: tuple[str, ...] = ()
     server_tags: tuple[str, ...] = ()  # only servers with one of these tags (none: any)
@@ -271,7 +272,7 @@ def _load_template(name: str, raw_path: Any, raw_bindings: Any, base: Path, wher
 
 
 _FOLDER_KEYS = ("name", "root", "workflow", "defaults", "extensions", "settle_seconds",
-                "include_temp_outputs", "job_timeout", "watch", "rescan_seconds", "ignore",
+                "include_temp_outputs", "job_timeout", "watch", "ready", "rescan_seconds", "ignore",
                 "file_mode", "prune_days", "server_tags", "limits", "accept_workflows",
                 "deny_classes", "allow_set", "txt_mode", "batch_fail", "image_mode", *SUBFOLDERS)
 
@@ -308,6 +309,7 @@ def _folders(value: Any, base: Path, templates: dict[str, Template],
             job_timeout=(p.number(data, "job_timeout", where, 0.0, minimum=0.1)
                          if "job_timeout" in data else None),
             watch=p.choice(data, "watch", where, "auto", ("auto", "native", "poll")),
+            ready=p.choice(data, "ready", where, "auto", ("auto", "settle")),
             rescan_seconds=p.number(data, "rescan_seconds", where, 30.0, minimum=0.1),
             ignore=patterns(data.get("ignore"), join(where, "ignore"), p),
             server_tags=patterns(data.get("server_tags"), join(where, "server_tags"), p),

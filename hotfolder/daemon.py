@@ -20,12 +20,20 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from hotfolder.claim import CLAIM_RECORD_SECONDS, LEASE_SECONDS, JobState, Orphans, claim
+from hotfolder.claim import (
+    CLAIM_RECORD_SECONDS,
+    LEASE_SECONDS,
+    BeingWritten,
+    JobState,
+    Orphans,
+    claim,
+)
 from hotfolder.config import Config, FolderConfig, load_config
 from hotfolder.errors import ConfigError, JobError
 from hotfolder.finish import Outcome, fail_unclaimed
 from hotfolder.fsutil import clear_dead_temps
 from hotfolder.inputs import sweep as sweep_inputs
+from hotfolder.jobfile import Refused, refusal
 from hotfolder.notify import Notifier
 from hotfolder.pipeline import Pipeline
 from hotfolder.prune import prune
@@ -33,6 +41,7 @@ from hotfolder.servers import ServerPool
 from hotfolder.status import collect, folder_counts, live_doc, status_line, write_live
 from hotfolder.watch import InboxWatcher
 from hotfolder.web.metrics import JobMetrics, render
+from hotfolder.writers import ignore_lease_breaks
 
 if TYPE_CHECKING:
     from hotfolder.web.server import WebServer
@@ -57,6 +66,7 @@ class _Work:
     path: Path | None = None  # an inbox file to claim
     state: JobState | None = None  # or a job already in processing/ (resumed)
     detected_at: float | None = None
+    ready_by: str | None = None  # what said the file was complete (watch.py)
 
 
 def ensure_folders(config: Config) -> None:
@@ -218,6 +228,7 @@ class Daemon:
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGHUP, request_reload)
+        ignore_lease_breaks()  # before any file is asked about its writers (writers.py)
 
     def _add_workers(self) -> None:
         wanted = sum(s.limit for s in self.pool.servers if not s.retired) + 2
@@ -296,16 +307,20 @@ class Daemon:
         every second on a NAS)."""
         servers = self.pool.describe()
         now = time.time()
+        writing = self.watcher.being_written(now)
         key = repr((servers, [(s.name, s.phase, s.server, s.prompt_id,
                                self.pool.progress(s.server, s.prompt_id))
-                              for _, s in self._owned()]))
+                              for _, s in self._owned()],
+                    [(f, [(w["file"], w["writers"]) for w in files])
+                     for f, files in sorted(writing.items())]))
         if not force and key == self._status_key and now < self._status_due:
             return
         self._status_key, self._status_due = key, now + STATUS_REFRESH_SECONDS
         jobs_by_folder = self._live_jobs()
         for folder in self.config.folders:
             try:
-                write_live(folder, jobs_by_folder.get(folder.name, []), servers)
+                write_live(folder, jobs_by_folder.get(folder.name, []), servers,
+                           writing.get(folder.name, []))
             except OSError as exc:
                 log.warning("status.write_failed", folder=folder.name, error=str(exc))
 
@@ -326,8 +341,10 @@ class Daemon:
     def status_document(self) -> dict[str, Any]:
         """`hotfolder status --json`'s document, with the live part from memory."""
         servers, jobs = self.pool.describe(), self._live_jobs()
+        writing = self.watcher.being_written()
         return collect(self.config, probe=False, live={
-            f.name: live_doc(f, jobs.get(f.name, []), servers) for f in self.config.folders})
+            f.name: live_doc(f, jobs.get(f.name, []), servers, writing.get(f.name, []))
+            for f in self.config.folders})
 
     def health(self) -> dict[str, Any]:
         """Healthy while the loop keeps finding its threads alive (what the watchdog pings)."""
@@ -370,8 +387,9 @@ class Daemon:
 
     # -- work -------------------------------------------------------------------------------------
 
-    def _ready(self, folder: FolderConfig, path: Path, detected_at: float) -> None:
-        self._enqueue(_Work(folder, path=path, detected_at=detected_at))
+    def _ready(self, folder: FolderConfig, path: Path, detected_at: float,
+               ready_by: str | None = None) -> None:
+        self._enqueue(_Work(folder, path=path, detected_at=detected_at, ready_by=ready_by))
 
     def _cancel(self, folder: FolderConfig, cancel_file: Path) -> None:
         """`NAME.cancel` in the inbox: stop the job NAME (or NAME.ext), wherever it is."""
@@ -380,8 +398,7 @@ class Daemon:
             running = [s for (f, _), s in self.active.items() if f == folder.name
                        and target in _names(s.source) | _names(s.name)]
         waiting = [p for p in folder.inbox.iterdir() if p != cancel_file
-                   and target in (p.name, p.stem)
-                   and (p.is_file() or (p.is_dir() and not p.is_symlink()))]  # or a job folder
+                   and target in (p.name, p.stem) and _plain(p)]  # a file or a job folder
         for state in running:
             self.pipeline.request_cancel(folder, state)
         for path in waiting:
@@ -423,14 +440,25 @@ class Daemon:
             if self.draining.is_set():
                 self.watcher.release(work.path)
                 return None  # stays in the inbox for the next start
-            with self._lock:  # registered before the rename: never seen as an orphan
-                state = claim(work.folder, work.path, work.detected_at)
-                if state is not None:
-                    self.active[(work.folder.name, state.name)] = state
+            try:
+                with self._lock:  # registered before the rename: never seen as an orphan
+                    state = claim(work.folder, work.path, work.detected_at,
+                                  ask_writers=work.folder.ready == "auto")
+                    if state is not None:
+                        self.active[(work.folder.name, state.name)] = state
+            except BeingWritten:
+                self.watcher.look_again(work.path)  # it waits for its writer to close it
+                return None
+            except Refused as exc:  # swapped for a link since it was seen: left alone
+                log.warning("job.refused", file=repr(work.path.name), folder=work.folder.name,
+                            reason=exc.reason, action="left where it is, unread")
+                self.watcher.release(work.path)
+                return None
             self.watcher.release(work.path)
             if state is None:
                 return None
             log.info("job.claimed", job=state.source, folder=work.folder.name,
+                     ready_by=work.ready_by,
                      waited=round(time.time() - (work.detected_at or time.time()), 3))
         try:
             outcome = self.pipeline.run(work.folder, state)
@@ -445,3 +473,11 @@ class Daemon:
 
 def _names(name: str) -> set[str]:
     return {name, Path(name).stem}
+
+
+def _plain(path: Path) -> bool:
+    """An inbox entry a job could be: never a link, FIFO, device or hard link."""
+    try:
+        return refusal(path.name, path.lstat()) is None
+    except OSError:
+        return False

@@ -17,7 +17,8 @@ import structlog
 from hotfolder.claim import JobState
 from hotfolder.client import ComfyClient
 from hotfolder.errors import JobError
-from hotfolder.fsutil import apply_mode, atomic_writer, free_stem
+from hotfolder.fsutil import free_stem
+from hotfolder.outdir import OutDir
 
 log = structlog.get_logger()
 
@@ -58,13 +59,14 @@ _reserved: set[Path] = set()  # outbox stems taken by jobs still delivering
 _reserve_lock = threading.Lock()
 
 
-def reserve_stem(outbox: Path, state: JobState, suffixes: list[str]) -> str:
+def reserve_stem(outdir: OutDir, state: JobState, suffixes: list[str]) -> str:
     """Pick (once) and hold the job's outbox base name, so two jobs never share one."""
+    outbox = outdir.path
     with _reserve_lock:
         if state.out_stem is None:
             taken = {p.name for p in _reserved if p.parent == outbox}
             state.out_stem = free_stem(outbox, _short(job_stem(state.name)),
-                                       [".json", *suffixes], taken=taken)
+                                       [".json", *suffixes], taken=taken, exists=outdir.exists)
         _reserved.add(outbox / state.out_stem)
         return state.out_stem
 
@@ -87,7 +89,7 @@ def check_output_names(outputs: list[dict[str, Any]]) -> None:
                                "(a '..', an absolute path or a NUL); refused", kind="download")
 
 
-def deliver_all(client: ComfyClient, outputs: list[dict[str, Any]], outbox: Path,
+def deliver_all(client: ComfyClient, outputs: list[dict[str, Any]], outdir: OutDir,
                 state: JobState, save: Callable[[], None],
                 file_mode: int | None = None, max_bytes: int | None = None,
                 ) -> list[dict[str, Any]]:
@@ -99,28 +101,26 @@ def deliver_all(client: ComfyClient, outputs: list[dict[str, Any]], outbox: Path
     just before a crash, so it is kept, not fetched again.
     """
     check_output_names(outputs)
-    outbox.mkdir(parents=True, exist_ok=True)
     names = [f"_{i:05d}{_extension(o['filename'])}" for i, o in enumerate(outputs, start=1)]
-    stem = reserve_stem(outbox, state, names)
+    stem = reserve_stem(outdir, state, names)
     save()
     files = []
     for output, suffix in zip(outputs, names, strict=True):
         key = f"{output['node']}/{output.get('subfolder', '')}/{output['filename']}"
         if key not in state.delivered:
-            final = outbox / f"{stem}{suffix}"
-            if final.is_file():
-                path, size = final, final.stat().st_size
-            else:
-                with atomic_writer(final) as (fh, placed):
+            name = f"{stem}{suffix}"
+            size = outdir.plain_size(name)
+            if size is None:
+                with outdir.writer(name) as (fh, placed):
                     size = client.download(output, fh, max_bytes)
-                path = placed[0]
-                apply_mode(path, file_mode)
+                name = placed[0]
+                outdir.chmod(name, file_mode)
             state.delivered[key] = {
-                "file": path.name, "bytes": size, "node": output["node"],
+                "file": name, "bytes": size, "node": output["node"],
                 "kind": output["kind"], "server_filename": output["filename"],
                 "subfolder": output.get("subfolder", ""), "type": output.get("type", "output")}
             save()
-            log.debug("job.output_saved", file=path.name, bytes=size)
+            log.debug("job.output_saved", file=name, bytes=size)
         files.append(state.delivered[key])
     return files
 

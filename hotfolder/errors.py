@@ -23,12 +23,19 @@ class ConfigError(HotfolderError):
 
 
 class JobError(HotfolderError):
-    """The job cannot run as given. `message` is written for the person who dropped the file."""
+    """The job cannot run as given. `message` is written for the person who dropped the file.
 
-    def __init__(self, message: str, *, kind: str = "job", details: dict[str, Any] | None = None):
+    `incomplete` marks what a file cut short would also cause (truncated JSON, YAML or UTF-8,
+    an empty file): for a file modified moments ago it means "wait and read it again", not yet
+    "fail the job".
+    """
+
+    def __init__(self, message: str, *, kind: str = "job", details: dict[str, Any] | None = None,
+                 incomplete: bool = False):
         self.message = message
         self.kind = kind
         self.details = details or {}
+        self.incomplete = incomplete
         super().__init__(message)
 
 

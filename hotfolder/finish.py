@@ -6,6 +6,7 @@ the images it took from the inbox follow it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping
@@ -62,6 +63,20 @@ def finish_done(folder: FolderConfig, state: JobState, record: Mapping[str, Any]
     return Outcome("done", job_file=job_file, outputs=outputs)
 
 
+def supersede_outputs(folder: FolderConfig, state: JobState) -> list[str]:
+    """Take back the outputs of a run made on content that changed before the job ended: they
+    are not what the job file now asks for, and a rerun is coming (the same names)."""
+    removed = []
+    for item in state.delivered.values():
+        name = item.get("file")
+        if isinstance(name, str) and name and "/" not in name and not name.startswith("."):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(folder.outbox / name)
+                removed.append(name)
+    state.delivered, state.expected = {}, None
+    return removed
+
+
 def finish_batch(folder: FolderConfig, state: JobState, record: Mapping[str, Any],
                  outputs: list[Path], *, runs: int, failed: int) -> Outcome:
     """A batch with at least one good run: its manifest is written; the job goes to done/."""
@@ -101,8 +116,7 @@ def finish_failed(folder: FolderConfig, state: JobState, error: JobError,
 def _file_away(folder: FolderConfig, state: JobState, dest: Path) -> Path:
     """Move the job file out of processing/; its mtime becomes the finish time (for pruning)."""
     final = move(folder.processing / state.name, dest, state.source or state.name)
-    os.utime(final)
-    apply_mode(final, folder.file_mode)
+    apply_mode(final, folder.file_mode, touch=True)
     return final
 
 
@@ -125,8 +139,7 @@ def _fail_files(folder: FolderConfig, source: Path, name: str,
     if not source.exists():
         return None, error_path
     job_file = move(source, folder.failed, name)
-    os.utime(job_file)
-    apply_mode(job_file, folder.file_mode)
+    apply_mode(job_file, folder.file_mode, touch=True)
     return job_file, error_path
 
 

@@ -18,7 +18,7 @@ import shutil
 import socket
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,9 +26,22 @@ _HOST = hashlib.sha1(socket.gethostname().encode(), usedforsecurity=False).hexdi
 _TEMP = re.compile(r"^\..*\.([0-9a-f]{8})-(\d+)-[0-9a-f]{6}\.tmp$")
 
 
-def temp_path(directory: Path, name: str) -> Path:
+def temp_name(name: str) -> str:
     """A hidden name that says who writes it, so a restart can clear a dead writer's leftovers."""
-    return directory / f".{name[:100]}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:6]}.tmp"
+    return f".{name[:100]}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:6]}.tmp"
+
+
+def temp_path(directory: Path, name: str) -> Path:
+    return directory / temp_name(name)
+
+
+def dead_temp(name: str) -> bool:
+    """A temp name of a writer on this host that no longer runs (or of an earlier us)."""
+    match = _TEMP.match(name)
+    if not match or match.group(1) != _HOST:
+        return False
+    pid = int(match.group(2))
+    return pid == os.getpid() or not pid_alive(pid)
 
 
 def clear_dead_temps(directory: Path) -> int:
@@ -39,11 +52,7 @@ def clear_dead_temps(directory: Path) -> int:
     except OSError:
         return 0
     for entry in entries:
-        match = _TEMP.match(entry.name)
-        if not match or match.group(1) != _HOST:
-            continue
-        pid = int(match.group(2))
-        if pid != os.getpid() and pid_alive(pid):
+        if not dead_temp(entry.name):
             continue
         if entry.is_dir() and not entry.is_symlink():  # a job folder's copy, or its leftover
             shutil.rmtree(entry, ignore_errors=True)
@@ -65,21 +74,51 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def apply_mode(path: Path, mode: int | None) -> None:
-    """Give a delivered or moved file the folder's permissions (e.g. group-writable on a NAS).
+NOFOLLOW_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
-    A job folder gets them too (plus search permission where reading is allowed), and so do
-    the plain files in it; links and files with other names elsewhere are never changed."""
-    if mode is None:
+
+def apply_mode(path: Path, mode: int | None, *, touch: bool = False) -> None:
+    """Give a delivered or moved file the folder's permissions (e.g. group-writable on a NAS),
+    and with `touch` the current time as its mtime (the finish time, for pruning).
+
+    Both act on a descriptor opened without following links, and only on a plain file with one
+    name (or a job folder and the plain files in it, which get search permission where reading
+    is allowed): a link, or a hard link to a file elsewhere, is never changed through."""
+    if mode is None and not touch:
         return
-    if not path.is_dir() or path.is_symlink():
-        os.chmod(path, mode)
+    try:
+        fd = os.open(path, NOFOLLOW_READ)
+    except OSError:
+        return  # a link (ELOOP), or gone: nothing of ours to change
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            if touch:
+                os.utime(fd)
+            if mode is not None:
+                os.fchmod(fd, mode | (mode & 0o444) >> 2)
+                for entry in os.listdir(fd):
+                    _chmod_at(fd, entry, mode)
+        elif stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            if touch:
+                os.utime(fd)
+            if mode is not None:
+                os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def _chmod_at(dir_fd: int, name: str, mode: int) -> None:
+    try:
+        fd = os.open(name, NOFOLLOW_READ, dir_fd=dir_fd)
+    except OSError:
         return
-    os.chmod(path, mode | (mode & 0o444) >> 2)
-    for entry in os.scandir(path):
-        info = entry.stat(follow_symlinks=False)
-        if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
-            os.chmod(entry.path, mode)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def candidates(name: str) -> Iterator[str]:
@@ -253,11 +292,7 @@ def _copy_tree(src: Path, dest: Path) -> None:
         elif stat.S_ISDIR(info.st_mode):
             _copy_tree(Path(entry.path), out)
         elif stat.S_ISREG(info.st_mode):
-            with open(entry.path, "rb") as reader, open(out, "xb") as writer:
-                shutil.copyfileobj(reader, writer, 1024 * 1024)
-                writer.flush()
-                os.fsync(writer.fileno())
-            shutil.copystat(entry.path, out)
+            _copy_file(Path(entry.path), out)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -276,14 +311,32 @@ def _rename_free(src: Path, target: Path) -> Path:
     raise AssertionError("unreachable")
 
 
+def _copy_file(src: Path, out: Path) -> None:
+    """Copy a plain file's content and times, reading it through a descriptor opened without
+    following a link (a link swapped in is never copied through)."""
+    fd = os.open(src, NOFOLLOW_READ)
+    with os.fdopen(fd, "rb") as reader, open(out, "xb") as writer:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{src.name} is not a plain file: not copied")
+        shutil.copyfileobj(reader, writer, 1024 * 1024)
+        writer.flush()
+        os.fsync(writer.fileno())
+        st = os.fstat(fd)
+        os.fchmod(writer.fileno(), stat.S_IMODE(st.st_mode))
+        os.utime(writer.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 def _copy_across(src: Path, target: Path) -> Path:
+    if src.is_symlink():  # a link moves as a link, never as its target's content
+        for candidate in candidates(target.name):
+            final = target.with_name(candidate)
+            with contextlib.suppress(FileExistsError):
+                os.symlink(os.readlink(src), final)
+                os.unlink(src)
+                return final
     tmp = temp_path(target.parent, target.name)
     try:
-        with open(src, "rb") as reader, open(tmp, "wb") as writer:
-            shutil.copyfileobj(reader, writer, 1024 * 1024)
-            writer.flush()
-            os.fsync(writer.fileno())
-        shutil.copystat(src, tmp)
+        _copy_file(src, tmp)
         final = place(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -293,12 +346,15 @@ def _copy_across(src: Path, target: Path) -> Path:
 
 
 def free_stem(directory: Path, stem: str, suffixes: list[str],
-              taken: set[str] | frozenset[str] = frozenset()) -> str:
-    """The first of stem, stem-2, … not in `taken` and with no `stem + suffix` in `directory`."""
+              taken: set[str] | frozenset[str] = frozenset(),
+              exists: Callable[[str], bool] | None = None) -> str:
+    """The first of stem, stem-2, … not in `taken` and with no `stem + suffix` in `directory`
+    (`exists` answers for a name there, e.g. relative to an open folder)."""
+    exists = exists or (lambda name: os.path.lexists(directory / name))
     for n in range(1, 1_000_000):
         candidate = stem if n == 1 else f"{stem}-{n}"
         if candidate in taken:
             continue
-        if not any((directory / f"{candidate}{s}").exists() for s in suffixes):
+        if not any(exists(f"{candidate}{s}") for s in suffixes):
             return candidate
     raise AssertionError("unreachable")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import stat as stat_module
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import structlog
 
 from hotfolder.errors import JobError
 from hotfolder.explain import node_label
+from hotfolder.jobfile import InUse, Refused, open_below, open_file
 from hotfolder.patch import Target, bindings_for, is_link, resolve_node
 
 if TYPE_CHECKING:
@@ -119,46 +119,58 @@ class ImageInfo:
     bytes: int
 
 
-def _open_plain(path: Path, name: str) -> BinaryIO:
-    """Open a file the job brings: never through a link, never a FIFO, device or hard link."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+def _open_plain(path: Path, name: str, trusted: Path | None = None) -> BinaryIO:
+    """Open a file the job brings: never through a link, never a FIFO, device or hard link.
+
+    Below `trusted` (processing/), every folder on the way is opened without following a link
+    too, so a job folder swapped for a link cannot redirect the read."""
     try:
-        fd = os.open(path, flags)  # a FIFO does not block a non-blocking open
+        if trusted is not None and path.is_relative_to(trusted):
+            fd, _ = open_below(trusted, path.relative_to(trusted).parts)
+        else:
+            fd, _ = open_file(path.parent, path.name)
     except FileNotFoundError as exc:
         raise JobError(f"the image {name} is missing", kind="missing_image") from exc
-    except OSError as exc:
-        raise JobError(f"cannot read the image {name}: {exc.strerror or exc} (a symbolic "
-                       "link is never followed)", kind="invalid_image") from exc
-    fh = os.fdopen(fd, "rb")
-    st = os.fstat(fh.fileno())
-    if not (stat_module.S_ISREG(st.st_mode) and st.st_nlink == 1):
-        fh.close()
-        raise JobError(f"{name} is not a plain file (a link, FIFO or device): refused",
-                       kind="invalid_image")
-    return fh
+    except Refused as exc:
+        raise JobError(f"{name} is not a plain file (a link, FIFO or device): refused "
+                       f"({exc.reason})", kind="invalid_image") from exc
+    except (InUse, OSError) as exc:
+        raise JobError(f"cannot read the image {name}: {getattr(exc, 'strerror', None) or exc} "
+                       "(a symbolic link is never followed)", kind="invalid_image") from exc
+    return os.fdopen(fd, "rb")
 
 
-def read_plain(path: Path, name: str) -> bytes:
-    with _open_plain(path, name) as fh:
+def read_plain(path: Path, name: str, trusted: Path | None = None) -> bytes:
+    with _open_plain(path, name, trusted) as fh:
         return fh.read()
 
 
-def check_image(path: Path, *, name: str, max_bytes: int) -> ImageInfo:
+def check_image(path: Path, *, name: str, max_bytes: int,
+                trusted: Path | None = None) -> ImageInfo:
     """An image file the job brings, checked before anything is uploaded (a `JobError` names
     the file and says what it looks like instead)."""
-    with _open_plain(path, name) as fh:
+    with _open_plain(path, name, trusted) as fh:
         st = os.fstat(fh.fileno())
-        if st.st_size > max_bytes:
-            raise JobError(f"the image {name} is {st.st_size} bytes; this folder takes images "
-                           f"up to {max_bytes} bytes (limits.max_image_bytes)", kind="too_large")
+        _check_size(st.st_size, name, max_bytes)
         head = fh.read(HEAD_BYTES)
-        kind = sniff(head)
-        if kind is None:
-            raise JobError(f"{name} is not an image: it looks like {describe(head)}. Images "
-                           "may be PNG, JPEG, WebP, GIF, BMP or TIFF", kind="invalid_image",
-                           details={"file": name, "first_bytes": head[:16].hex()})
+        kind = _sniffed(head, name)
         fh.seek(0)
         return _verify(fh, name, kind, st.st_size)
+
+
+def _check_size(size: int, name: str, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise JobError(f"the image {name} is {size} bytes; this folder takes images "
+                       f"up to {max_bytes} bytes (limits.max_image_bytes)", kind="too_large")
+
+
+def _sniffed(head: bytes, name: str) -> str:
+    kind = sniff(head)
+    if kind is None:
+        raise JobError(f"{name} is not an image: it looks like {describe(head)}. Images "
+                       "may be PNG, JPEG, WebP, GIF, BMP or TIFF", kind="invalid_image",
+                       details={"file": name, "first_bytes": head[:16].hex()})
+    return kind
 
 
 def _verify(fh: Any, name: str, kind: str, size: int) -> ImageInfo:
@@ -211,6 +223,8 @@ class JobImages:
 
     bound: list[Bound] = field(default_factory=list)
     checked: dict[Path, tuple[tuple[int, int, int], ImageInfo]] = field(default_factory=dict)
+    trusted: Path | None = None  # the daemon's folder the files are opened below
+    max_bytes: int = 0
 
 
 def template_takes_images(workflow: Mapping[str, Any], bindings: Mapping[str, Any]) -> bool:
@@ -226,14 +240,16 @@ def template_takes_images(workflow: Mapping[str, Any], bindings: Mapping[str, An
 
 def bind(workflow: dict[str, Any], files: Mapping[str, tuple[str, Path]], *,
          overrides: Mapping[str, tuple[str, ...]], job_id: str, max_bytes: int,
-         template_name: str, previous: JobImages | None = None) -> JobImages:
+         template_name: str, previous: JobImages | None = None,
+         trusted: Path | None = None) -> JobImages:
     """Check each file and write its job-unique upload name into the inputs that take it.
 
     `files` maps what the job said (`image`, `mask`, or a node id, title or class) to the file
     (as dropped, and where it is now). The names written here are what the upload will ask
     for; `upload` corrects them if a server answers with another.
     """
-    found = JobImages(checked=dict(previous.checked) if previous else {})
+    found = JobImages(checked=dict(previous.checked) if previous else {}, trusted=trusted,
+                      max_bytes=max_bytes)
     by_key: dict[str, Bound] = {}
     taken_names: set[str] = set()
     for ref, (file_name, path) in files.items():
@@ -267,9 +283,27 @@ def _checked(found: JobImages, path: Path, name: str, max_bytes: int) -> ImageIn
     cached = found.checked.get(path)
     if cached is not None and cached[0] == signature:
         return cached[1]
-    info = check_image(path, name=name, max_bytes=max_bytes)
+    info = check_image(path, name=name, max_bytes=max_bytes, trusted=found.trusted)
     found.checked[path] = (signature, info)
     return info
+
+
+def _read_checked(item: Bound, images: JobImages) -> bytes:
+    """The file's bytes for its upload, read through one descriptor: if it is not the version
+    that was checked when the job was prepared, these very bytes are checked again."""
+    with _open_plain(item.path, item.file, images.trusted) as fh:
+        st = os.fstat(fh.fileno())
+        _check_size(st.st_size, item.file, images.max_bytes or st.st_size)
+        data = fh.read()
+    signature = (st.st_size, st.st_mtime_ns, st.st_ino)
+    cached = images.checked.get(item.path)
+    if cached is None or cached[0] != signature:
+        item.info = _verify(io.BytesIO(data), item.file, _sniffed(data[:HEAD_BYTES], item.file),
+                            len(data))
+        images.checked[item.path] = (signature, item.info)
+        log.info("job.image_checked_again", file=item.file,
+                 reason="it changed after the job was prepared")
+    return data
 
 
 def _targets(workflow: Mapping[str, Any], ref: str, overrides: Mapping[str, tuple[str, ...]],
@@ -344,7 +378,7 @@ def upload(client: ComfyClient, server_name: str, state: JobState, workflow: dic
     done = state.uploads.setdefault(server_name, {})
     for item in images.bound:
         if item.key not in done:
-            done[item.key] = _send(client, item, images.bound, done)
+            done[item.key] = _send(client, item, images, done)
             log.info("job.image_uploaded", file=item.file, kind=item.kind, server=server_name,
                      uploaded=done[item.key])
             save()
@@ -352,12 +386,13 @@ def upload(client: ComfyClient, server_name: str, state: JobState, workflow: dic
             workflow[node_id]["inputs"][input_name] = done[item.key]
 
 
-def _send(client: ComfyClient, item: Bound, bound: list[Bound], done: Mapping[str, str]) -> str:
+def _send(client: ComfyClient, item: Bound, images: JobImages, done: Mapping[str, str]) -> str:
     if item.kind == "image":
-        return client.upload_image(read_plain(item.path, item.file), name=item.upload_name,
+        return client.upload_image(_read_checked(item, images), name=item.upload_name,
                                    subfolder=UPLOAD_SUBFOLDER)
-    data, size = mask_bytes(item.path, item.file, alpha=item.channel == "alpha")
-    originals = [b for b in bound if b.kind == "image"]
+    data, size = mask_bytes(_read_checked(item, images), item.file,
+                            alpha=item.channel == "alpha")
+    originals = [b for b in images.bound if b.kind == "image"]
     if item.channel != "alpha" or len(originals) != 1:
         return client.upload_image(data, name=item.upload_name, subfolder=UPLOAD_SUBFOLDER)
     original = originals[0]
@@ -371,7 +406,7 @@ def _send(client: ComfyClient, item: Bound, bound: list[Bound], done: Mapping[st
                               original={"filename": name, "subfolder": folder, "type": "input"})
 
 
-def mask_bytes(path: Path, name: str, *, alpha: bool) -> tuple[bytes, tuple[int, int]]:
+def mask_bytes(data: bytes, name: str, *, alpha: bool) -> tuple[bytes, tuple[int, int]]:
     """The mask as sent: as it is for a node reading a colour channel; for one reading alpha
     (LoadImageMask's default, and what /upload/mask keeps), a PNG whose alpha is the mask.
 
@@ -379,7 +414,6 @@ def mask_bytes(path: Path, name: str, *, alpha: bool) -> tuple[bytes, tuple[int,
     black-and-white one (white = change), the usual kind, gets alpha = 255 - brightness, so
     LoadImageMask's `1 - alpha` gives back white = 1.
     """
-    data = read_plain(path, name)
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:

@@ -20,14 +20,10 @@ too, and nested folders are not taken.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import fnmatch
 import json
 import os
-import stat as stat_module
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +35,15 @@ from hotfolder.errors import JobError
 from hotfolder.fields import Limits
 from hotfolder.fsutil import apply_mode, move, write_json
 from hotfolder.images import bind, describe_bound, is_image_name
+from hotfolder.jobfile import (
+    InUse,
+    Refused,
+    entry_refusal,
+    has_control_chars,
+    list_folder,
+    open_file,
+)
+from hotfolder.writers import open_for_writing
 
 if TYPE_CHECKING:
     from hotfolder.parse import JobSpec
@@ -47,17 +52,10 @@ log = structlog.get_logger()
 
 JOB_FILE_NAMES = ("job.json", "job.yaml", "job.yml", "prompt.txt")
 JOB_FILE_EXTENSIONS = (".txt", ".json", ".yaml", ".yml", ".csv", ".jsonl")
-# names of files still arriving: a folder holding one is not settled
-TRANSFER_PATTERNS = ("*.tmp", "*.part", "*.partial", "*.crdownload", "*.download",
-                     ".syncthing.*", ".~lock.*", "*.swp", "~$*")
 RECORD = ".inputs.json"  # in processing/.NAME.inputs/: {"job": NAME, "to": "failed"|"done"}
 COMPANION_WAIT_SECONDS = 10.0  # a named image not in the inbox yet is waited for this long
 
 Wait = Callable[[float], None]  # sleeps, or raises when the job must stop waiting
-
-
-def _control_chars(name: str) -> bool:
-    return any(ord(ch) < 32 or ord(ch) == 127 for ch in name)
 
 
 def name_problem(name: Any) -> str | None:
@@ -68,7 +66,7 @@ def name_problem(name: Any) -> str | None:
         return f"{name!r} must be a plain file name next to the job, without a path"
     if name.startswith("."):
         return f"{name!r} is a hidden name; hidden files are never taken"
-    if _control_chars(name) or len(name.encode()) > 255:
+    if has_control_chars(name) or len(name.encode()) > 255:
         return f"{name!r} is not a usable file name"
     return None
 
@@ -98,65 +96,6 @@ def parse_images_field(value: Any, problems: list[str]) -> dict[str, str]:
 
 
 # -- job folders --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Listing:
-    """A job folder's entries (at most `limit` + 1 of them are looked at)."""
-
-    files: dict[str, os.stat_result]
-    refusal: str | None  # an entry that makes the folder refused
-    arriving: str | None  # a file still being copied in
-    signature: tuple[Any, ...]
-    truncated: bool
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(st.st_size for st in self.files.values())
-
-
-def list_folder(path: Path, limit: int) -> Listing:
-    files: dict[str, os.stat_result] = {}
-    refusal = arriving = None
-    signature: list[tuple[Any, ...]] = []
-    truncated = False
-    try:
-        with os.scandir(path) as entries:
-            for entry in entries:
-                if len(signature) > limit:
-                    truncated = True
-                    break
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                signature.append((entry.name, stat_module.S_IFMT(st.st_mode), st.st_size,
-                                  st.st_mtime_ns, st.st_ino))
-                problem = _entry_refusal(entry.name, st)
-                if problem and refusal is None:
-                    refusal = problem
-                elif any(fnmatch.fnmatchcase(entry.name, p) for p in TRANSFER_PATTERNS):
-                    arriving = arriving or entry.name
-                elif not problem:
-                    files[entry.name] = st
-    except OSError as exc:
-        refusal = f"cannot be read ({exc.strerror or exc})"
-    return Listing(files, refusal, arriving, tuple(sorted(signature)), truncated)
-
-
-def _entry_refusal(name: str, st: os.stat_result) -> str | None:
-    shown = repr(name)
-    if stat_module.S_ISLNK(st.st_mode):
-        return f"{shown} in it is a symbolic link: links are never followed"
-    if stat_module.S_ISDIR(st.st_mode):
-        return f"{shown} in it is a folder: a job folder holds files only"
-    if not stat_module.S_ISREG(st.st_mode):
-        return f"{shown} in it is not a regular file (a FIFO, socket or device)"
-    if st.st_nlink > 1:
-        return f"{shown} in it is a hard link to another file"
-    if _control_chars(name):
-        return f"a name in it contains control characters ({shown}); rename it"
-    return None
 
 
 def job_file_in(files: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -197,67 +136,6 @@ def folder_not_ready(path: Path, limits: Limits) -> str | None:
     return None if name or listing.truncated else problem
 
 
-def read_image_job(path: Path, limits: Limits, txt_mode: str = "whole") -> JobSpec | None:
-    """The spec of a job folder or of an image dropped alone; None for any other job file."""
-    try:
-        st = path.lstat()
-    except OSError:
-        return None
-    if stat_module.S_ISDIR(st.st_mode):
-        return read_folder_job(path, limits, txt_mode)
-    if stat_module.S_ISREG(st.st_mode) and is_image_name(path.name):
-        from hotfolder.parse import JobSpec
-
-        return JobSpec(kind="image", images={"image": path.name})
-    return None
-
-
-def read_folder_job(path: Path, limits: Limits, txt_mode: str = "whole") -> JobSpec:
-    listing = list_folder(path, limits.max_folder_files)
-    if listing.refusal:
-        raise JobError(f"the job folder is refused: {listing.refusal}", kind="refused")
-    if listing.truncated or len(listing.files) > limits.max_folder_files:
-        raise JobError(f"the job folder holds more than {limits.max_folder_files} files "
-                       "(limits.max_folder_files)", kind="too_large")
-    if listing.total_bytes > limits.max_folder_bytes:
-        raise JobError(f"the job folder holds {listing.total_bytes} bytes; this folder takes "
-                       f"job folders up to {limits.max_folder_bytes} (limits.max_folder_bytes)",
-                       kind="too_large")
-    name, problem = job_file_in(listing.files)
-    if name is None:
-        raise JobError(f"the job folder cannot run: {problem}", kind="invalid")
-    from hotfolder.parse import parse_job
-
-    try:
-        spec = parse_job(path / name, limits, txt_mode=txt_mode)
-    except JobError as exc:
-        raise JobError(f"{name}: {exc.message}", kind=exc.kind, details=exc.details) from exc
-    if spec.kind == "batch":  # each run takes its images from the folder
-        return dataclasses.replace(spec, runs=tuple(
-            _folder_images(run, name, listing.files) for run in spec.runs))
-    return _folder_images(spec, name, listing.files)
-
-
-def _folder_images(spec: JobSpec, name: str, files: Mapping[str, Any]) -> JobSpec:
-    """The images `spec` names, all of them in the folder; or the folder's only image."""
-    images = dict(spec.images)
-    missing = sorted({f for f in images.values() if f not in files})
-    if missing:
-        present = sorted(n for n in files if is_image_name(n)) or ["none"]
-        raise JobError(f"{name} names {', '.join(missing)}, not in the job folder (images in "
-                       f"it: {', '.join(present)})", kind="missing_image")
-    if not images:
-        found = sorted(n for n in files if is_image_name(n) and not n.startswith("."))
-        if len(found) > 1:
-            raise JobError(f"the job folder holds {len(found)} images ({', '.join(found)}); say "
-                           f"which goes where with images: in {name}, e.g. "
-                           f'{{"images": {{"image": "{found[0]}", "mask": "{found[1]}"}}}}',
-                           kind="invalid")
-        if found:
-            images = {"image": found[0]}
-    return dataclasses.replace(spec, images=images)
-
-
 # -- binding a job's images (called from Pipeline.prepare) -------------------------------------
 
 
@@ -270,7 +148,7 @@ def attach_images(folder: FolderConfig, state: JobState, spec: JobSpec,
     state._images = None if not files else bind(
         workflow, files, overrides=overrides, job_id=state.job_id,
         max_bytes=folder.limits.max_image_bytes, template_name=template_name,
-        previous=state._images)
+        previous=state._images, trusted=folder.processing)
 
 
 def job_image_files(folder: FolderConfig, state: JobState, spec: JobSpec,
@@ -334,10 +212,12 @@ def _settle(folder: FolderConfig, names: list[str], limit: float, wait: Wait) ->
                 st = (folder.inbox / name).lstat()
             except FileNotFoundError:
                 continue
-            if _entry_refusal(name, st):
+            if entry_refusal(name, st):
                 raise JobError(f"the image {name} named by this job is refused: "
-                               f"{_entry_refusal(name, st)}", kind="refused")
+                               f"{entry_refusal(name, st)}", kind="refused")
             current[name] = (st.st_size, st.st_mtime_ns, st.st_ino)
+            if _being_written(folder, name):  # its writer is still at it: not settled yet
+                current[name] = (-1, time.monotonic_ns(), st.st_ino)
         missing = [n for n in names if n not in current]
         if current != seen:
             seen, steady_since = current, time.monotonic()
@@ -350,6 +230,22 @@ def _settle(folder: FolderConfig, names: list[str], limit: float, wait: Wait) ->
                            f"(waited {limit:g} s; images there: {', '.join(present) or 'none'})",
                            kind="missing_image", details={"missing": missing})
         wait(min(0.1, max(folder.settle_seconds / 4, 0.02)))
+
+
+def _being_written(folder: FolderConfig, name: str) -> bool:
+    """A writer still has the image open (where the kernel can tell)."""
+    if folder.ready != "auto":
+        return False
+    try:
+        fd, _ = open_file(folder.inbox, name)
+    except InUse:
+        return True
+    except (Refused, OSError):
+        return False  # judged by the refusal check above
+    try:
+        return open_for_writing(fd).writing is True
+    finally:
+        os.close(fd)
 
 
 def move_into(src: Path, target: Path) -> None:
@@ -392,8 +288,7 @@ def _empty_into(folder: FolderConfig, base: Path, dest: Path) -> list[Path]:
         if entry.name == RECORD or not entry.is_file() or entry.is_symlink():
             continue
         final = move(entry, dest)
-        os.utime(final)
-        apply_mode(final, folder.file_mode)
+        apply_mode(final, folder.file_mode, touch=True)
         moved.append(final)
     (base / RECORD).unlink(missing_ok=True)
     with contextlib.suppress(OSError):

@@ -30,7 +30,9 @@ from hotfolder.errors import JobError
 from hotfolder.fields import JOB_FIELDS, Limits, check_field
 from hotfolder.gui2api.detect import is_gui_workflow
 from hotfolder.gui2api.graph import read_workflow
-from hotfolder.inputs import parse_images_field, read_image_job
+from hotfolder.images import is_image_name
+from hotfolder.inputs import parse_images_field
+from hotfolder.jobfile import InUse, Refused, open_file, read_fd
 
 SPEC_KEYS = (*JOB_FIELDS, "workflow", "set", "images")
 
@@ -59,24 +61,22 @@ def workflow_format(obj: Any) -> Literal["api", "gui"] | None:
 
 
 def parse_job(path: Path, limits: Limits | None = None, *, txt_mode: str = "whole") -> JobSpec:
+    """A job file on its own (outside the daemon's claim): opened without following links,
+    its size checked on the descriptor, parsed from what was read. An image is a job alone."""
     limits = limits or Limits()
-    image_job = read_image_job(path, limits, txt_mode)  # a job folder, or an image alone
-    if image_job is not None:
-        return image_job
+    if is_image_name(path.name):
+        return JobSpec(kind="image", images={"image": path.name})
     try:
-        with open(path, "rb") as fh:  # the size is checked on the open file, before reading
-            size = os.fstat(fh.fileno()).st_size
-            if size > limits.max_job_bytes:
-                raise JobError(f"the file is {size} bytes; job files in this folder are "
-                               f"limited to {limits.max_job_bytes} (limits.max_job_bytes)",
-                               kind="too_large")
-            data = fh.read(limits.max_job_bytes + 1)
-    except OSError as exc:
-        raise JobError(f"cannot read the job file: {exc.strerror or exc}",
+        fd, st = open_file(path.parent, path.name)
+    except Refused as exc:
+        raise JobError(f"cannot read the job file: {exc.reason}", kind="refused") from exc
+    except (InUse, OSError) as exc:
+        raise JobError(f"cannot read the job file: {getattr(exc, 'strerror', None) or exc}",
                        kind="unreadable") from exc
-    if len(data) > limits.max_job_bytes:
-        raise JobError(f"the file grew past {limits.max_job_bytes} bytes while being read",
-                       kind="too_large")
+    try:
+        data = read_fd(fd, st, limits.max_job_bytes)
+    finally:
+        os.close(fd)
     return parse_bytes(path.name, data, limits, txt_mode=txt_mode)
 
 
@@ -87,12 +87,14 @@ def decode_text(data: bytes) -> str:
             return data.decode("utf-16")
         except UnicodeDecodeError as exc:
             raise JobError("the file starts like UTF-16 text but is not valid UTF-16; save "
-                           "it as UTF-8", kind="unreadable") from exc
+                           "it as UTF-8", kind="unreadable",
+                           incomplete=exc.reason == "truncated data") from exc
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        cut = exc.reason == "unexpected end of data"  # a character cut in half at the end
         raise JobError(f"the file is not UTF-8 text (bad byte at offset {exc.start}); "
-                       "save it as UTF-8", kind="unreadable") from exc
+                       "save it as UTF-8", kind="unreadable", incomplete=cut) from exc
     if "\x00" in text:
         raise JobError("the file contains NUL bytes: it looks binary, not text",
                        kind="unreadable")
@@ -104,6 +106,9 @@ def parse_bytes(name: str, data: bytes, limits: Limits | None = None, *,
     limits = limits or Limits()
     text = decode_text(data)
     suffix = Path(name).suffix.lower()
+    if not text.strip():
+        what = {".txt": "prompt file", ".csv": "CSV file"}.get(suffix, "file")
+        raise JobError(f"the {what} is empty", kind="invalid", incomplete=True)
     if suffix == ".txt" and txt_mode == "lines":
         return _batch(runs_from_lines(text, limits), limits)
     if suffix == ".csv":
@@ -112,8 +117,6 @@ def parse_bytes(name: str, data: bytes, limits: Limits | None = None, *,
         return _batch(runs_from_jsonl(text, limits), limits)
     if suffix == ".txt":
         prompt = text.strip()
-        if not prompt:
-            raise JobError("the prompt file is empty", kind="invalid")
         problem = check_field("prompt", prompt, limits=limits)
         if problem:
             raise JobError(f"the prompt {problem}", kind="invalid")
@@ -233,7 +236,7 @@ def _load_json(text: str) -> Any:
         raise JobError(f"invalid JSON: {exc}", kind="invalid") from exc
     except json.JSONDecodeError as exc:
         raise JobError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
-                       kind="invalid") from exc
+                       kind="invalid", incomplete=True) from exc
     except (ValueError, RecursionError) as exc:
         raise JobError(f"invalid JSON: {exc}", kind="invalid") from exc
 
@@ -242,7 +245,8 @@ def _load_yaml(text: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise JobError(f"invalid YAML: {exc}".replace("\n", " "), kind="invalid") from exc
+        raise JobError(f"invalid YAML: {exc}".replace("\n", " "), kind="invalid",
+                       incomplete=True) from exc
     except RecursionError as exc:
         raise JobError("invalid YAML: nested too deeply", kind="invalid") from exc
 

@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -26,7 +25,9 @@ from hotfolder.errors import JobError, ServerError, Stopping
 from hotfolder.explain import explain_history_failure
 from hotfolder.finish import Outcome, finish_done, finish_failed, iso_time
 from hotfolder.images import upload as upload_images
-from hotfolder.parse import JobSpec, parse_job
+from hotfolder.intake import StillWritten, read_job, verify_content, verify_unchanged, wait_out
+from hotfolder.outdir import OutDir
+from hotfolder.parse import JobSpec
 from hotfolder.prepare import Preparer
 from hotfolder.servers import Server, ServerPool
 
@@ -94,17 +95,7 @@ class Pipeline:
         record: dict[str, Any] = {"job": state.source or state.name, "folder": folder.name}
         with structlog.contextvars.bound_contextvars(job=record["job"], folder=folder.name):
             try:
-                spec = parse_job(path, folder.limits, txt_mode=folder.txt_mode)
-                if spec.kind == "batch":
-                    return BatchRun(self, folder, state, spec, record).run()
-                workflow = self.prepare(folder, state, spec, record)
-                if state.expected is not None and len(state.delivered) >= state.expected:
-                    # every output was already delivered before a restart: just finish
-                    record.update(server=state.server, prompt_id=state.prompt_id,
-                                  timings=_timings(state, time.time()))
-                    return finish_done(folder, state, record, list(state.delivered.values()))
-                entry, server = self.execute(folder, state, workflow, record)
-                return self.deliver(folder, state, entry, server, workflow, record)
+                return self._attempts(folder, state, record)
             except JobError as exc:
                 return finish_failed(folder, state, exc, record)
             except Stopping:
@@ -118,6 +109,29 @@ class Pipeline:
                                  f"({type(exc).__name__}: {exc}); please report it",
                                  kind="internal")
                 return finish_failed(folder, state, error, record)
+
+    def _attempts(self, folder: FolderConfig, state: JobState, record: dict[str, Any]) -> Outcome:
+        """Read, run and deliver; again whenever the job file turns out to be still written."""
+        settled = final = False
+        while True:
+            try:
+                spec = read_job(folder, state, settled=settled, final=final)
+                record["job_file"] = state.read
+                if spec.kind == "batch":
+                    return BatchRun(self, folder, state, spec, record).run()
+                workflow = self.prepare(folder, state, spec, record)
+                if state.expected is not None and len(state.delivered) >= state.expected:
+                    # every output was already delivered before a restart: just finish
+                    verify_content(folder, state)
+                    record.update(server=state.server, prompt_id=state.prompt_id,
+                                  timings=_timings(state, time.time()))
+                    return finish_done(folder, state, record, list(state.delivered.values()))
+                entry, server = self.execute(folder, state, workflow, record)
+                return self.deliver(folder, state, entry, server, workflow, record)
+            except StillWritten as again:
+                wait_out(folder, state, again, record, wait=self._wait,
+                         check=lambda: self._check_cancelled(folder, state))
+                settled, final = True, again.error is not None
 
     # -- parse + patch (prepare.py) ------------------------------------------------------------
 
@@ -167,6 +181,8 @@ class Pipeline:
                     if server is None:
                         raise Stopping
                     continue  # the wait for a slot may have been long: check cancel again
+                if state.submissions == 0:
+                    verify_unchanged(folder, state)  # the file may have changed while it waited
                 try:
                     self.submit(server, state, workflow)
                 except ServerError as exc:
@@ -300,12 +316,15 @@ class Pipeline:
 
     def deliver(self, folder: FolderConfig, state: JobState, entry: dict[str, Any],
                 server: Server, workflow: Mapping[str, Any], record: dict[str, Any]) -> Outcome:
-        files = self.fetch(folder, state, entry, server, workflow, record, folder.outbox)
+        folder.outbox.mkdir(parents=True, exist_ok=True)
+        with OutDir(folder.outbox, follow=True) as outbox:  # the configured outbox: ours
+            files = self.fetch(folder, state, entry, server, workflow, record, outbox)
+        verify_content(folder, state)  # what goes to done/ is what ran, or it runs again
         return finish_done(folder, state, record, files)
 
     def fetch(self, folder: FolderConfig, state: JobState, entry: dict[str, Any],
               server: Server, workflow: Mapping[str, Any], record: dict[str, Any],
-              outbox: Path) -> list[dict[str, Any]]:
+              outbox: OutDir) -> list[dict[str, Any]]:
         """The finished prompt's outputs, downloaded into `outbox` (or why there are none)."""
         status = entry.get("status") if isinstance(entry.get("status"), Mapping) else {}
         if status.get("status_str") == "error":
@@ -330,7 +349,7 @@ class Pipeline:
         return files
 
     def _download_all(self, folder: FolderConfig, state: JobState, server: Server,
-                      outputs: list[dict[str, Any]], outbox: Path) -> list[dict[str, Any]]:
+                      outputs: list[dict[str, Any]], outbox: OutDir) -> list[dict[str, Any]]:
         delay = self.config.comfy.backoff_initial
         while True:
             try:

@@ -73,7 +73,10 @@ folders:
   - name: sdxl
     root: @ROOT@
     workflow: sdxl          # a template name from above, or a path to a workflow .json
-    settle_seconds: 1.0     # a file is taken once its size and mtime are unchanged this long
+    ready: auto             # auto: a file is taken once its writer has closed it (local disks)
+    #                         or it was renamed in; on network shares, or where the system
+    #                         cannot tell, after settle_seconds without a change | settle
+    settle_seconds: 1.0     # the quiet time that marks a file complete where writers are unseen
     extensions: [.txt, .json, .yaml, .yml, .csv, .jsonl]   # .csv/.jsonl: batch jobs
     txt_mode: whole         # whole: a .txt is one prompt | lines: one prompt per line (a batch)
     batch_fail: all         # a batch job goes to failed/ when all its runs failed | any did

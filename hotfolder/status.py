@@ -54,16 +54,19 @@ def folder_counts(folder: FolderConfig) -> dict[str, int]:
     }
 
 
-def live_doc(folder: FolderConfig, jobs: list[dict[str, Any]],
-             servers: list[dict[str, Any]]) -> dict[str, Any]:
-    """The daemon's live part for one folder: its jobs in flight and the servers."""
+def live_doc(folder: FolderConfig, jobs: list[dict[str, Any]], servers: list[dict[str, Any]],
+             being_written: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The daemon's live part for one folder: its jobs in flight, the files in its inbox a
+    writer still holds open (so a stuck writer is visible), and the servers."""
     return {"pid": os.getpid(), "host": socket.gethostname(), "updated_at": time.time(),
-            "folder": folder.name, "jobs": jobs, "servers": servers}
+            "folder": folder.name, "jobs": jobs, "being_written": being_written or [],
+            "servers": servers}
 
 
-def write_live(folder: FolderConfig, jobs: list[dict[str, Any]],
-               servers: list[dict[str, Any]]) -> None:
-    write_json(status_path(folder), live_doc(folder, jobs, servers), replace=True)
+def write_live(folder: FolderConfig, jobs: list[dict[str, Any]], servers: list[dict[str, Any]],
+               being_written: list[dict[str, Any]] | None = None) -> None:
+    write_json(status_path(folder), live_doc(folder, jobs, servers, being_written),
+               replace=True)
 
 
 def _read_live(folder: FolderConfig) -> dict[str, Any] | None:
@@ -170,6 +173,7 @@ def collect(config: Config, *, probe: bool = True,
         folders.append({"name": folder.name, "root": str(folder.root),
                         "counts": folder_counts(folder),
                         "jobs": live_doc.get("jobs", []) if fresh and live_doc else [],
+                        "being_written": _being_written(live_doc, now) if fresh else [],
                         "recent_done": recent_done(folder, config.http.recent),
                         "recent_failed": recent_failed(folder, config.http.recent)})
     if servers is None:
@@ -177,6 +181,15 @@ def collect(config: Config, *, probe: bool = True,
                    else {"name": s.name, "url": s.url, "up": None} for s in config.servers]
     return redact({"daemon": daemon or {"running": False}, "folders": folders,
                    "servers": servers})
+
+
+def _being_written(live: Mapping[str, Any] | None, now: float) -> list[dict[str, Any]]:
+    """The inbox files held open for writing, their age brought up to now."""
+    files = live.get("being_written") if live else None
+    if not isinstance(files, list):
+        return []
+    return [{**f, "seconds": round(now - float(f.get("since", now)), 1)} for f in files
+            if isinstance(f, dict)]
 
 
 def _probe(server: ServerConfig, timeout: float) -> dict[str, Any]:
@@ -213,6 +226,10 @@ def format_text(doc: dict[str, Any]) -> str:
             step = f"step {progress['step']}/{progress['steps']}" if progress else job["phase"]
             lines.append(f"  {job['job']}: {step} on {job.get('server') or '-'}, prompt "
                          f"{job.get('prompt_id') or '-'}, {job['age_seconds']:.0f} s old")
+        for held in folder.get("being_written", []):
+            who = ", ".join(f"pid {w['pid']} ({w['process']})" for w in held.get("writers", []))
+            lines.append(f"  {held['file']}: being written for {held['seconds']:.0f} s"
+                         + (f" by {who}" if who else "") + "; taken once its writer closes it")
     for server in doc["servers"]:
         state = {True: "up", False: "down", None: "unknown"}[server.get("up")]
         extra = f", {server['queue_remaining']} queued" if "queue_remaining" in server else ""

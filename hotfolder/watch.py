@@ -1,10 +1,17 @@
-"""Notice files in the inboxes and hand them on once they have settled.
+"""Notice files in the inboxes and hand them on the moment their writer is done.
 
-watchdog's observer only tells us *that* something happened; its handler just records the path
-(an exception escaping a handler would kill the observer thread silently). A file is ready when
-its size and mtime have not changed for `settle_seconds`, which covers slow copies and sync
-clients; a job folder (a directory in the inbox) when nothing in it has. A start-up scan and a
-periodic rescan catch what the observer did not report.
+Ready is decided from the writer wherever the daemon can see it, not from a clock: on a local
+file system (the native observer), a file is ready when it was renamed into the inbox, its
+writer closed it, or it was already there, and the kernel says nobody still has it open for
+writing (writers.py); then it is handed on at once. A file held open is never taken, however
+quiet, and is listed as being written. Where the writer is invisible (the polling observer on
+NFS/SMB/FUSE, files from another host) or the kernel cannot say, a file must also have kept
+its size, mtime and inode for `settle_seconds`, as must a job folder, whose inside the observer
+does not see. The claim and the pipeline check again (claim.py, intake.py).
+
+watchdog's handler only records the path and what happened (an exception escaping a handler
+would kill the observer thread silently). A start-up scan and a periodic rescan catch what the
+observer did not report.
 """
 
 from __future__ import annotations
@@ -15,8 +22,9 @@ import stat as stat_module
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -27,7 +35,17 @@ from hotfolder.config import FolderConfig
 from hotfolder.images import is_image_name
 from hotfolder.inotify import native_observer
 from hotfolder.inputs import folder_not_ready, folder_signature
+from hotfolder.jobfile import (
+    InUse,
+    Refused,
+    has_control_chars,
+    list_folder,
+    open_dir,
+    open_file,
+    refusal,
+)
 from hotfolder.mounts import fs_type, needs_polling
+from hotfolder.writers import WriterCheck, open_for_writing, writers_of
 
 log = structlog.get_logger()
 
@@ -38,18 +56,18 @@ IGNORED_PATTERNS = ("*.tmp", "*.part", "*.partial", "*.crdownload", "*.download"
                     ".*", "Thumbs.db", "desktop.ini", "*.swp", "*~")
 CANCEL_SUFFIX = ".cancel"
 HELD_CHECK_SECONDS = 1.0  # a job folder not ready to be taken is looked at again this often
+WRITING_RECHECK_SECONDS = 1.0  # a file held open is asked about again this often (or on close)
+WRITERS_LOOKUP_SECONDS = 10.0  # who holds it (a look through /proc) at most this often
+# what the observer or a scan says of a path that means "its writer is done", if nobody
+# else still has it open
+HINT_RENAMED, HINT_CLOSED, HINT_FOUND = "renamed in", "writer closed", "found"
 
-Ready = Callable[[FolderConfig, Path, float], None]
+Ready = Callable[[FolderConfig, Path, float, str], None]
 Cancel = Callable[[FolderConfig, Path], None]
 
 
 def is_ignored(name: str, extra: Iterable[str] = ()) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in (*IGNORED_PATTERNS, *extra))
-
-
-def has_control_chars(name: str) -> bool:
-    """Line breaks, escapes and the like: a name no log line or error file could show."""
-    return any(ord(ch) < 32 or ord(ch) == 127 for ch in name)
 
 
 def observer_mode(folder: FolderConfig) -> tuple[str, str | None]:
@@ -68,16 +86,30 @@ class _Pending:
     changed_at: float
     detected_at: float
     is_dir: bool = False
+    hint: str | None = None  # "renamed in" | "writer closed" | "found": its writer is done
+    writing_since: float | None = None  # wall time it was first found held open for writing
+    writers: list[dict[str, Any]] = field(default_factory=list)
+    next_ask: float = 0.0  # when to ask the kernel again about a file held open
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, note: Callable[[str], None]) -> None:
+    """Only records the path and what happened: an exception escaping a handler would kill the
+    observer thread silently."""
+
+    def __init__(self, note: Callable[[str, str], None]) -> None:
         self._note = note
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        for path in (event.src_path, getattr(event, "dest_path", "")):
-            if path:
-                self._note(os.fsdecode(path))
+        if event.event_type == "closed":
+            self._note(os.fsdecode(event.src_path), HINT_CLOSED)
+            return
+        if event.event_type == "moved" and event.dest_path:
+            self._note(os.fsdecode(event.dest_path), HINT_RENAMED)
+            if event.src_path:
+                self._note(os.fsdecode(event.src_path), "changed")
+            return
+        if event.src_path:
+            self._note(os.fsdecode(event.src_path), "changed")
 
 
 class InboxWatcher:
@@ -90,7 +122,7 @@ class InboxWatcher:
         self.on_cancel = on_cancel
         self.poll_seconds = poll_seconds
         self._lock = threading.Lock()
-        self._noted: set[Path] = set()
+        self._noted: dict[Path, str] = {}  # path -> what was seen of it (a hint, or "changed")
         self._pending: dict[Path, _Pending] = {}
         self._handed: set[Path] = set()
         self._warned: set[Path] = set()
@@ -99,17 +131,21 @@ class InboxWatcher:
         self._held: dict[Path, tuple[FolderConfig, Hashable, float]] = {}
         self._held_reason: dict[Path, str] = {}
         self._observers: dict[str, BaseObserver] = {}
+        self._modes: dict[Path, str] = {}  # inbox -> "native" | "poll"
         self._next_rescan: dict[Path, float] = {}
+        self._blind: set[str] = set()  # folders told once that the kernel cannot say
 
     def start(self) -> None:
         for inbox, folder in self.folders.items():
             mode, kind = observer_mode(folder)
+            self._modes[inbox] = mode
             if mode not in self._observers:
                 self._observers[mode] = (PollingObserver(timeout=self.poll_seconds)
                                          if mode == "poll" else native_observer())
             self._observers[mode].schedule(_Handler(self._note), str(inbox), recursive=False)
             log.info("folder.watching", folder=folder.name, inbox=str(inbox), observer=mode,
-                     file_system=kind or "unknown", setting=folder.watch)
+                     file_system=kind or "unknown", setting=folder.watch, ready=_rule(
+                         folder, mode))
         for observer in self._observers.values():
             observer.start()
         self.rescan()
@@ -126,7 +162,8 @@ class InboxWatcher:
 
     def idle(self) -> bool:
         with self._lock:
-            return not self._pending and not self._noted
+            return not self._noted and all(p.writing_since is not None
+                                           for p in self._pending.values())
 
     def quiet(self) -> bool:
         """Nothing to settle or look at again: the daemon's loop may tick slowly."""
@@ -138,11 +175,31 @@ class InboxWatcher:
         with self._lock:
             self._handed.discard(path)
 
-    def _note(self, raw: str) -> None:
+    def look_again(self, path: Path) -> None:
+        """A worker found the file still being written when it came to claim it."""
+        with self._lock:
+            self._handed.discard(path)
+        self._note(str(path), "changed")
+
+    def being_written(self, now: float | None = None) -> dict[str, list[dict[str, Any]]]:
+        """Files held open for writing, by folder: shown by `status` and the page."""
+        now = time.time() if now is None else now
+        out: dict[str, list[dict[str, Any]]] = {}
+        with self._lock:
+            for path, pending in self._pending.items():
+                if pending.writing_since is not None:
+                    out.setdefault(pending.folder.name, []).append({
+                        "file": path.name, "since": pending.writing_since,
+                        "seconds": round(now - pending.writing_since, 1),
+                        "writers": list(pending.writers)})
+        return out
+
+    def _note(self, raw: str, kind: str) -> None:
         path = Path(raw)
         if path.parent in self.folders:  # a watched root also reports outbox writes: skip those
             with self._lock:
-                self._noted.add(path)
+                if self._noted.get(path) not in (HINT_CLOSED, HINT_RENAMED, HINT_FOUND):
+                    self._noted[path] = kind
             self.wake.set()
 
     def rescan(self, only: Iterable[Path] | None = None) -> None:
@@ -158,11 +215,12 @@ class InboxWatcher:
                 continue
             for entry in entries:
                 try:
-                    found.append((entry.stat().st_mtime, Path(entry.path)))
+                    found.append((entry.stat(follow_symlinks=False).st_mtime, Path(entry.path)))
                 except OSError:
                     continue
         with self._lock:
-            self._noted.update(path for _, path in sorted(found))
+            for _, path in sorted(found):
+                self._noted.setdefault(path, HINT_FOUND)
 
     def tick(self, now: float | None = None) -> None:
         """Advance settling; call often (the daemon's loop does, every ~0.1 s)."""
@@ -171,26 +229,35 @@ class InboxWatcher:
         if due:
             self.rescan(due)
         with self._lock:
-            noted, self._noted = self._noted, set()
-        for path in noted:
-            self._consider(path, now)
+            noted, self._noted = self._noted, {}
+        for path, kind in noted.items():
+            self._consider(path, kind, now)
         self._look_at_held(now)
         ready = []
         with self._lock:
-            for path, pending in list(self._pending.items()):
-                signature = self._signature_now(path, pending)
-                if signature is None:
-                    del self._pending[path]
-                elif signature != pending.signature:
-                    pending.signature, pending.changed_at = signature, now
-                elif now - pending.changed_at >= pending.folder.settle_seconds:
-                    del self._pending[path]
-                    if pending.is_dir and self._hold(path, pending, now):
-                        continue
-                    self._handed.add(path)
-                    ready.append((pending.folder, path, pending.detected_at))
-        for folder, path, detected_at in ready:
-            self.on_ready(folder, path, detected_at)
+            pending_items = list(self._pending.items())
+        for path, pending in pending_items:
+            signature = self._signature_now(path, pending)
+            if signature is None:
+                with self._lock:
+                    self._pending.pop(path, None)
+                continue
+            if signature != pending.signature:
+                pending.signature, pending.changed_at = signature, now
+                if pending.is_dir:
+                    pending.hint = None  # changed inside since it arrived: it settles again
+            ready_by = self._ready_by(path, pending, now)
+            if ready_by is None:
+                continue
+            with self._lock:
+                self._pending.pop(path, None)
+            if pending.is_dir and self._hold(path, pending, now):
+                continue
+            with self._lock:
+                self._handed.add(path)
+            ready.append((pending.folder, path, pending.detected_at, ready_by))
+        for folder, path, detected_at, ready_by in ready:
+            self.on_ready(folder, path, detected_at, ready_by)
 
     @staticmethod
     def _signature_now(path: Path, pending: _Pending) -> Hashable | None:
@@ -201,7 +268,7 @@ class InboxWatcher:
             if not stat_module.S_ISDIR(stat.st_mode):
                 return None
             return folder_signature(path, pending.folder.limits)
-        return _signature(stat) if _is_regular(stat) else None
+        return _signature(stat) if stat_module.S_ISREG(stat.st_mode) else None
 
     def _hold(self, path: Path, pending: _Pending, now: float) -> bool:
         """A settled job folder that cannot be taken yet is held and looked at again when
@@ -235,28 +302,34 @@ class InboxWatcher:
             with self._lock:  # changed: it settles again
                 self._pending[path] = _Pending(folder, current, now, time.time(), is_dir=True)
 
-    def _consider(self, path: Path, now: float) -> None:
+    def _consider(self, path: Path, kind: str, now: float) -> None:
         folder = self.folders.get(path.parent)
-        if folder is None or path in self._pending or path in self._handed \
-                or path in self._held:
+        if folder is None or path in self._handed or path in self._held:
+            return
+        pending = self._pending.get(path)
+        if pending is not None:  # a close or a rename: its writer may be done
+            if kind in (HINT_CLOSED, HINT_RENAMED):
+                pending.hint = kind
             return
         if is_ignored(path.name, folder.ignore):
             return
         stat = _stat(path)  # lstat: a symlink is seen as one, never followed
         if stat is None:
             return
+        hint = kind if kind in (HINT_CLOSED, HINT_RENAMED, HINT_FOUND) else None
         if stat_module.S_ISDIR(stat.st_mode) and not has_control_chars(path.name):
             with self._lock:  # a job folder: settles when nothing in it changes any more
                 self._pending[path] = _Pending(folder, folder_signature(path, folder.limits),
-                                               now, detected_at=time.time(), is_dir=True)
+                                               now, detected_at=time.time(), is_dir=True,
+                                               hint=hint)
             log.info("job.detected", file=path.name + "/", folder=folder.name)
             return
-        refusal = _refusal(path.name, stat)
-        if refusal:  # left alone, never opened, never moved; said once
+        problem = refusal(path.name, stat)
+        if problem:  # left alone, never opened, never moved; said once
             if path not in self._warned:
                 self._warned.add(path)
                 log.warning("job.ignored", file=repr(path.name), folder=folder.name,
-                            reason=refusal)
+                            reason=problem)
             return
         if path.name.endswith(CANCEL_SUFFIX) and self.on_cancel is not None:
             self.on_cancel(folder, path)
@@ -272,9 +345,61 @@ class InboxWatcher:
             return
         with self._lock:
             self._pending[path] = _Pending(folder, _signature(stat), now,
-                                           detected_at=time.time())
+                                           detected_at=time.time(), hint=hint)
         log.info("job.detected", file=path.name, folder=folder.name)
 
+    def _ready_by(self, path: Path, pending: _Pending, now: float) -> str | None:
+        """Why the entry may be taken now ("writer closed", "renamed in", "found", "settled"),
+        or None while it may not.
+
+        The kernel is asked whether anyone has it open for writing: on a native observer that
+        answer alone decides for a file that arrived by rename, was closed by its writer, or was
+        found already there; a file only seen created, a job folder (whose inside is not
+        watched) and every file a polling observer sees also wait out `settle_seconds`. A
+        file held open is never taken. Where the kernel cannot say, the clock decides."""
+        folder = pending.folder
+        settled = now - pending.changed_at >= folder.settle_seconds
+        if folder.ready == "settle":
+            return "settled" if settled else None
+        quick = pending.hint is not None and self._modes.get(path.parent) == "native" and (
+            not pending.is_dir or pending.hint == HINT_RENAMED)
+        if not (quick or settled) or (pending.writing_since is not None and now < pending.next_ask
+                                      and not pending.hint):
+            return None
+        check = _folder_writers(path) if pending.is_dir else _file_writers(path)
+        if check.writing:
+            self._mark_writing(path, pending, now)
+            pending.hint = None  # the next close (or the next look) decides
+            return None
+        if pending.writing_since is not None:
+            log.info("job.written", file=path.name, folder=folder.name,
+                     seconds=round(time.time() - pending.writing_since, 1))
+            pending.writing_since, pending.writers = None, []
+        if check.writing is None:
+            self._say_blind(folder, check.reason)
+            return "settled" if settled else None
+        if quick and pending.hint:
+            return pending.hint
+        return "settled"
+
+    def _mark_writing(self, path: Path, pending: _Pending, now: float) -> None:
+        first = pending.writing_since is None
+        if first:
+            pending.writing_since = time.time()
+        if first or now >= pending.next_ask + WRITERS_LOOKUP_SECONDS:
+            pending.writers = writers_of(path)
+        pending.next_ask = now + WRITING_RECHECK_SECONDS
+        if first:
+            log.info("job.being_written", file=path.name, folder=pending.folder.name,
+                     writers=pending.writers,
+                     note="a writer has it open; it is taken once closed")
+
+    def _say_blind(self, folder: FolderConfig, reason: str) -> None:
+        if folder.name not in self._blind:
+            self._blind.add(folder.name)
+            log.info("folder.writer_check_unavailable", folder=folder.name, reason=reason,
+                     fallback=f"files are taken after {folder.settle_seconds:g} s without a "
+                              "change (settle_seconds)")
 
 def _stat(path: Path) -> os.stat_result | None:
     try:
@@ -283,23 +408,58 @@ def _stat(path: Path) -> os.stat_result | None:
         return None
 
 
-def _refusal(name: str, result: os.stat_result) -> str | None:
-    if stat_module.S_ISDIR(result.st_mode):
-        return "the name contains control characters (such as a line break); rename it"
-    if stat_module.S_ISLNK(result.st_mode):
-        return "a symbolic link: links are never followed; the link and its target are untouched"
-    if not stat_module.S_ISREG(result.st_mode):
-        return "not a regular file (a FIFO, socket or device): never opened"
-    if result.st_nlink > 1:
-        return "a hard link to another file: refused, so a drop cannot reach files elsewhere"
-    if has_control_chars(name):
-        return "the name contains control characters (such as a line break); rename it"
-    return None
-
-
 def _signature(result: os.stat_result) -> tuple[int, int, int]:
     return result.st_size, result.st_mtime_ns, result.st_ino
 
 
-def _is_regular(result: os.stat_result) -> bool:
-    return stat_module.S_ISREG(result.st_mode)
+def _file_writers(path: Path) -> WriterCheck:
+    """Whether anyone has the inbox file open for writing (opened here without following)."""
+    try:
+        fd, _ = open_file(path.parent, path.name)
+    except InUse:
+        return WriterCheck(True)
+    except (Refused, OSError):
+        return WriterCheck(False)  # gone or refused: the claim decides, and says why
+    try:
+        return open_for_writing(fd)
+    finally:
+        os.close(fd)
+
+
+def _folder_writers(path: Path) -> WriterCheck:
+    """Whether any file in a job folder is open for writing; "cannot tell" if any cannot."""
+    try:
+        fd, _ = open_dir(path.parent, path.name)
+    except (Refused, OSError):
+        return WriterCheck(False)
+    try:
+        answer = WriterCheck(False)
+        for name in list_folder(fd, 10_000).files:
+            try:
+                file_fd, _ = open_file(fd, name)
+            except InUse:
+                return WriterCheck(True)
+            except (Refused, OSError):
+                continue
+            try:
+                check = open_for_writing(file_fd)
+            finally:
+                os.close(file_fd)
+            if check.writing:
+                return check
+            if check.writing is None:
+                answer = check
+        return answer
+    finally:
+        os.close(fd)
+
+
+def _rule(folder: FolderConfig, mode: str) -> str:
+    """How this folder decides a file is complete, for the `folder.watching` log line."""
+    if folder.ready == "settle":
+        return f"after {folder.settle_seconds:g} s without a change (ready: settle)"
+    if mode == "native":
+        return ("as soon as its writer has closed it or it was renamed in, asking the kernel "
+                "whether anyone still writes it")
+    return (f"after {folder.settle_seconds:g} s without a change (polling), and never while a "
+            "writer on this machine has it open")

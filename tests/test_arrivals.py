@@ -49,7 +49,7 @@ def test_slow_write_is_taken_once_and_whole(hot):
 
 
 def test_file_replaced_while_settling_uses_the_new_content(hot):
-    hot.config["folders"][0]["settle_seconds"] = 1.0
+    hot.config["folders"][0].update(settle_seconds=1.0, ready="settle")  # the clock decides
     hot.start()
     inbox = hot.dir("inbox")
     (inbox / "swap.txt").write_text("first version")
@@ -58,6 +58,19 @@ def test_file_replaced_while_settling_uses_the_new_content(hot):
     os.replace(inbox / ".swap.new", inbox / "swap.txt")
     assert hot.finished("swap.txt") == "done"
     assert hot.sidecar("swap")["prompt"] == "second version"
+
+
+def test_a_closed_file_is_taken_at_once_and_its_replacement_is_a_job_too(hot):
+    hot.config["folders"][0]["settle_seconds"] = 30.0  # never waited for: the writer closed it
+    hot.start()
+    inbox = hot.dir("inbox")
+    (inbox / "swap.txt").write_text("first version")
+    wait_for(lambda: not (inbox / "swap.txt").exists(), what="the claim of the closed file")
+    (inbox / ".swap.new").write_text("second version")
+    os.replace(inbox / ".swap.new", inbox / "swap.txt")
+    assert hot.finished("swap-2.txt", timeout=20) == "done"
+    prompts = {hot.sidecar(stem)["prompt"] for stem in ("swap", "swap-2")}
+    assert prompts == {"first version", "second version"}
 
 
 def test_ignored_names_stay_untouched_and_conflicted_copies_are_jobs(hot):

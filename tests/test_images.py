@@ -35,12 +35,12 @@ from hotfolder.inputs import (
     job_file_in,
     job_image_files,
     list_folder,
-    read_folder_job,
     sweep,
     take_along,
     take_companions,
 )
-from hotfolder.parse import parse_bytes, parse_job
+from hotfolder.intake import read_job
+from hotfolder.parse import JobSpec, parse_bytes, parse_job
 from hotfolder.patch import find_bindings
 from hotfolder.prune import prune
 from hotfolder.sim import SimServer
@@ -75,6 +75,13 @@ def folder_config(tmp_path: Path, **kwargs: Any) -> FolderConfig:
 
 def sleep(seconds: float) -> None:  # what the pipeline passes: a wait it could interrupt
     time.sleep(seconds)
+
+
+def read_folder_job(job: Path, limits: Limits) -> JobSpec:
+    """A job folder read as the pipeline reads a claimed one (from its processing/)."""
+    folder = FolderConfig(name="f", root=job.parent, template="t", limits=limits,
+                          dirs={"processing": job.parent})
+    return read_job(folder, JobState(name=job.name, folder="f"), final=True)
 
 
 # -- is it an image? ----------------------------------------------------------------------------
@@ -279,11 +286,11 @@ def test_mask_with_transparency_keeps_it_an_opaque_one_is_read_as_black_and_whit
     editor = Image.new("RGBA", (2, 1), (9, 9, 9, 255))
     editor.putpixel((1, 0), (9, 9, 9, 0))
     editor.save(tmp_path / "editor.png")
-    data, size = mask_bytes(tmp_path / "editor.png", "editor.png", alpha=True)
+    data, size = mask_bytes((tmp_path / "editor.png").read_bytes(), "editor.png", alpha=True)
     with Image.open(io.BytesIO(data)) as image:
         assert pixels(image.getchannel("A")) == [255, 0] and size == (2, 1)
     Image.new("RGBA", (2, 1), (255, 255, 255, 255)).save(tmp_path / "white.png")
-    data, _ = mask_bytes(tmp_path / "white.png", "white.png", alpha=True)
+    data, _ = mask_bytes((tmp_path / "white.png").read_bytes(), "white.png", alpha=True)
     with Image.open(io.BytesIO(data)) as image:
         assert pixels(image.getchannel("A")) == [0, 0]
 
@@ -438,7 +445,7 @@ def test_job_file_choice_and_image_mapping_in_a_folder(tmp_path):
 def test_watcher_takes_a_job_folder_once_its_files_settle(tmp_path):
     folder = folder_config(tmp_path, settle_seconds=1.0)
     ready: list[Path] = []
-    watcher = InboxWatcher([folder], lambda f, p, d: ready.append(p))
+    watcher = InboxWatcher([folder], lambda f, p, d, how: ready.append(p))
     job = folder.inbox / "job"
     job.mkdir()
     (job / "prompt.txt").write_text("x")
