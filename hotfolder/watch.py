@@ -257,6 +257,7 @@ class InboxWatcher:
                 self._handed.add(path)
             ready.append((pending.folder, path, pending.detected_at, ready_by))
         for folder, path, detected_at, ready_by in ready:
+            log.debug("job.ready", file=path.name, folder=folder.name, ready_by=ready_by)
             self.on_ready(folder, path, detected_at, ready_by)
 
     @staticmethod
