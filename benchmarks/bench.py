@@ -6,7 +6,8 @@
     python benchmarks/bench.py --json out.json # also write every figure as JSON
 
 Scenarios: `single` (40 jobs at once, one server, vs the tutorial client), `two_servers`,
-`fanout` (8 servers), `latency`, `scale` (10,000 jobs, then idle CPU). Only 127.0.0.1 is used;
+`fanout` (8 servers), `latency`, `arrival` (drop → claim: renamed, copied, written in
+chunks), `scale` (10,000 jobs, then idle CPU). Only 127.0.0.1 is used;
 everything runs in a temporary directory that is removed afterwards (unless --keep).
 """
 
@@ -37,6 +38,7 @@ def settings(args: argparse.Namespace) -> Settings:
     if args.quick:
         s.batch_jobs, s.fanout_jobs, s.latency_jobs = 5, 64, 6
         s.scale_jobs, s.idle_seconds = 1000, 10.0
+        s.arrival_renames, s.arrival_copies, s.arrival_big_mib, s.arrival_chunked = 6, 2, 5, 2
     return s
 
 

@@ -178,7 +178,7 @@ class Daemon:
     """`python -m hotfolder run` on a temp hot folder, its JSON log in a file."""
 
     def __init__(self, base: Path, urls: list[str], *, settle: float, watch: str = "native",
-                 **comfy: Any) -> None:
+                 limits: dict[str, int] | None = None, **comfy: Any) -> None:
         self.base = base
         self.root = base / "hot"
         self.log_path = base / "daemon.log"
@@ -187,7 +187,7 @@ class Daemon:
             "comfy": {"max_in_flight": 2, "poll_interval": 1.0, **comfy},
             "workflows": {"sdxl": str(TEMPLATE)},
             "folders": [{"name": "bench", "root": str(self.root), "workflow": "sdxl",
-                         "settle_seconds": settle, "watch": watch,
+                         "settle_seconds": settle, "watch": watch, "limits": limits or {},
                          "defaults": {"negative": "blurry, low quality", "seed": "random"}}],
             "log": {"level": "info", "format": "json"},
         }

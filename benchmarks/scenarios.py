@@ -13,6 +13,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,10 @@ class Settings:
     fanout_jobs: int = 400
     latency_jobs: int = 40
     latency_spacing: float = 0.3
+    arrival_renames: int = 40
+    arrival_copies: int = 10
+    arrival_big_mib: int = 50
+    arrival_chunked: int = 5
     scale_jobs: int = 10_000
     scale_job_seconds: float = 0.001
     idle_seconds: float = 60.0
@@ -145,8 +150,8 @@ def single_server(tmp: Path, s: Settings) -> Result:
     one = daemon_batch(tmp, s, 1, s.batch_jobs, "single")
     s.cache["single"] = one
     tut = tutorial_batch(tmp, s, s.batch_jobs)
-    ideal = s.batch_jobs * s.job_seconds + s.settle
-    floor = one["sim_busy_s"][0] + s.settle
+    ideal = s.batch_jobs * s.job_seconds
+    floor = one["sim_busy_s"][0]  # what the simulator itself spent: no settle allowance
     speedup = tut["wall_s"] / one["wall_s"]
     gpu = s.batch_jobs * s.job_seconds
     r.figures = {"hotfolder": one, "tutorial": tut, "ideal_s": round(ideal, 3),
@@ -155,11 +160,11 @@ def single_server(tmp: Path, s: Settings) -> Result:
                  "ratio_to_sim_floor": round(one["wall_s"] / floor, 3),
                  "tutorial_ideal_s": gpu, "tutorial_ratio_to_ideal": round(tut["wall_s"] / gpu, 3),
                  "speedup_vs_tutorial": round(speedup, 2)}
-    r.check(f"1 server, {s.batch_jobs}×{s.job_seconds:g} s: wall / ideal",
-            f"{one['wall_s']:.2f} s / {ideal:.2f} s = {one['wall_s'] / ideal:.3f}", "≤ 1.05",
-            one["wall_s"] / ideal <= 1.05)
-    r.check("  same, wall / simulator floor (busy s + settle)",
-            f"{one['wall_s']:.2f} s / {floor:.2f} s = {one['wall_s'] / floor:.3f}", "(info)", None)
+    r.check(f"1 server, {s.batch_jobs}×{s.job_seconds:g} s renamed in: wall / simulator floor",
+            f"{one['wall_s']:.2f} s / {floor:.2f} s = {one['wall_s'] / floor:.3f}", "≤ 1.03",
+            one["wall_s"] / floor <= 1.03)
+    r.check(f"  same, wall / {s.batch_jobs} × {s.job_seconds:g} s",
+            f"{one['wall_s']:.2f} s / {ideal:.2f} s = {one['wall_s'] / ideal:.3f}", "(info)", None)
     r.check("  speed-up vs tutorial client",
             f"{tut['wall_s']:.2f} s / {one['wall_s']:.2f} s = {speedup:.2f}×", "≥ 3×",
             speedup >= 3)
@@ -291,8 +296,8 @@ def latency(tmp: Path, s: Settings) -> Result:
                      round(statistics.median(late), 4) if late else None,
                  "completion_to_output_file": out,
                  "completion_to_sidecar_delivered_at": car, "daemon_problems": problems}
-    limit = s.settle + 0.2
-    r.check("latency: drop → submit, median / p95",
+    limit = 0.2  # renamed in: claimed at once, no settle wait
+    r.check("latency: drop (rename) → submit, median / p95",
             f"{sub['median_s']:.3f} / {sub['p95_s']:.3f} s", f"p95 ≤ {limit:.2f} s",
             sub["p95_s"] <= limit)
     r.check("  execution_success → output file, median / p95",
@@ -300,6 +305,82 @@ def latency(tmp: Path, s: Settings) -> Result:
             out["median_s"] < 0.1)
     r.check("  execution_success → sidecar delivered_at, median / p95",
             f"{car['median_s']:.3f} / {car['p95_s']:.3f} s", "(info)", None)
+    return r
+
+
+def _claims(d: Daemon) -> dict[str, float]:
+    return {e["job"]: log_time(e) for e in d.events("job.claimed")}
+
+
+def _write_in_chunks(path: Path, chunks: int, size: int, pause: float) -> float:
+    """One descriptor, `chunks` writes with `pause` between them; returns the close time."""
+    with open(path, "wb") as fh:
+        for i in range(chunks):
+            if i:
+                time.sleep(pause)
+            fh.write(b"x" * size)
+            fh.flush()
+    return time.time()
+
+
+def arrival(tmp: Path, s: Settings) -> Result:
+    """Scenario 6: how soon a complete file is claimed (native observer, no settle wait) and
+    that a file still being written never is: (a) renamed in, (b) a big file written by `cp`,
+    (c) a writer pausing between chunks on one descriptor."""
+    r = Result("arrival")
+    big = tmp / "big.json"
+    big.parent.mkdir(parents=True, exist_ok=True)
+    with open(big, "wb") as fh:  # valid JSON padded with whitespace: the job itself runs
+        fh.write(b'{"prompt": "a big job file"}' + b" " * (s.arrival_big_mib * 1024 * 1024))
+    with sims(tmp / "arr-sim", 1, 0.01) as (sim,), \
+            daemon(tmp / "arr-daemon", [sim.url], settle=s.settle,
+                   limits={"max_job_bytes": (s.arrival_big_mib + 1) * 1024 * 1024}) as d:
+        inbox = d.dir("inbox")
+        closed: dict[str, float] = {}
+        for i in range(s.arrival_renames):  # (a)
+            name = f"renamed{i:03d}.txt"
+            closed[name] = drop(inbox, name, prompt_text(i))
+            time.sleep(s.latency_spacing)
+        for i in range(s.arrival_copies):  # (b)
+            name = f"copied{i:03d}.json"
+            subprocess.run(["cp", str(big), str(inbox / name)], check=True)
+            closed[name] = time.time()  # cp has closed the file when it exits
+            time.sleep(s.latency_spacing)
+        chunked = {f"chunked{i}.txt": inbox / f"chunked{i}.txt" for i in range(s.arrival_chunked)}
+        threads = [threading.Thread(target=lambda n=n, p=p: closed.__setitem__(
+            n, _write_in_chunks(p, 5, 1000, 2.0))) for n, p in chunked.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wait_until(lambda: set(closed) <= set(_claims(d)), 60, "every file claimed",
+                   interval=0.1)
+        claims = _claims(d)
+        ready_by = {e["job"]: e.get("ready_by") for e in d.events("job.claimed")}
+        problems = d.problems()
+    lat = {kind: [claims[n] - closed[n] for n in closed if n.startswith(kind)]
+           for kind in ("renamed", "copied", "chunked")}
+
+    def summary(values: list[float]) -> dict[str, float]:
+        return {"n": len(values), "median_s": round(statistics.median(values), 4),
+                "p95_s": round(percentile(values, 95), 4), "min_s": round(min(values), 4),
+                "max_s": round(max(values), 4)}
+
+    r.figures = {"settle_s": s.settle, "big_file_mib": s.arrival_big_mib,
+                 "close_to_claim": {k: summary(v) for k, v in lat.items()},
+                 "ready_by": sorted({f"{k}: {v}" for k, v in ready_by.items()
+                                     if k in closed}),
+                 "daemon_problems": problems}
+    for kind, what in (("renamed", "(a) renamed in"), ("copied", f"(b) {s.arrival_big_mib} MB "
+                                                                   "written by cp")):
+        x = r.figures["close_to_claim"][kind]
+        r.check(f"arrival {what}: close → claim, median / p95",
+                f"{x['median_s'] * 1000:.1f} / {x['p95_s'] * 1000:.1f} ms",
+                "< 50 / < 200 ms", x["median_s"] < 0.05 and x["p95_s"] < 0.2)
+    x = r.figures["close_to_claim"]["chunked"]
+    r.check("arrival (c) 5 chunks, 2 s pauses: close → claim, earliest / median",
+            f"{x['min_s'] * 1000:.1f} / {x['median_s'] * 1000:.1f} ms",
+            "never before the close", x["min_s"] >= 0)
     return r
 
 
@@ -357,4 +438,4 @@ def scale(tmp: Path, s: Settings) -> Result:
 
 
 SCENARIOS = {"single": single_server, "two_servers": two_servers, "fanout": fan_out,
-             "latency": latency, "scale": scale}
+             "latency": latency, "arrival": arrival, "scale": scale}
