@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n{table(results)}\n\ntotal {time.monotonic() - started:.0f} s")
     if args.quick:
-        print("quick mode: loads are too small for the targets to mean much (the settle delay "
-              "and start-up dominate); judge the targets on a full run")
+        print("quick mode: loads are too small for the targets to mean much (start-up "
+              "dominates); judge the targets on a full run")
     if args.json:
         payload: dict[str, Any] = {
             "quick": args.quick, "settle_seconds": s.settle, "python": platform.python_version(),

@@ -216,6 +216,7 @@ class BatchRun:
     def _manifest(self, runs: list[RunState], status: str) -> dict[str, Any]:
         return {
             "job": self.record["job"], "folder": self.folder.name, "status": status,
+            "job_file": self.state.read,  # size and sha256 of the batch file the runs came from
             "runs_total": len(runs),
             "runs_done": sum(r.status == "done" for r in runs),
             "runs_failed": sum(r.status == "failed" for r in runs),

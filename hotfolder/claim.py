@@ -164,6 +164,9 @@ def claim(folder: FolderConfig, path: Path, detected_at: float | None = None, *,
         fd, seen = _open_entry(folder, path.name, ask_writers)
     except FileNotFoundError:
         return None  # gone: claimed by another process, or deleted by the user
+    except PermissionError as exc:
+        raise Refused("the daemon may not read it (permission denied): give its user read "
+                      "access") from exc
     try:
         for name in candidates(path.name):
             target = folder.processing / name

@@ -449,10 +449,11 @@ class Daemon:
             except BeingWritten:
                 self.watcher.look_again(work.path)  # it waits for its writer to close it
                 return None
-            except Refused as exc:  # swapped for a link since it was seen: left alone
+            except (Refused, OSError) as exc:  # swapped for a link since it was seen, unreadable
+                reason = exc.reason if isinstance(exc, Refused) else f"cannot be claimed: {exc}"
                 log.warning("job.refused", file=repr(work.path.name), folder=work.folder.name,
-                            reason=exc.reason, action="left where it is, unread")
-                self.watcher.release(work.path)
+                            reason=reason, action="left where it is, unread, until it changes")
+                self.watcher.refused(work.path)
                 return None
             self.watcher.release(work.path)
             if state is None:

@@ -102,6 +102,7 @@ def finish_failed(folder: FolderConfig, state: JobState, error: JobError,
         "failed_at": iso_time(time.time()),
         "details": error.details,
         **sidecar_inputs(state),
+        **({"job_file": record["job_file"]} if record.get("job_file") else {}),
     }
     job_file, error_path = _fail_files(folder, folder.processing / state.name,
                                        state.source or state.name, report)

@@ -134,6 +134,8 @@ class InboxWatcher:
         self._modes: dict[Path, str] = {}  # inbox -> "native" | "poll"
         self._next_rescan: dict[Path, float] = {}
         self._blind: set[str] = set()  # folders told once that the kernel cannot say
+        # entries a claim refused (swapped for a link, unreadable): left alone until they change
+        self._refused: dict[Path, Hashable] = {}
 
     def start(self) -> None:
         for inbox, folder in self.folders.items():
@@ -174,6 +176,15 @@ class InboxWatcher:
         """The file left the inbox (claimed, or gone): it may be noticed again if it returns."""
         with self._lock:
             self._handed.discard(path)
+
+    def refused(self, path: Path) -> None:
+        """A claim refused the entry: it stays where it is, not looked at again until it
+        changes (its type, size, mtime or inode)."""
+        stat = _stat(path)
+        with self._lock:
+            self._handed.discard(path)
+            if stat is not None:
+                self._refused[path] = _entry_key(stat)
 
     def look_again(self, path: Path) -> None:
         """A worker found the file still being written when it came to claim it."""
@@ -316,7 +327,12 @@ class InboxWatcher:
             return
         stat = _stat(path)  # lstat: a symlink is seen as one, never followed
         if stat is None:
+            self._refused.pop(path, None)
             return
+        if path in self._refused:
+            if self._refused[path] == _entry_key(stat):
+                return
+            del self._refused[path]
         hint = kind if kind in (HINT_CLOSED, HINT_RENAMED, HINT_FOUND) else None
         if stat_module.S_ISDIR(stat.st_mode) and not has_control_chars(path.name):
             with self._lock:  # a job folder: settles when nothing in it changes any more
@@ -407,6 +423,10 @@ def _stat(path: Path) -> os.stat_result | None:
         return path.lstat()
     except OSError:
         return None
+
+
+def _entry_key(result: os.stat_result) -> tuple[int, int, int, int]:
+    return result.st_mode, result.st_size, result.st_mtime_ns, result.st_ino
 
 
 def _signature(result: os.stat_result) -> tuple[int, int, int]:

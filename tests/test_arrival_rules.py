@@ -284,3 +284,15 @@ def test_polling_and_ready_settle_wait_out_the_window(tmp_path, leases):
         assert ready == []
     watcher.tick(now=21.5)
     assert ready == [("b.txt", "settled")]
+
+
+def test_status_text_names_a_file_being_written_and_its_writer():
+    from hotfolder.status import format_text
+
+    doc = {"daemon": {"running": True, "pid": 1, "host": "h"}, "servers": [],
+           "folders": [{"name": "f", "root": "/hot", "jobs": [],
+                        "counts": {"waiting": 1, "running": 0, "done": 0, "failed": 0},
+                        "being_written": [{"file": "slow.txt", "since": 0, "seconds": 12.4,
+                                           "writers": [{"pid": 42, "process": "rsync"}]}]}]}
+    assert "  slow.txt: being written for 12 s by pid 42 (rsync); taken once its writer " \
+           "closes it" in format_text(doc).splitlines()
