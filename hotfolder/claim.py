@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import threading
 import time
 import uuid
@@ -186,18 +187,19 @@ def claim(folder: FolderConfig, path: Path, detected_at: float | None = None, *,
 
 
 def _open_entry(folder: FolderConfig, name: str, ask_writers: bool) -> tuple[int, dict[str, Any]]:
-    """The inbox entry opened and judged: a plain file, or a job folder of plain files."""
-    try:
-        fd, st = open_file(folder.inbox, name)
-    except Refused as exc:
-        if exc.reason != "a folder where a file was expected":
-            raise
+    """The inbox entry opened and judged: a plain file, or a job folder of plain files.
+
+    lstat only chooses how to open it; each open checks the type on its descriptor, so an
+    entry swapped in between is refused, not misread."""
+    if stat.S_ISDIR(os.lstat(folder.inbox / name).st_mode):
         fd, st = open_dir(folder.inbox, name)
         try:
             return fd, _judge_folder(fd, st, folder, ask_writers)
         except BaseException:
             os.close(fd)
             raise
+    try:
+        fd, st = open_file(folder.inbox, name)
     except InUse as exc:
         raise BeingWritten(name) from exc
     if ask_writers and open_for_writing(fd).writing:

@@ -98,7 +98,7 @@ def apply_mode(path: Path, mode: int | None, *, touch: bool = False) -> None:
             if mode is not None:
                 os.fchmod(fd, mode | (mode & 0o444) >> 2)
                 for entry in os.listdir(fd):
-                    _chmod_at(fd, entry, mode)
+                    chmod_at(fd, entry, mode)
         elif stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
             if touch:
                 os.utime(fd)
@@ -108,7 +108,9 @@ def apply_mode(path: Path, mode: int | None, *, touch: bool = False) -> None:
         os.close(fd)
 
 
-def _chmod_at(dir_fd: int, name: str, mode: int) -> None:
+def chmod_at(dir_fd: int, name: str, mode: int) -> None:
+    """`mode` on the plain file `name` in the folder `dir_fd`: on its descriptor, never
+    through a link, never on a file with other names elsewhere."""
     try:
         fd = os.open(name, NOFOLLOW_READ, dir_fd=dir_fd)
     except OSError:

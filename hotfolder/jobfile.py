@@ -69,8 +69,7 @@ def open_file(directory: Path | int, name: str) -> tuple[int, os.stat_result]:
 
     Raises `Refused` for anything but a plain file with one link, `InUse` when another program
     holds a lease on it, FileNotFoundError when it is gone."""
-    dir_fd = directory if isinstance(directory, int) else None
-    where = name if dir_fd is not None else os.path.join(directory, name)
+    where, dir_fd = _at(directory, name)
     try:
         fd = os.open(where, FILE_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -86,7 +85,7 @@ def open_file(directory: Path | int, name: str) -> tuple[int, os.stat_result]:
         raise
     st = os.fstat(fd)
     problem = refusal(name, st) or (None if stat_module.S_ISREG(st.st_mode)
-                                    else "a folder where a file was expected")
+                                    else "a folder where a plain file was expected")
     if problem:
         os.close(fd)
         raise Refused(problem)
@@ -95,17 +94,21 @@ def open_file(directory: Path | int, name: str) -> tuple[int, os.stat_result]:
 
 def open_dir(directory: Path | int, name: str) -> tuple[int, os.stat_result]:
     """Open the folder `name` in `directory` without following a link (`Refused` otherwise)."""
-    dir_fd = directory if isinstance(directory, int) else None
-    where = name if dir_fd is not None else os.path.join(directory, name)
+    where, dir_fd = _at(directory, name)
     try:
         fd = os.open(where, DIR_FLAGS, dir_fd=dir_fd)
-    except FileNotFoundError:
-        raise
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise Refused("not a folder (a link or a file where a folder was expected)") from exc
         raise
     return fd, os.fstat(fd)
+
+
+def _at(directory: Path | int, name: str) -> tuple[str, int | None]:
+    """`name` relative to a folder descriptor, or joined to a folder path."""
+    if isinstance(directory, int):
+        return name, directory
+    return os.path.join(directory, name), None
 
 
 def open_below(base: Path, relative: Iterable[str]) -> tuple[int, os.stat_result]:

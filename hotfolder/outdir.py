@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from hotfolder.fsutil import candidates, dead_temp, temp_name
+from hotfolder.fsutil import candidates, chmod_at, dead_temp, temp_name
 
 CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -121,21 +121,9 @@ class OutDir:
         raise AssertionError("unreachable")
 
     def chmod(self, name: str, mode: int | None) -> None:
-        """Give a file written here the folder's permissions, on its descriptor: never through
-        a link, never a file with other names elsewhere."""
-        if mode is None:
-            return
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                         dir_fd=self.fd)
-        except OSError:
-            return
-        try:
-            st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
-                os.fchmod(fd, mode)
-        finally:
-            os.close(fd)
+        """Give a file written here the folder's permissions (never through a link)."""
+        if mode is not None:
+            chmod_at(self.fd, name, mode)
 
     def unlink(self, name: str) -> bool:
         try:

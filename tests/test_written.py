@@ -62,7 +62,7 @@ def _status_json(hot: HotFolder) -> dict[str, Any]:
 
 
 def test_a_settled_file_swapped_for_a_link_before_its_claim_is_refused(tmp_path, make_sim):
-    sim = make_sim(job_seconds=1.5)
+    sim = make_sim(job_seconds=2.5)  # long enough for the swap while every worker is busy
     config = make_config(tmp_path, sim.url, file_mode="0666")
     config["comfy"]["max_in_flight"] = 1  # one slot: three workers (slots + 2) to fill
     hot = HotFolder(base=tmp_path, server_url=sim.url, config=config)
@@ -186,7 +186,7 @@ def test_a_file_held_open_is_not_taken_until_closed_and_shows_as_being_written(h
         assert held["file"] == "held.txt"
         assert {"pid": os.getpid(), "process": Path(f"/proc/{os.getpid()}/comm").read_text()
                 .strip()} in held["writers"]
-        time.sleep(10 - held["seconds"])  # held open for 10 s in all, quiet all along
+        time.sleep(max(0.0, 10 - held["seconds"]))  # held open 10 s in all, quiet all along
         assert path.exists(), "taken while its writer still had it open"
         assert not _claimed_at(hot, "held.txt")
     finally:
