@@ -36,6 +36,11 @@ from hotfolder.jobfile import (
 from hotfolder.writers import open_for_writing
 
 LEASE_SECONDS = 120.0
+# steps in which the daemon works on the job's own content (reading, parsing, converting,
+# patching; downloading and filing its results): a death there may be the job's doing. Waiting
+# for a server slot or for ComfyUI is not.
+RISKY_STEPS = frozenset({"preparing", "delivering", "finishing"})
+MAX_CRASHES = 3  # a job the daemon died on this often goes to failed/, not round again
 STATELESS_GRACE = 10.0  # a claim's record is written soon after its rename; give it time
 CLAIM_RECORD_SECONDS = 1.0  # a claimed job still unsubmitted this long gets its record
 HOST = socket.gethostname()
@@ -70,6 +75,10 @@ class JobState:
     file: dict[str, Any] | None = None
     read: dict[str, Any] | None = None  # bytes and sha256 of the job file as it ran
     reruns: int = 0  # runs repeated because the job file changed while it ran
+    # what the daemon is doing with it (saved with the record): a daemon that dies while a
+    # job is in a RISKY_STEPS step may have died of the job, and `crashes` counts that
+    step: str | None = None
+    crashes: int = 0
     uploads: dict[str, dict[str, str]] = field(default_factory=dict)  # server -> file -> name
     _images: Any = field(default=None, repr=False, compare=False)  # images.JobImages, per life
     # one upload at a time per job: a batch's runs then share one upload per server (two at
@@ -82,8 +91,8 @@ class JobState:
 
     @staticmethod
     def path_for(folder: FolderConfig, name: str, suffix: str = ".state.json") -> Path:
-        if len(name.encode()) > 180:  # keep ".NAME.state.json" under NAME_MAX (255 bytes)
-            name = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()
+        if len(os.fsencode(name)) > 180:  # keep ".NAME.state.json" under NAME_MAX (255 bytes)
+            name = hashlib.sha1(os.fsencode(name), usedforsecurity=False).hexdigest()
         return folder.processing / f".{name}{suffix}"
 
     @staticmethod
@@ -271,7 +280,9 @@ def adopt(folder: FolderConfig, name: str, state: JobState | None) -> JobState |
         except FileExistsError:
             return None
         os.close(fd)
-        state = JobState(name=name, folder=folder.name, source=name)
+        # a job gets its record when it is submitted or has waited a second: one without
+        # died between its claim and then, while it was read, parsed and prepared
+        state = JobState(name=name, folder=folder.name, source=name, step="preparing")
     else:
         stolen = record.with_name(record.name + f".{INSTANCE[:12]}")
         try:
@@ -280,6 +291,9 @@ def adopt(folder: FolderConfig, name: str, state: JobState | None) -> JobState |
             return None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(stolen)
+    if state.step in RISKY_STEPS:
+        state.crashes += 1
+    state.step = None
     state.owner = _me()
     state.renew(folder)
     return state

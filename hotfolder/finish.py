@@ -21,7 +21,7 @@ from hotfolder.claim import JobState
 from hotfolder.config import FolderConfig
 from hotfolder.deliver import release_stem
 from hotfolder.errors import JobError
-from hotfolder.fsutil import apply_mode, candidates, move, split_name, write_json
+from hotfolder.fsutil import apply_mode, candidates, fit, move, split_name, write_json
 from hotfolder.inputs import finishing, sidecar_inputs, take_along
 from hotfolder.secrets import redact
 
@@ -42,6 +42,20 @@ def iso_time(stamp: float | None) -> str | None:
     if stamp is None:
         return None
     return datetime.fromtimestamp(stamp).astimezone().isoformat(timespec="milliseconds")
+
+
+def timings(state: JobState, completed_at: float) -> dict[str, Any]:
+    """The sidecar's `timings`: when the job was seen, claimed, submitted, done, delivered."""
+    now = time.time()
+    first = state.detected_at or state.claimed_at
+    return {
+        "detected_at": iso_time(state.detected_at), "claimed_at": iso_time(state.claimed_at),
+        "submitted_at": iso_time(state.submitted_at), "completed_at": iso_time(completed_at),
+        "delivered_at": iso_time(now),
+        "run_seconds": round(completed_at - (state.submitted_at or completed_at), 3),
+        "deliver_seconds": round(now - completed_at, 3),
+        "total_seconds": round(now - first, 3),
+    }
 
 
 def finish_done(folder: FolderConfig, state: JobState, record: Mapping[str, Any],
@@ -128,20 +142,28 @@ def _fail_files(folder: FolderConfig, source: Path, name: str,
     Both get one free stem (`fox.txt` + `fox.error.json`, or `fox-2.…`). A job whose file is
     gone (cancelled by deleting it) leaves just the error file.
     """
-    stem = name
+    error_name = name
     for candidate in candidates(name):
-        stem = split_name(candidate)[0]
+        error_name = fit(_job_stem(candidate), ".error.json")
         if not (folder.failed / candidate).exists() \
-                and not (folder.failed / f"{stem}.error.json").exists():
+                and not (folder.failed / error_name).exists():
             name = candidate
             break
-    error_path = write_json(folder.failed / f"{stem}.error.json", redact(report))
+    error_path = write_json(folder.failed / error_name, redact(report))
     apply_mode(error_path, folder.file_mode)
     if not source.exists():
         return None, error_path
     job_file = move(source, folder.failed, name)
     apply_mode(job_file, folder.file_mode, touch=True)
     return job_file, error_path
+
+
+def _job_stem(name: str) -> str:
+    """A job's name without its extension: `fox.txt` -> `fox`, and a job that is itself named
+    like an error file, `x.error.json` -> `x.error`, so its error file is `x.error.error.json`
+    and never the job file itself."""
+    stem, ext = split_name(name)
+    return name[: -len(".json")] if ext == ".error.json" else stem
 
 
 def fail_unclaimed(folder: FolderConfig, path: Path, error: JobError) -> Path | None:

@@ -26,9 +26,22 @@ _HOST = hashlib.sha1(socket.gethostname().encode(), usedforsecurity=False).hexdi
 _TEMP = re.compile(r"^\..*\.([0-9a-f]{8})-(\d+)-[0-9a-f]{6}\.tmp$")
 
 
+NAME_MAX = 255  # bytes in one file name, on every file system hotfolder meets
+
+
+def fit(stem: str, suffix: str, limit: int = NAME_MAX) -> str:
+    """`stem + suffix`, the stem cut (never inside a character) so the name fits in `limit`
+    bytes: a name derived from a long job name must not fail with ENAMETOOLONG."""
+    room = limit - len(os.fsencode(suffix))
+    data = os.fsencode(stem)
+    if len(data) <= room:
+        return stem + suffix
+    return data[:max(room, 0)].decode("utf-8", "ignore") + suffix
+
+
 def temp_name(name: str) -> str:
     """A hidden name that says who writes it, so a restart can clear a dead writer's leftovers."""
-    return f".{name[:100]}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:6]}.tmp"
+    return f".{fit(name, '', 100)}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:6]}.tmp"
 
 
 def temp_path(directory: Path, name: str) -> Path:
@@ -126,10 +139,10 @@ def chmod_at(dir_fd: int, name: str, mode: int) -> None:
 def candidates(name: str) -> Iterator[str]:
     """`fox.txt`, `fox-2.txt`, `fox-3.txt`, … — suffix before the extension(s) we know."""
     stem, ext = split_name(name)
-    yield name
+    yield fit(stem, ext) if len(os.fsencode(name)) > NAME_MAX else name
     n = 2
     while True:
-        yield f"{stem}-{n}{ext}"
+        yield fit(stem, f"-{n}{ext}")
         n += 1
 
 

@@ -41,6 +41,7 @@ from hotfolder.jobfile import (
     entry_refusal,
     has_control_chars,
     list_folder,
+    not_utf8,
     open_file,
 )
 from hotfolder.writers import open_for_writing
@@ -66,7 +67,7 @@ def name_problem(name: Any) -> str | None:
         return f"{name!r} must be a plain file name next to the job, without a path"
     if name.startswith("."):
         return f"{name!r} is a hidden name; hidden files are never taken"
-    if has_control_chars(name) or len(name.encode()) > 255:
+    if has_control_chars(name) or not_utf8(name) or len(os.fsencode(name)) > 255:
         return f"{name!r} is not a usable file name"
     return None
 

@@ -48,8 +48,21 @@ def has_control_chars(name: str) -> bool:
     return any(ord(ch) < 32 or ord(ch) == 127 for ch in name)
 
 
+def not_utf8(name: str) -> bool:
+    """A name whose bytes are not UTF-8 (a legacy encoding on an SMB/NFS share): Python holds
+    it with surrogates, which no log line, record or error file could write."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def refusal(name: str, result: os.stat_result) -> str | None:
     """Why an inbox entry is never opened or moved (None: it may be a job)."""
+    if not_utf8(name):
+        return ("the name is not valid UTF-8 (written in a legacy encoding?); rename it, and "
+                "it is taken")
     if stat_module.S_ISDIR(result.st_mode):
         return ("the name contains control characters (such as a line break); rename it"
                 if has_control_chars(name) else None)
@@ -213,8 +226,8 @@ def entry_refusal(name: str, st: os.stat_result) -> str | None:
         return f"{shown} in it is not a regular file (a FIFO, socket or device)"
     if st.st_nlink > 1:
         return f"{shown} in it is a hard link to another file"
-    if has_control_chars(name):
-        return f"a name in it contains control characters ({shown}); rename it"
+    if has_control_chars(name) or not_utf8(name):
+        return f"a name in it contains control characters or is not UTF-8 ({shown}); rename it"
     return None
 
 

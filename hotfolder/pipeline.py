@@ -9,6 +9,8 @@ resumed by the next start.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 import uuid
@@ -18,12 +20,12 @@ from typing import Any
 import structlog
 
 from hotfolder.batchrun import BatchRun
-from hotfolder.claim import JobState
+from hotfolder.claim import MAX_CRASHES, JobState
 from hotfolder.config import Config, FolderConfig
 from hotfolder.deliver import collect_outputs, deliver_all
 from hotfolder.errors import JobError, ServerError, Stopping
 from hotfolder.explain import explain_history_failure
-from hotfolder.finish import Outcome, finish_done, finish_failed, iso_time
+from hotfolder.finish import Outcome, finish_done, finish_failed, timings
 from hotfolder.images import upload as upload_images
 from hotfolder.intake import StillWritten, read_job, verify_content, verify_unchanged, wait_out
 from hotfolder.outdir import OutDir
@@ -99,6 +101,7 @@ class Pipeline:
             except JobError as exc:
                 return finish_failed(folder, state, exc, record)
             except Stopping:
+                state.step = None  # a clean stop: not a death to count against the job
                 state.save(folder)  # the phase as it is now (some changes are not saved)
                 log.info("job.left_in_processing", reason="daemon stopping",
                          prompt_id=state.prompt_id, note="resumed at the next start")
@@ -112,19 +115,28 @@ class Pipeline:
 
     def _attempts(self, folder: FolderConfig, state: JobState, record: dict[str, Any]) -> Outcome:
         """Read, run and deliver; again whenever the job file turns out to be still written."""
+        if state.crashes >= MAX_CRASHES:
+            raise JobError(f"hotfolder stopped while handling this job {state.crashes} times; "
+                           "it is not tried again (its file may trip a fault in hotfolder: "
+                           "please report it with the job file)", kind="crashed",
+                           details={"crashes": state.crashes})
         settled = final = False
         while True:
             try:
+                self._step(folder, state, "preparing")
+                _test_fault(state)
                 spec = read_job(folder, state, settled=settled, final=final)
                 record["job_file"] = state.read
                 if spec.kind == "batch":
+                    self._step(folder, state, "running runs")
                     return BatchRun(self, folder, state, spec, record).run()
                 workflow = self.prepare(folder, state, spec, record)
+                self._step(folder, state, "waiting")
                 if state.expected is not None and len(state.delivered) >= state.expected:
                     # every output was already delivered before a restart: just finish
                     verify_content(folder, state)
                     record.update(server=state.server, prompt_id=state.prompt_id,
-                                  timings=_timings(state, time.time()))
+                                  timings=timings(state, time.time()))
                     return finish_done(folder, state, record, list(state.delivered.values()))
                 entry, server = self.execute(folder, state, workflow, record)
                 return self.deliver(folder, state, entry, server, workflow, record)
@@ -132,6 +144,15 @@ class Pipeline:
                 wait_out(folder, state, again, record, wait=self._wait,
                          check=lambda: self._check_cancelled(folder, state))
                 settled, final = True, again.error is not None
+
+    @staticmethod
+    def _step(folder: FolderConfig, state: JobState, step: str) -> None:
+        """Note what the daemon does with the job. A job without a record yet gets it only at
+        its submission (or after a second, from the loop), as before: a death before then is
+        counted from the missing record (claim.adopt)."""
+        state.step = step
+        if state.saved:
+            state.save(folder)
 
     # -- parse + patch (prepare.py) ------------------------------------------------------------
 
@@ -205,6 +226,7 @@ class Pipeline:
         # record the id before the POST: after a crash the job is found again by it
         state.server, state.prompt_id, state.client_id = server.name, prompt_id, watch.client_id
         state.phase, state.submitted_at = "submitting", time.time()
+        state.step = "on the server"
         state.submissions += 1
         state.save(self.folder(state.folder))
         try:
@@ -337,6 +359,7 @@ class Pipeline:
                            kind="no_output")
         completed_at = time.time()
         state.phase, state.expected = "delivering", len(outputs)  # saved by deliver_all
+        state.step = "delivering"
         log.info("job.completed", server=server.name, prompt_id=state.prompt_id,
                  outputs=len(outputs))
         files = self._download_all(folder, state, server, outputs, outbox)
@@ -345,7 +368,7 @@ class Pipeline:
                 server.client.delete_history(state.prompt_id)
             except ServerError as exc:
                 log.warning("job.history_delete_failed", error=exc.message)
-        record["timings"] = _timings(state, completed_at)
+        record["timings"] = timings(state, completed_at)
         return files
 
     def _download_all(self, folder: FolderConfig, state: JobState, server: Server,
@@ -363,14 +386,12 @@ class Pipeline:
                 delay = min(delay * 2, self.config.comfy.backoff_max)
 
 
-def _timings(state: JobState, completed_at: float) -> dict[str, Any]:
-    now = time.time()
-    first = state.detected_at or state.claimed_at
-    return {
-        "detected_at": iso_time(state.detected_at), "claimed_at": iso_time(state.claimed_at),
-        "submitted_at": iso_time(state.submitted_at), "completed_at": iso_time(completed_at),
-        "delivered_at": iso_time(now),
-        "run_seconds": round(completed_at - (state.submitted_at or completed_at), 3),
-        "deliver_seconds": round(now - completed_at, 3),
-        "total_seconds": round(now - first, 3),
-    }
+def _test_fault(state: JobState) -> None:
+    """For tests of the crashed-job guard only: `HOTFOLDER_TEST_KILL_ON=NAME` kills the daemon
+    (SIGKILL, no cleanup) whenever it starts on the job NAME, as a job that trips a fatal
+    fault would."""
+    if _KILL_ON and _KILL_ON in (state.source, state.name):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_KILL_ON = os.environ.get("HOTFOLDER_TEST_KILL_ON")

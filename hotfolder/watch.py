@@ -38,7 +38,6 @@ from hotfolder.inputs import folder_not_ready, folder_signature
 from hotfolder.jobfile import (
     InUse,
     Refused,
-    has_control_chars,
     list_folder,
     open_dir,
     open_file,
@@ -334,7 +333,7 @@ class InboxWatcher:
                 return
             del self._refused[path]
         hint = kind if kind in (HINT_CLOSED, HINT_RENAMED, HINT_FOUND) else None
-        if stat_module.S_ISDIR(stat.st_mode) and not has_control_chars(path.name):
+        if stat_module.S_ISDIR(stat.st_mode) and refusal(path.name, stat) is None:
             with self._lock:  # a job folder: settles when nothing in it changes any more
                 self._pending[path] = _Pending(folder, folder_signature(path, folder.limits),
                                                now, detected_at=time.time(), is_dir=True,
