@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hotfolder.errors import JobError
-from hotfolder.fields import JOB_FIELDS, SEED_MAX, Limits, check_field
+from hotfolder.fields import JOB_FIELDS, SEED_MAX, Limits, check_field, shown
 
 BATCH_KEYS = ("count", "prompts", "matrix")
 
@@ -77,7 +77,7 @@ def _count(value: Any) -> int:
     if value is None:
         return 1
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise JobError(f"count: expected a whole number of runs (1 or more), got {value!r}",
+        raise JobError(f"count: expected a whole number of runs (1 or more), got {shown(value)}",
                        kind="invalid")
     return value
 
@@ -111,7 +111,7 @@ def _matrix(value: Any, limits: Limits) -> list[tuple[str, list[Any]]]:
                 if problem:
                     raise JobError(f"matrix.{key}[{i}]: {problem}", kind="invalid")
         elif not isinstance(key, str) or "." not in key.strip("."):
-            raise JobError(f"matrix: {key!r} is neither a job field ({', '.join(JOB_FIELDS)}) "
+            raise JobError(f"matrix: {shown(key)} is neither a job field ({', '.join(JOB_FIELDS)}) "
                            "nor NODE.INPUT (e.g. KSampler.steps)", kind="invalid")
         axes.append((str(key), list(values)))
     return axes
@@ -123,7 +123,9 @@ def runs_from_csv(text: str, limits: Limits) -> list[dict[str, Any]]:
     try:
         rows = list(csv.reader(io.StringIO(text), strict=True))
     except csv.Error as exc:  # e.g. a quoted cell left open at the end: a file cut short?
-        raise JobError(f"the CSV file cannot be read: {exc}", kind="invalid",
+        why = (f"a cell is longer than {csv.field_size_limit()} characters"
+               if "field limit" in str(exc) else str(exc))
+        raise JobError(f"the CSV file cannot be read: {why}", kind="invalid",
                        incomplete="end of data" in str(exc)) from exc
     rows = [row for row in rows if any(cell.strip() for cell in row)]
     if not rows:
@@ -133,7 +135,7 @@ def runs_from_csv(text: str, limits: Limits) -> list[dict[str, Any]]:
         if not name:
             raise JobError(f"CSV header: column {column} has no name", kind="invalid")
         if name not in JOB_FIELDS and name != "workflow" and "." not in name.strip("."):
-            raise JobError(f"CSV header: {name!r} is neither a job field "
+            raise JobError(f"CSV header: {shown(name)} is neither a job field "
                            f"({', '.join(JOB_FIELDS)}), `workflow`, nor NODE.INPUT",
                            kind="invalid")
     if len(set(header)) != len(header):
@@ -166,8 +168,12 @@ def runs_from_jsonl(text: str, limits: Limits) -> list[dict[str, Any]]:
         try:
             obj = json.loads(line)
         except ValueError as exc:
-            raise JobError(f"JSONL line {n}: not valid JSON ({exc})", kind="invalid",
+            why = ("a number has more than 4300 digits" if "Exceeds the limit" in str(exc)
+                   else str(exc)[:200])
+            raise JobError(f"JSONL line {n}: not valid JSON ({why})", kind="invalid",
                            incomplete=n == lines[-1][0]) from exc
+        except RecursionError as exc:
+            raise JobError(f"JSONL line {n}: nested too deeply", kind="invalid") from exc
         if not isinstance(obj, Mapping):
             raise JobError(f"JSONL line {n}: expected a job spec object", kind="invalid")
         if is_batch_spec(obj):

@@ -6,6 +6,7 @@ job file is valid in `defaults:` and is described by the same words when it is n
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,11 +36,12 @@ def _check_seed(value: Any, *, allow_keep: bool = False) -> str | None:
     if isinstance(value, str):
         if value in words:
             return None
-        return f"expected a whole number or {' or '.join(repr(w) for w in words)}, got {value!r}"
+        words_shown = " or ".join(repr(w) for w in words)
+        return f"expected a whole number or {words_shown}, got {shown(value)}"
     if not _is_int(value):
         return f"expected a whole number or 'random', got {_describe(value)}"
     if not 0 <= value <= SEED_MAX:
-        return f"must be between 0 and {SEED_MAX}, got {value}"
+        return f"must be between 0 and {SEED_MAX}, got {shown(value)}"
     return None
 
 
@@ -48,7 +50,7 @@ def _int_at_least(minimum: int):
         if not _is_int(value):
             return f"expected {_INT}, got {_describe(value)}"
         if value < minimum:
-            return f"must be at least {minimum}, got {value}"
+            return f"must be at least {minimum}, got {shown(value)}"
         return None
     return check
 
@@ -58,7 +60,7 @@ def _number_between(low: float, high: float):
         if not _is_num(value):
             return f"expected {_NUM}, got {_describe(value)}"
         if not low <= value <= high:
-            return f"must be between {low:g} and {high:g}, got {value}"
+            return f"must be between {low:g} and {high:g}, got {shown(value)}"
         return None
     return check
 
@@ -92,6 +94,10 @@ class Limits:
     max_image_bytes: int = 100 * 1024 * 1024  # each input image (ComfyUI's own upload limit)
     max_folder_files: int = 100  # files in a job folder
     max_folder_bytes: int = 1024**3  # all files of a job folder together
+    max_nodes: int = 2000  # nodes of a workflow, subgraphs of a GUI save unfolded
+    max_links: int = 10_000  # links between them
+    max_depth: int = 16  # subgraphs inside subgraphs
+    max_prompt_bytes: int = 16 * 1024 * 1024  # the API prompt as sent to ComfyUI
 
 
 _LIMITED = {"steps": "max_steps", "width": "max_side", "height": "max_side",
@@ -108,11 +114,28 @@ def check_field(name: str, value: Any, *, in_defaults: bool = False,
         return problem
     if name in _LIMITED and value > getattr(limits, _LIMITED[name]):
         key = _LIMITED[name]
-        return f"must be at most {getattr(limits, key)} (this folder's limits.{key}), got {value}"
+        return (f"must be at most {getattr(limits, key)} (this folder's limits.{key}), "
+                f"got {shown(value)}")
     if name in ("prompt", "negative") and len(value) > limits.max_prompt_chars:
         return (f"is {len(value)} characters long; this folder allows at most "
                 f"{limits.max_prompt_chars} (limits.max_prompt_chars)")
     return None
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 2, 4, 4
+
+
+def shown(value: Any) -> str:
+    """A value from a job file as a message may quote it: a short, cut repr. Never the whole
+    of a huge text, structure or number, whose repr alone can cost minutes and gigabytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"
+    try:
+        return _REPR.repr(value)
+    except (ValueError, RecursionError):
+        return f"a {type(value).__name__}"
 
 
 def _describe(value: Any) -> str:
@@ -121,9 +144,9 @@ def _describe(value: Any) -> str:
     if isinstance(value, bool):
         return f"{str(value).lower()} (true/false)"
     if isinstance(value, str):
-        return f"the text {value!r}"
+        return f"the text {shown(value)}"
     if isinstance(value, (list, tuple)):
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
-    return repr(value)
+    return shown(value)

@@ -24,6 +24,12 @@ def _redact_secrets(_logger: Any, _method: str, event: Any) -> Any:
     return redact(event)
 
 
+def _redact_rendered(_logger: Any, _method: str, line: Any) -> Any:
+    """Mask secrets once more in the finished line: a rendered traceback (exception text,
+    frames) is made after the event's own fields were masked."""
+    return redact(line)
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
     stream = stream or sys.stderr
     if fmt == "auto":
@@ -34,8 +40,13 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None
         structlog.processors.TimeStamper(fmt="iso", utc=False),
         _redact_secrets,
     ]
-    renderer: Any = (structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    # tracebacks without the frames' local variables: a local may hold a job file's content,
+    # whose repr alone can be huge (an alias bomb) or carry what the file should not reveal
+    renderer: Any = (structlog.dev.ConsoleRenderer(colors=stream.isatty(),
+                                                   exception_formatter=structlog.dev.plain_traceback)
                      if fmt == "console" else structlog.processors.JSONRenderer())
+    tracebacks = structlog.processors.ExceptionRenderer(
+        structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -45,8 +56,8 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    *([] if fmt == "console" else [structlog.processors.dict_tracebacks]),
-                    renderer],
+                    *([] if fmt == "console" else [tracebacks]),
+                    renderer, _redact_rendered],
     )
     # What the stdlib would gather for every record and no processor here reads: the
     # caller's frame, thread, process and multiprocessing names (the logging HOWTO's

@@ -27,9 +27,9 @@ from hotfolder.batch import (
     runs_from_lines,
 )
 from hotfolder.errors import JobError
-from hotfolder.fields import JOB_FIELDS, Limits, check_field
+from hotfolder.fields import JOB_FIELDS, Limits, check_field, shown
 from hotfolder.gui2api.detect import is_gui_workflow
-from hotfolder.gui2api.graph import read_workflow
+from hotfolder.gui2api.graph import expanded_size, read_workflow
 from hotfolder.images import is_image_name
 from hotfolder.inputs import parse_images_field
 from hotfolder.jobfile import InUse, Refused, open_file, read_fd
@@ -132,19 +132,34 @@ def parse_bytes(name: str, data: bytes, limits: Limits | None = None, *,
 
 
 def parse_object(obj: Any, limits: Limits | None = None) -> JobSpec:
+    limits = limits or Limits()
     kind = workflow_format(obj)
-    if kind == "gui":  # converted later, with the server's node definitions
-        read_workflow(obj)  # but a malformed save fails now, whatever the server
+    if kind == "gui":  # converted later, with the server's node definitions, but a malformed
+        # save fails now, whatever the server, and so does one too big once unfolded
+        expanded_size(read_workflow(obj), max_nodes=limits.max_nodes,
+                      max_links=limits.max_links, max_depth=limits.max_depth)
+    elif kind == "api":
+        _check_api_size(obj, limits)
     if kind is not None:
         return JobSpec(kind="workflow", workflow=obj, source_format=kind)
     if not isinstance(obj, Mapping):
         raise JobError(f"a job spec must be a mapping of fields, got {_kind(obj)}", kind="invalid")
-    limits = limits or Limits()
     if is_batch_spec(obj):
         # the shared fields first, so a typo there is reported once, not once per run
         _parse_spec({k: v for k, v in obj.items() if k not in BATCH_KEYS}, limits)
         return _batch(expand_spec(obj, limits), limits)
     return _parse_spec(obj, limits)
+
+
+def _check_api_size(workflow: Mapping[str, Any], limits: Limits) -> None:
+    links = sum(1 for node in workflow.values() if isinstance(node.get("inputs"), Mapping)
+                for value in node["inputs"].values() if isinstance(value, list))
+    if len(workflow) > limits.max_nodes:
+        raise JobError(f"the workflow has {len(workflow)} nodes; this folder takes workflows of "
+                       f"up to {limits.max_nodes} (limits.max_nodes)", kind="too_large")
+    if links > limits.max_links:
+        raise JobError(f"the workflow has {links} links; this folder takes workflows of up to "
+                       f"{limits.max_links} (limits.max_links)", kind="too_large")
 
 
 def _batch(runs: list[dict[str, Any]], limits: Limits) -> JobSpec:
@@ -168,7 +183,7 @@ def _parse_spec(obj: Mapping[str, Any], limits: Limits) -> JobSpec:
         if key not in SPEC_KEYS:
             close = difflib.get_close_matches(str(key), SPEC_KEYS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"unknown field {key!r}{hint}")
+            problems.append(f"unknown field {shown(key)}{hint}")
         elif key in JOB_FIELDS:
             problem = check_field(key, value, limits=limits)
             if problem:
@@ -197,7 +212,7 @@ def _parse_sets(value: Any, problems: list[str], limits: Limits) -> dict[str, An
     sets: dict[str, Any] = {}
     for target, item in value.items():
         if not isinstance(target, str) or "." not in target.strip(".") :
-            problems.append(f"set: {target!r} is not NODE.INPUT (NODE is a node id, title or "
+            problems.append(f"set: {shown(target)} is not NODE.INPUT (NODE is a node id, title or "
                             "class_type, e.g. KSampler.steps)")
         elif isinstance(item, (Mapping, list)) or item is None:
             problems.append(f"set.{target}: expected a text, number or true/false, "
@@ -220,13 +235,20 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise _UniqueKeyError(f"the key {key!r} appears twice")
+            raise _UniqueKeyError(f"the key {shown(key)} appears twice")
         out[key] = value
     return out
 
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a valid JSON number")
+
+
+def number_problem(exc: ValueError) -> str:
+    """A conversion error in words: Python refuses integers of over 4300 digits."""
+    if "Exceeds the limit" in str(exc):
+        return "a number has more than 4300 digits"
+    return str(exc)[:200]
 
 
 def _load_json(text: str) -> Any:
@@ -237,18 +259,99 @@ def _load_json(text: str) -> Any:
     except json.JSONDecodeError as exc:
         raise JobError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
                        kind="invalid", incomplete=True) from exc
-    except (ValueError, RecursionError) as exc:
-        raise JobError(f"invalid JSON: {exc}", kind="invalid") from exc
+    except RecursionError as exc:
+        raise JobError("invalid JSON: nested too deeply", kind="invalid") from exc
+    except ValueError as exc:
+        raise JobError(f"invalid JSON: {number_problem(exc)}", kind="invalid") from exc
+
+
+class _JobLoader(yaml.SafeLoader):
+    """`safe_load` for job files, closed further: a date stays text (a job has no field for
+    one), binary, sets and ordered maps are refused, a number has at most NUMBER_DIGITS
+    digits (a YAML 1.1 base-60 number of 800 KB costs seconds of CPU to read), and aliases
+    may not unfold the document past YAML_NODE_BUDGET nodes (a 450-byte alias bomb would
+    otherwise become billions of values in the first message or log line that shows it)."""
+
+
+_JobLoader.yaml_implicit_resolvers = {  # no implicit dates: 2024-01-01 stays the text it is
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YAML_NODE_BUDGET = 100_000
+NUMBER_DIGITS = 100
+
+
+def _number(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    text = str(node.value)
+    if len(text) > NUMBER_DIGITS:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"a number of {len(text)} characters (at most {NUMBER_DIGITS})",
+            node.start_mark)
+    if ":" in text:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{text!r} would be read as a base-60 number; quote it if it is text",
+            node.start_mark)
+    if node.tag.endswith(":int"):
+        return yaml.SafeLoader.construct_yaml_int(loader, node)
+    return yaml.SafeLoader.construct_yaml_float(loader, node)
+
+
+def _refused_tag(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    raise yaml.constructor.ConstructorError(
+        None, None, f"{node.tag.rsplit(':', 1)[-1]} values are not taken in job files",
+        node.start_mark)
+
+
+_JobLoader.add_constructor("tag:yaml.org,2002:int", _number)
+_JobLoader.add_constructor("tag:yaml.org,2002:float", _number)
+for _tag in ("timestamp", "binary", "set", "omap", "pairs"):
+    _JobLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refused_tag)
+
+
+def _unfolded_size(root: yaml.Node, budget: int) -> int:
+    """How many nodes the document has with every alias unfolded, counted once per shared
+    node (no unfolding), and refused past `budget` or when an alias contains itself."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else node.value if isinstance(node, yaml.SequenceNode) else [])
+        if finished:
+            on_path.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[id(node)] > budget:
+                raise JobError(f"invalid YAML: its aliases (*name) unfold it to more than "
+                               f"{budget} values; write the values out instead",
+                               kind="too_large")
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in on_path:
+            raise JobError("invalid YAML: an alias (*name) contains itself", kind="invalid")
+        on_path.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
 
 
 def _load_yaml(text: str) -> Any:
+    loader = _JobLoader(text)
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise JobError(f"invalid YAML: {exc}".replace("\n", " "), kind="invalid",
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _unfolded_size(node, YAML_NODE_BUDGET)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:  # PyYAML quotes at most a short snippet of the line
+        raise JobError(f"invalid YAML: {str(exc)[:600]}".replace("\n", " "), kind="invalid",
                        incomplete=True) from exc
     except RecursionError as exc:
         raise JobError("invalid YAML: nested too deeply", kind="invalid") from exc
+    except ValueError as exc:  # a number too long to convert
+        raise JobError(f"invalid YAML: {number_problem(exc)}", kind="invalid") from exc
+    finally:
+        loader.dispose()
 
 
 def _kind(value: Any) -> str:

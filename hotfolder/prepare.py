@@ -8,6 +8,7 @@ records what was asked for the sidecar. Runs of a batch come here one by one.
 
 from __future__ import annotations
 
+import json
 import random
 import secrets
 import threading
@@ -37,6 +38,13 @@ from hotfolder.servers import ServerPool
 log = structlog.get_logger()
 
 SEED_RANDOM_MAX = 2**50  # what ComfyUI's own "randomize" produces; well inside every seed input
+
+
+def _check_prompt_size(workflow: Mapping[str, Any], limit: int) -> None:
+    size = len(json.dumps(workflow, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > limit:
+        raise JobError(f"the workflow to send is {size} bytes; this folder sends prompts of up "
+                       f"to {limit} bytes (limits.max_prompt_bytes)", kind="too_large")
 
 
 class Preparer:
@@ -96,6 +104,7 @@ class Preparer:
         attach_images(folder, state, spec, workflow, overrides=overrides,
                       template_name=template_name, wait=self.wait)  # uploaded in submit()
         check_classes_allowed(workflow, folder.deny_classes)
+        _check_prompt_size(workflow, folder.limits.max_prompt_bytes)
         used = find_bindings(workflow)
 
         def first(field_name: str) -> Any:

@@ -89,7 +89,9 @@ folders:
     # For folders anyone can write to (see SECURITY.md):
     # limits: {max_job_bytes: 1048576, max_prompt_chars: 20000, max_steps: 500,
     #          max_side: 8192, max_batch: 64, max_runs: 1000, max_image_bytes: 104857600,
-    #          max_folder_files: 100, max_folder_bytes: 1073741824}   # max_runs: per batch job
+    #          max_folder_files: 100, max_folder_bytes: 1073741824,   # max_runs: per batch job
+    #          max_nodes: 2000, max_links: 10000, max_depth: 16,   # a workflow, GUI subgraphs
+    #          max_prompt_bytes: 16777216}                         # unfolded; the prompt sent
     # accept_workflows: true      # false: only prompts and job specs, no whole workflows
     # deny_classes: ["Save*Model*", "LoadImage*"]   # node classes a job may never run
     # allow_set: ["*"]            # NODE.INPUT or CLASS.INPUT patterns set: may change

@@ -60,7 +60,7 @@ FAILING: dict[str, tuple[bytes, str]] = {
     "absurd-steps.json": (b'{"prompt": "x", "steps": 1000000}', "limits.max_steps"),
     "python-tag.yaml": (b"prompt: !!python/object/apply:os.system ['touch pwned']\n",
                         "invalid YAML"),
-    "billion-laughs.yaml": (_laughs(), "prompt: expected a string"),
+    "billion-laughs.yaml": (_laughs(), "aliases (*name) unfold it to more than"),
     "two-documents.yaml": (b"prompt: a\n---\nprompt: b\n", "invalid YAML"),
     "not-nodes.json": (b'{"1": {"class_type": "SaveImage"}, "2": "x"}', "unknown field"),
     "missing-link.json": (_raw(n8={"samples": ["99", 0]}), "linked to node 99"),
@@ -170,3 +170,11 @@ def test_view_answer_over_the_cap_is_cut_off_and_fails_the_job(tmp_path, sim):
         assert not [p for p in hot.dir("outbox").iterdir()]
     finally:
         hot.stop()
+
+
+def test_a_prompt_over_the_size_limit_is_not_sent(hot):
+    hot.config["folders"][0]["limits"] = {"max_prompt_bytes": 500}  # SDXL's is bigger
+    hot.start()
+    hot.drop("big-prompt.txt", "a fox")
+    assert hot.finished("big-prompt.txt") == "failed"
+    assert "limits.max_prompt_bytes" in hot.error("big-prompt.txt")["error"]

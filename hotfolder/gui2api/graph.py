@@ -217,3 +217,38 @@ def _io(raw: Any, where: str) -> tuple[GraphIO, ...]:
 
 def _bad(what: str) -> JobError:
     return JobError(f"the GUI workflow is malformed: {what}", kind="invalid")
+
+
+def expanded_size(workflow: Workflow, *, max_nodes: int, max_links: int,
+                  max_depth: int) -> tuple[int, int]:
+    """(nodes, links) the workflow has once every subgraph instance is expanded, counted
+    without expanding it, so ten nested subgraphs of ten instances each are refused before
+    a million nodes are built. A `JobError` names the limit that is exceeded."""
+    sizes: dict[str, tuple[int, int]] = {}
+
+    def size(graph: Graph, depth: int, active: frozenset[str]) -> tuple[int, int]:
+        if depth > max_depth:
+            raise JobError(f"the GUI workflow nests subgraphs more than {max_depth} deep "
+                           "(limits.max_depth)", kind="too_large")
+        if graph.id in sizes:
+            return sizes[graph.id]
+        nodes, links = len(graph.nodes), len(graph.links)
+        for node in graph.nodes.values():
+            inner = workflow.subgraphs.get(node.type)
+            if inner is None:
+                continue
+            if inner.id in active:
+                raise JobError(f"the GUI workflow is malformed: subgraph '{inner.name}' "
+                               "contains itself", kind="invalid")
+            sub_nodes, sub_links = size(inner, depth + 1, active | {inner.id})
+            nodes, links = nodes + sub_nodes, links + sub_links
+            if nodes > max_nodes:
+                raise JobError(f"the GUI workflow expands to more than {max_nodes} nodes once "
+                               "its subgraphs are unfolded (limits.max_nodes)", kind="too_large")
+            if links > max_links:
+                raise JobError(f"the GUI workflow expands to more than {max_links} links once "
+                               "its subgraphs are unfolded (limits.max_links)", kind="too_large")
+        sizes[graph.id] = (nodes, links)
+        return nodes, links
+
+    return size(workflow.root, 0, frozenset({workflow.root.id}))
