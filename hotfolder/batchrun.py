@@ -158,7 +158,8 @@ class BatchRun:
             files = list(run.delivered.values())  # delivered before a restart
         else:
             entry, server = pipeline.execute(self.folder, run, workflow, record)
-            files = pipeline.fetch(self.folder, run, entry, server, workflow, record, outbox)
+            files = pipeline.fetch(self.folder, run, entry, server, workflow, record, outbox,
+                                   park=False)
         release_stem(outbox.path, run)
         run.outputs = [f["file"] for f in files]
         self._done(run, record)

@@ -87,6 +87,7 @@ class JobState:
                                          compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _closed: bool = field(default=False, repr=False, compare=False)
+    _download_tries: int = field(default=0, repr=False, compare=False)  # since this life began
     _saved: bool = field(default=False, repr=False, compare=False)
 
     @staticmethod

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from hotfolder import __version__
 from hotfolder.config import Config, find_config, load_config
@@ -146,7 +147,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         states.append(state)
     try:
         with ThreadPoolExecutor(max_workers=max(1, len(states))) as executor:
-            outcomes = list(executor.map(lambda s: pipeline.run(folder, s), states))
+            outcomes = list(executor.map(lambda s: _run_to_end(pipeline, folder, s), states))
     except KeyboardInterrupt:
         stop.set()
         return 130
@@ -159,6 +160,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
         else:
             print(f"{source}: {outcome.status}: {outcome.error or ''}")  # noqa: T201
     return 0 if all(o.status == "done" for o in outcomes) else 1
+
+
+def _run_to_end(pipeline: Any, folder: Any, state: Any) -> Any:
+    """One job through the pipeline, waiting out its parked spells (a server's trouble)."""
+    while True:
+        outcome = pipeline.run(folder, state)
+        if outcome.status != "parked" or pipeline.stop.wait(outcome.retry_in):
+            return outcome
 
 
 def cmd_status(args: argparse.Namespace) -> int:

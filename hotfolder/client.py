@@ -7,24 +7,39 @@ at fault and will be retried. A 400 is a `JobError` explained in the user's word
 
 from __future__ import annotations
 
+import io
 import json
 import mimetypes
 import os
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import quote
 
 import requests
 import structlog
+import urllib3
 
-from hotfolder.errors import JobError, ServerError
+from hotfolder.errors import JobError, ServerError, Stopping
 from hotfolder.explain import explain_rejection
 
 log = structlog.get_logger()
 
 CHUNK = 256 * 1024
+RATE_WINDOW = 30.0  # seconds over which a transfer must keep its minimum rate
+
+
+@dataclass(frozen=True)
+class TransferLimits:
+    """What one server may make the daemon read: JSON answers and WebSocket messages up to
+    `answer_bytes`; an output file within `download_seconds`, never slower than
+    `min_rate` bytes a second over any RATE_WINDOW. A server that breaks them is faulty."""
+
+    answer_bytes: int = 64 * 1024 * 1024
+    download_seconds: float = 3600.0
+    min_rate: int = 10 * 1024
 
 
 @dataclass(frozen=True)
@@ -46,8 +61,10 @@ class ComfyClient:
     """One server's HTTP API. Safe to share between threads (one session per thread)."""
 
     def __init__(self, url: str, *, name: str | None = None, timeout: float = 30.0,
-                 headers: Mapping[str, str] | None = None, verify: bool | str = True) -> None:
+                 headers: Mapping[str, str] | None = None, verify: bool | str = True,
+                 limits: TransferLimits | None = None) -> None:
         self.url = url.rstrip("/")
+        self.limits = limits or TransferLimits()
         self.name = name or self.url
         self.timeout = timeout
         self.headers = dict(headers or {})
@@ -76,11 +93,23 @@ class ComfyClient:
             self._local.session = session
         return session
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def _request(self, method: str, path: str, *, stream: bool = False,
+                 **kwargs: Any) -> requests.Response:
+        """One request. Unless `stream`, the whole answer is read here, within
+        `limits.answer_bytes` and `timeout` in all (not only per read): a server that sends
+        hundreds of megabytes, or a byte every few seconds, is faulty (`ServerError`)."""
         kwargs.setdefault("timeout", self.timeout)
         kwargs.setdefault("verify", self._verify_setting)
         try:
-            response = self._session().request(method, self.url + path, **kwargs)
+            response = self._session().request(method, self.url + path, stream=True, **kwargs)
+            if not stream:
+                with response:
+                    body = io.BytesIO()
+                    self._drain(response, body.write, limit=self.limits.answer_bytes,
+                                seconds=max(float(kwargs["timeout"]), 1.0),
+                                what=f"its answer to {method} {path}", key="comfy.max_answer_bytes")
+                # what requests would have read itself, so .json() and .text work as usual
+                response._content = body.getvalue()
         except requests.Timeout as exc:
             raise ServerError(f"ComfyUI at {self.url} did not answer {method} {path} within "
                               f"{kwargs['timeout']:g} s", server=self.name) from exc
@@ -88,16 +117,18 @@ class ComfyClient:
             raise ServerError(f"ComfyUI at {self.url}: TLS failed ({_reason(exc)}); check "
                               "the certificate, servers[].ca_bundle or servers[].verify",
                               server=self.name) from exc
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise ServerError(f"ComfyUI at {self.url} is unreachable ({_reason(exc)})",
                               server=self.name) from exc
+        if response.status_code in (401, 407) or response.status_code >= 500:
+            response.close()  # a streamed answer is not read any further
         if response.status_code in (401, 407):
             raise ServerError(f"ComfyUI at {self.url} answered HTTP {response.status_code}: "
                               "unauthorised - check the server's token, basic_auth or "
                               "headers in the config", server=self.name,
                               status=response.status_code)
         if response.status_code >= 500:
-            body = response.text[:2000]
+            body = "" if stream else response.text[:2000]
             raise ServerError(f"ComfyUI at {self.url} answered {method} {path} with HTTP "
                               f"{response.status_code}: {body.strip() or '(empty body)'}",
                               server=self.name, status=response.status_code, body=body)
@@ -190,7 +221,8 @@ class ComfyClient:
         self._request("POST", "/history", json={"delete": [prompt_id]})
 
     def download(self, output: Mapping[str, Any], sink: IO[bytes],
-                 max_bytes: int | None = None) -> int:
+                 max_bytes: int | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> int:
         """Stream one output file from /view into `sink`; returns the byte count.
 
         An answer longer than `max_bytes` is cut off and fails the job: a server (or whatever
@@ -205,19 +237,15 @@ class ComfyClient:
                 raise JobError(f"ComfyUI could not send the output {params['filename']!r} "
                                f"(HTTP {response.status_code} from /view)", kind="download",
                                details={"output": dict(output), "status": response.status_code})
-            total = 0
             try:
-                for chunk in _chunks(response):
-                    total += len(chunk)
-                    if max_bytes is not None and total > max_bytes:
-                        raise JobError(f"the output {params['filename']!r} is larger than "
-                                       f"comfy.max_output_bytes ({max_bytes} bytes); download "
-                                       "stopped", kind="download")
-                    sink.write(chunk)
-            except requests.RequestException as exc:
+                return self._drain(response, sink.write, limit=max_bytes,
+                                   seconds=self.limits.download_seconds,
+                                   what=f"the output {params['filename']!r}",
+                                   key="comfy.max_output_bytes", too_large=JobError,
+                                   cancelled=cancelled)
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 raise ServerError(f"download of {params['filename']!r} from {self.url} broke "
                                   f"off ({_reason(exc)})", server=self.name) from exc
-        return total
 
     def upload_image(self, data: bytes, *, name: str, subfolder: str = "") -> str:
         """POST /upload/image into the input folder; returns the name LoadImage takes.
@@ -264,6 +292,39 @@ class ComfyClient:
         folder = answer.get("subfolder") or ""
         return f"{folder}/{uploaded}" if isinstance(folder, str) and folder else uploaded
 
+    def _drain(self, response: requests.Response, write: Callable[[bytes], Any], *,
+               limit: int | None, seconds: float, what: str, key: str,
+               too_large: type[Exception] = ServerError,
+               cancelled: Callable[[], bool] | None = None) -> int:
+        """Read the answer's body into `write`: at most `limit` bytes, within `seconds`, and
+        at least `limits.min_rate` bytes a second over each RATE_WINDOW. A read waiting longer
+        than the request timeout for the next byte fails in requests itself."""
+        started = window = time.monotonic()
+        total = in_window = 0
+        while chunk := _read_some(response):
+            total += len(chunk)
+            in_window += len(chunk)
+            if limit is not None and total > limit:
+                message = f"{what} is larger than {key} ({limit} bytes); reading stopped"
+                if too_large is JobError:
+                    raise JobError(message, kind="download")
+                raise ServerError(f"ComfyUI at {self.url}: {message}", server=self.name)
+            write(chunk)
+            if cancelled is not None and cancelled():
+                raise Stopping  # the daemon stops: the download is picked up at the next start
+            now = time.monotonic()
+            if now - started > seconds:
+                raise ServerError(f"ComfyUI at {self.url} took longer than {seconds:g} s to send "
+                                  f"{what}; stopped", server=self.name)
+            if now - window >= RATE_WINDOW:
+                if in_window < self.limits.min_rate * (now - window):
+                    raise ServerError(f"ComfyUI at {self.url} sent {what} at "
+                                      f"{in_window / (now - window):.0f} bytes/s, under "
+                                      f"comfy.min_download_rate ({self.limits.min_rate}); "
+                                      "stopped", server=self.name)
+                window, in_window = now, 0
+        return total
+
     def ping(self) -> bool:
         try:
             self.queue_remaining()
@@ -279,8 +340,10 @@ def _ca_bundle_from_env(verify: bool | str) -> bool | str:
     return verify
 
 
-def _chunks(response: requests.Response) -> Iterator[bytes]:
-    yield from response.iter_content(CHUNK)
+def _read_some(response: requests.Response) -> bytes:
+    """Whatever has arrived (up to CHUNK), not a full CHUNK: a trickling server must not hold
+    one read for hours."""
+    return response.raw.read1(CHUNK, decode_content=True)
 
 
 def _reason(exc: BaseException) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 import websocket
+from websocket import continuous_frame, frame_buffer
 
 log = structlog.get_logger()
 
@@ -75,6 +76,32 @@ class Watch:
                 "status": {"status_str": "success", "completed": True, "messages": []}}
 
 
+class _CappedFrames(frame_buffer):
+    """Refuses a frame longer than the cap as soon as its length is read, before its payload
+    is gathered: a server cannot make the daemon buffer a 4 GB frame."""
+
+    limit = 64 * 1024 * 1024
+
+    def recv_length(self) -> None:
+        super().recv_length()
+        if self.length is not None and self.length > self.limit:
+            raise websocket.WebSocketProtocolException(
+                f"a WebSocket frame of {self.length} bytes, over comfy.max_answer_bytes "
+                f"({self.limit})")
+
+
+class _CappedMessages(continuous_frame):
+    """The same cap for a message sent in many frames."""
+
+    limit = 64 * 1024 * 1024
+
+    def add(self, frame: websocket.ABNF) -> None:
+        super().add(frame)
+        if self.cont_data is not None and len(self.cont_data[1]) > self.limit:
+            raise websocket.WebSocketProtocolException(
+                f"a WebSocket message over comfy.max_answer_bytes ({self.limit} bytes)")
+
+
 class BufferedWebSocket(websocket.WebSocket):
     """websocket-client with reads from the socket in large gulps.
 
@@ -92,6 +119,15 @@ class BufferedWebSocket(websocket.WebSocket):
     _chunk = b""
     _offset = 0
 
+    def cap_messages(self, limit: int) -> None:
+        """Frames and messages from now on at most `limit` bytes (comfy.max_answer_bytes)."""
+        frames = _CappedFrames(self._recv, self.frame_buffer.skip_utf8_validation)
+        frames.limit = limit
+        messages = _CappedMessages(self.cont_frame.fire_cont_frame,
+                                   self.cont_frame.skip_utf8_validation)
+        messages.limit = limit
+        self.frame_buffer, self.cont_frame = frames, messages
+
     def _recv(self, bufsize: int) -> bytes:
         if self._offset >= len(self._chunk):
             time.sleep(COALESCE_SECONDS)
@@ -106,7 +142,8 @@ class CompletionListener:
 
     def __init__(self, url: str, *, name: str, stop: threading.Event, enabled: bool = True,
                  backoff_max: float = 30.0, headers: Mapping[str, str] | None = None,
-                 verify: bool | str = True) -> None:
+                 verify: bool | str = True, max_message_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_message_bytes = max_message_bytes
         # the same auth as HTTP: a proxy in front of ComfyUI guards /ws too
         self.headers = [f"{k}: {v}" for k, v in (headers or {}).items()]
         self.sslopt: dict[str, Any] = (
@@ -204,6 +241,7 @@ class CompletionListener:
                 self._stop.wait(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.backoff_max)
                 continue
+            ws.cap_messages(self.max_message_bytes)
             with self._lock:
                 self._client_id = client_id
             self._ws = ws
@@ -231,6 +269,11 @@ class CompletionListener:
                 opcode, data = ws.recv_data()
             except websocket.WebSocketTimeoutException:
                 continue
+            except websocket.WebSocketProtocolException as exc:
+                log.warning("server.answer_refused", server=self.name, reason=str(exc),
+                            action="the WebSocket is dropped and opened again; jobs are "
+                                   "followed through /history meanwhile")
+                return
             except (websocket.WebSocketException, OSError):
                 return
             if opcode == websocket.ABNF.OPCODE_CLOSE:

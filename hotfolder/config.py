@@ -45,6 +45,11 @@ class ComfyConfig:
     job_timeout: float = 3600.0
     failover_seconds: float = 10.0  # a server silent this long: its jobs go to another
     max_output_bytes: int = 4 * 1024**3  # a bigger /view answer is cut off, the job failed
+    max_outputs: int = 1000  # output files of one job (each run of a batch)
+    max_job_output_bytes: int = 64 * 1024**3  # all output files of one job together
+    max_answer_bytes: int = 64 * 1024**2  # a JSON answer or WebSocket message of a server
+    download_timeout: float = 3600.0  # seconds for one output file, in all
+    min_download_rate: int = 10 * 1024  # bytes/s over each 30 s of a download
     delete_history: bool = False
     websocket: bool = True
 
@@ -205,6 +210,16 @@ def _comfy(value: Any, p: Problems) -> ComfyConfig:
         failover_seconds=p.number(data, "failover_seconds", "comfy", d.failover_seconds),
         max_output_bytes=p.number(data, "max_output_bytes", "comfy", d.max_output_bytes,
                                   minimum=1, integer=True),
+        max_outputs=p.number(data, "max_outputs", "comfy", d.max_outputs, minimum=1,
+                             integer=True),
+        max_job_output_bytes=p.number(data, "max_job_output_bytes", "comfy",
+                                      d.max_job_output_bytes, minimum=1, integer=True),
+        max_answer_bytes=p.number(data, "max_answer_bytes", "comfy", d.max_answer_bytes,
+                                  minimum=1024, integer=True),
+        download_timeout=p.number(data, "download_timeout", "comfy", d.download_timeout,
+                                  minimum=1),
+        min_download_rate=p.number(data, "min_download_rate", "comfy", d.min_download_rate,
+                                   integer=True),
         delete_history=p.boolean(data, "delete_history", "comfy", d.delete_history),
         websocket=p.boolean(data, "websocket", "comfy", d.websocket),
     )

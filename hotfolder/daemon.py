@@ -9,6 +9,8 @@ once. SIGHUP re-reads the config.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import queue
 import signal
 import threading
@@ -93,6 +95,9 @@ class Daemon:
         self.orphans = Orphans()
         self.active: dict[tuple[str, str], JobState] = {}  # (folder, name) -> jobs we own
         self._outstanding = 0
+        # jobs waiting for their server without holding a worker: (due, order, work)
+        self._parked: list[tuple[float, int, _Work]] = []
+        self._park_order = itertools.count()
         self._lock = threading.Lock()
         self._next = {"orphans": 0.0, "heartbeat": 0.0, "prune": 0.0, "status": 0.0}
         self.counts = {"done": 0, "failed": 0, "left": 0}
@@ -188,9 +193,10 @@ class Daemon:
         self.pool.close()
         for _ in self.workers:
             self.work.put(None)  # wake idle workers now rather than at their next timeout
-        for worker in self.workers:
+        deadline = time.monotonic() + 10  # for all of them: a worker in a network read
+        for worker in self.workers:  # notices the stop at its next byte or time-out
             if worker.is_alive():
-                worker.join(timeout=10)
+                worker.join(timeout=max(0.1, deadline - time.monotonic()))
         self._write_status(force=True)
         if self.web is not None:
             self.web.stop()
@@ -208,7 +214,7 @@ class Daemon:
 
     def _idle(self) -> bool:
         with self._lock:
-            return self._outstanding == 0 and self.watcher.idle()
+            return self._outstanding == 0 and not self._parked and self.watcher.idle()
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -275,6 +281,7 @@ class Daemon:
     # -- housekeeping ---------------------------------------------------------------------------
 
     def _housekeeping(self, now: float) -> None:
+        self._unpark(now)
         wall = time.time()
         for folder, state in self._owned():
             if not state.saved and wall - state.claimed_at >= CLAIM_RECORD_SECONDS:
@@ -461,15 +468,33 @@ class Daemon:
             log.info("job.claimed", job=state.source, folder=work.folder.name,
                      ready_by=work.ready_by,
                      waited=round(time.time() - (work.detected_at or time.time()), 3))
+        parked = False
         try:
             outcome = self.pipeline.run(work.folder, state)
+            if outcome.status == "parked":  # still ours: picked up again when it is due
+                parked = True
+                with self._lock:
+                    heapq.heappush(self._parked, (time.monotonic() + outcome.retry_in,
+                                                  next(self._park_order),
+                                                  _Work(work.folder, state=state)))
+                return None
             self.metrics.finished(work.folder.name, outcome.status, outcome.kind,
                                   seen_at=state.detected_at or state.claimed_at,
                                   submitted_at=state.submitted_at, now=time.time())
             return outcome
         finally:
+            if not parked:
+                with self._lock:
+                    self.active.pop((work.folder.name, state.name), None)
+
+    def _unpark(self, now: float) -> None:
+        """Parked jobs whose time has come go back to the workers."""
+        while True:
             with self._lock:
-                self.active.pop((work.folder.name, state.name), None)
+                if not self._parked or self._parked[0][0] > now:
+                    return
+                _, _, work = heapq.heappop(self._parked)
+            self._enqueue(work)
 
 
 def _names(name: str) -> set[str]:

@@ -92,6 +92,7 @@ def check_output_names(outputs: list[dict[str, Any]]) -> None:
 def deliver_all(client: ComfyClient, outputs: list[dict[str, Any]], outdir: OutDir,
                 state: JobState, save: Callable[[], None],
                 file_mode: int | None = None, max_bytes: int | None = None,
+                max_total: int | None = None, cancelled: Callable[[], bool] | None = None,
                 ) -> list[dict[str, Any]]:
     """Download every output as `<stem>_00001.ext`, …, skipping those already delivered.
 
@@ -105,14 +106,25 @@ def deliver_all(client: ComfyClient, outputs: list[dict[str, Any]], outdir: OutD
     stem = reserve_stem(outdir, state, names)
     save()
     files = []
+    total = sum(int(f.get("bytes") or 0) for f in state.delivered.values())
     for output, suffix in zip(outputs, names, strict=True):
         key = f"{output['node']}/{output.get('subfolder', '')}/{output['filename']}"
         if key not in state.delivered:
             name = f"{stem}{suffix}"
             size = outdir.plain_size(name)
             if size is None:
+                room = None if max_total is None else max_total - total
+                limit = room if max_bytes is None or (room is not None and room < max_bytes) \
+                    else max_bytes
+                if limit is not None and limit <= 0:
+                    _too_much(max_total)
                 with outdir.writer(name) as (fh, placed):
-                    size = client.download(output, fh, max_bytes)
+                    try:
+                        size = client.download(output, fh, limit, cancelled=cancelled)
+                    except JobError:
+                        if limit != max_bytes:
+                            _too_much(max_total)
+                        raise
                 name = placed[0]
                 outdir.chmod(name, file_mode)
             state.delivered[key] = {
@@ -121,8 +133,14 @@ def deliver_all(client: ComfyClient, outputs: list[dict[str, Any]], outdir: OutD
                 "subfolder": output.get("subfolder", ""), "type": output.get("type", "output")}
             save()
             log.debug("job.output_saved", file=name, bytes=size)
+            total += size
         files.append(state.delivered[key])
     return files
+
+
+def _too_much(max_total: int | None) -> None:
+    raise JobError(f"the job's outputs together are larger than comfy.max_job_output_bytes "
+                   f"({max_total} bytes); the rest was not downloaded", kind="download")
 
 
 def _short(stem: str, limit: int = 180) -> str:

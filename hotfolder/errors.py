@@ -61,3 +61,14 @@ class Stopping(Exception):
     Not a HotfolderError: it says nothing about the job or the server, and must never be
     caught as either.
     """
+
+
+class Parked(Exception):
+    """The job waits for its server (a download broke off, or the server has as many downloads
+    going as it has slots): its worker is freed for other servers' jobs, and the job is picked
+    up again after `seconds`, where it left off. Like `Stopping`, not a HotfolderError."""
+
+    def __init__(self, seconds: float, reason: str) -> None:
+        self.seconds = seconds
+        self.reason = reason
+        super().__init__(reason)

@@ -30,11 +30,12 @@ log = structlog.get_logger()
 
 @dataclass
 class Outcome:
-    status: str  # done | failed | left
+    status: str  # done | failed | left | parked
     job_file: Path | None = None
     outputs: list[Path] = field(default_factory=list)
     error: str | None = None
     kind: str | None = None  # the JobError's kind, for a failed job
+    retry_in: float = 0.0  # parked: seconds until the job is picked up again
 
 
 def iso_time(stamp: float | None) -> str | None:

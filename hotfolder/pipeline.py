@@ -23,7 +23,7 @@ from hotfolder.batchrun import BatchRun
 from hotfolder.claim import MAX_CRASHES, JobState
 from hotfolder.config import Config, FolderConfig
 from hotfolder.deliver import collect_outputs, deliver_all
-from hotfolder.errors import JobError, ServerError, Stopping
+from hotfolder.errors import JobError, Parked, ServerError, Stopping
 from hotfolder.explain import explain_history_failure
 from hotfolder.finish import Outcome, finish_done, finish_failed, timings
 from hotfolder.images import upload as upload_images
@@ -100,6 +100,13 @@ class Pipeline:
                 return self._attempts(folder, state, record)
             except JobError as exc:
                 return finish_failed(folder, state, exc, record)
+            except Parked as later:
+                state.step = None  # waiting for its server: not a risky step
+                state.save(folder)
+                log.info("job.parked", reason=later.reason, retry_seconds=round(later.seconds, 1),
+                         prompt_id=state.prompt_id, server=state.server,
+                         note="its worker is free for other jobs meanwhile")
+                return Outcome("parked", job_file=path, retry_in=later.seconds)
             except Stopping:
                 state.step = None  # a clean stop: not a death to count against the job
                 state.save(folder)  # the phase as it is now (some changes are not saved)
@@ -346,7 +353,7 @@ class Pipeline:
 
     def fetch(self, folder: FolderConfig, state: JobState, entry: dict[str, Any],
               server: Server, workflow: Mapping[str, Any], record: dict[str, Any],
-              outbox: OutDir) -> list[dict[str, Any]]:
+              outbox: OutDir, *, park: bool = True) -> list[dict[str, Any]]:
         """The finished prompt's outputs, downloaded into `outbox` (or why there are none)."""
         status = entry.get("status") if isinstance(entry.get("status"), Mapping) else {}
         if status.get("status_str") == "error":
@@ -362,7 +369,11 @@ class Pipeline:
         state.step = "delivering"
         log.info("job.completed", server=server.name, prompt_id=state.prompt_id,
                  outputs=len(outputs))
-        files = self._download_all(folder, state, server, outputs, outbox)
+        if len(outputs) > self.config.comfy.max_outputs:
+            raise JobError(f"the workflow produced {len(outputs)} output files; a job may have "
+                           f"at most {self.config.comfy.max_outputs} (comfy.max_outputs)",
+                           kind="download")
+        files = self._download_all(folder, state, server, outputs, outbox, park)
         if self.config.comfy.delete_history and state.prompt_id:
             try:
                 server.client.delete_history(state.prompt_id)
@@ -372,18 +383,35 @@ class Pipeline:
         return files
 
     def _download_all(self, folder: FolderConfig, state: JobState, server: Server,
-                      outputs: list[dict[str, Any]], outbox: OutDir) -> list[dict[str, Any]]:
-        delay = self.config.comfy.backoff_initial
+                      outputs: list[dict[str, Any]], outbox: OutDir,
+                      park: bool) -> list[dict[str, Any]]:
+        """Download the outputs. A server whose download breaks off (or crawls: see the
+        client's limits) is marked down, and the job is parked (`park`, a single job: its
+        worker is freed) or waits here (a batch's run, in the batch's own threads). A server
+        never has more downloads going than slots, so a stuck one ties up that many workers
+        at most."""
+        comfy = self.config.comfy
         while True:
+            if not server.begin_download():
+                if park:
+                    raise Parked(1.0, f"{server.name} has {server.limit} downloads going")
+                self._wait(0.5)
+                continue
             try:
                 return deliver_all(server.client, outputs, outbox, state,
                                    save=lambda: state.save(folder), file_mode=folder.file_mode,
-                                   max_bytes=self.config.comfy.max_output_bytes)
+                                   max_bytes=comfy.max_output_bytes,
+                                   max_total=comfy.max_job_output_bytes,
+                                   cancelled=self.stop.is_set)
             except ServerError as exc:
                 self.pool.mark_down(server, exc)
-                if self.stop.wait(delay):
-                    raise Stopping from exc
-                delay = min(delay * 2, self.config.comfy.backoff_max)
+                state._download_tries += 1
+                delay = min(comfy.backoff_initial * 2 ** state._download_tries, comfy.backoff_max)
+                if park:
+                    raise Parked(delay, exc.message) from exc
+                self._wait(delay)
+            finally:
+                server.end_download()
 
 
 def _test_fault(state: JobState) -> None:

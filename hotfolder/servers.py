@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from hotfolder.client import ComfyClient
+from hotfolder.client import ComfyClient, TransferLimits
 from hotfolder.complete import CompletionListener
 from hotfolder.config import ComfyConfig, ServerConfig
 from hotfolder.errors import JobError, ServerError
@@ -90,11 +90,15 @@ class Server:
         self.name = cfg.name
         self.url = cfg.url
         self.client = CountingClient(cfg.url, name=cfg.name, timeout=comfy.request_timeout,
-                                     headers=cfg.headers, verify=cfg.verify)
+                                     headers=cfg.headers, verify=cfg.verify,
+                                     limits=TransferLimits(comfy.max_answer_bytes,
+                                                           comfy.download_timeout,
+                                                           comfy.min_download_rate))
         self.listener = CompletionListener(cfg.url, name=cfg.name, stop=stop,
                                            enabled=comfy.websocket,
                                            backoff_max=comfy.backoff_max,
-                                           headers=cfg.headers, verify=cfg.verify)
+                                           headers=cfg.headers, verify=cfg.verify,
+                                           max_message_bytes=comfy.max_answer_bytes)
         if cfg.verify is False:
             log.warning("server.tls_unverified", server=cfg.name, url=cfg.url,
                         reason="servers[].verify is false: certificates are not checked, "
@@ -103,12 +107,26 @@ class Server:
         self.tags = frozenset(cfg.tags)
         self.limit = cfg.max_in_flight or comfy.max_in_flight
         self.in_flight = 0
+        self.downloading = 0  # downloads going on: at most `limit`, so a stuck server ties up
+        self._downloads_lock = threading.Lock()  # no more workers than it has slots
         self.retired = False  # removed from the config: finishes its jobs, takes no new ones
         self.down_since: float | None = None
         self.up = True
         self.last_error = ""
         self.next_probe = 0.0
         self.probe_delay = comfy.backoff_initial
+
+
+    def begin_download(self) -> bool:
+        with self._downloads_lock:
+            if self.downloading >= self.limit:
+                return False
+            self.downloading += 1
+            return True
+
+    def end_download(self) -> None:
+        with self._downloads_lock:
+            self.downloading -= 1
 
 
 class ServerPool:

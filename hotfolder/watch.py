@@ -387,7 +387,8 @@ class InboxWatcher:
             self._mark_writing(path, pending, now)
             pending.hint = None  # the next close (or the next look) decides
             return None
-        if pending.writing_since is not None:
+        was_open = pending.writing_since is not None
+        if was_open:
             log.info("job.written", file=path.name, folder=folder.name,
                      seconds=round(time.time() - pending.writing_since, 1))
             pending.writing_since, pending.writers = None, []
@@ -396,7 +397,10 @@ class InboxWatcher:
             return "settled" if settled else None
         if quick and pending.hint:
             return pending.hint
-        return "settled"
+        # seen open before, free now: its writer closed it (whether or not that event came
+        # before this look)
+        return HINT_CLOSED if was_open and self._modes.get(path.parent) == "native" \
+            else "settled"
 
     def _mark_writing(self, path: Path, pending: _Pending, now: float) -> None:
         first = pending.writing_since is None

@@ -4,6 +4,7 @@ work is done, within a memory bound measured here (tracemalloc's peak while it i
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import tracemalloc
@@ -25,7 +26,7 @@ MEMORY_BOUND = 64 * 1024 * 1024  # bytes a hostile file may make the daemon allo
 def _laughs(levels: int, key: str = "count") -> bytes:
     lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     names = "abcdefghijklmnop"
-    for prev, name in zip(names[: levels - 1], names[1:levels], strict=True):
+    for prev, name in itertools.pairwise(names[:levels]):
         lines.append(f"{name}: &{name} [{', '.join(['*' + prev] * 9)}]")
     lines.append(f"{key}: *{names[levels - 1]}")
     return "\n".join(lines).encode()

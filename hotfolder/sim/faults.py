@@ -24,6 +24,7 @@ class Faults:
     http_5xx_rate: float = 0.0  # fraction of POST /prompt answered with the plain-text 500
     http_5xx_next: int = 0  # the next N POST /prompt answered with the plain-text 500
     slow_seconds: float = 0.0  # delay before every HTTP answer (not /sim/*)
+    trickle_seconds: float = 0.0  # /view answers sent a byte at a time, this far apart
     drop_ws_after: int = 0  # server closes each WebSocket after N text messages; 0 = never
     no_ws: bool = False  # WebSocket upgrade refused with 404, as if a proxy blocked it
 
@@ -37,6 +38,7 @@ _FIELD_TYPES: dict[str, type] = {
     "http_5xx_rate": float,
     "http_5xx_next": int,
     "slow_seconds": float,
+    "trickle_seconds": float,
     "drop_ws_after": int,
     "no_ws": bool,
 }

@@ -193,9 +193,10 @@ class _Handler(BaseHTTPRequestHandler):
             response = handler(sim, request)
         except Exception:  # noqa: BLE001 - aiohttp answers any route exception with a plain 500
             response = trouble()
-        self._send(response, head=method == "HEAD")
+        trickle = sim.fault_state.faults.trickle_seconds if request.path == "/view" else 0.0
+        self._send(response, head=method == "HEAD", trickle=trickle)
 
-    def _send(self, response: Response, head: bool = False) -> None:
+    def _send(self, response: Response, head: bool = False, trickle: float = 0.0) -> None:
         try:
             self.send_response(response.status)
             if response.content_type:
@@ -204,7 +205,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(key, value)
             self.send_header("Content-Length", str(len(response.body)))
             self.end_headers()
-            if not head and response.body:
+            if not head and response.body and trickle > 0:  # a link that barely moves
+                for i in range(len(response.body)):
+                    self.wfile.write(response.body[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(trickle)
+            elif not head and response.body:
                 self.wfile.write(response.body)
         except OSError:
             self.close_connection = True
