@@ -285,3 +285,25 @@ def test_daemon_health_needs_a_recent_healthy_loop(tmp_path):
     daemon.stop.set()
     daemon._loop_ok_at = time.monotonic()
     assert daemon.health()["state"] == "stopping"
+
+
+def test_slow_clients_cost_a_connection_each_never_the_page(serve):
+    import socket
+
+    base, _ = serve()
+    port = int(base.rsplit(":", 1)[1])
+    slow = []
+    try:
+        for _ in range(40):  # more than the old server's 32 threads, each sending a byte
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"G")
+            slow.append(sock)
+        for _ in range(3):
+            for sock in slow:
+                sock.sendall(b"E")  # still sending, so never idle
+            assert requests.get(base + "/healthz", timeout=5).status_code == 200
+            assert requests.get(base + "/api/status", timeout=5).status_code == 200
+            time.sleep(0.5)
+    finally:
+        for sock in slow:
+            sock.close()

@@ -1,4 +1,4 @@
-"""The status page's HTTP server: the standard library's, in daemon threads beside the loop.
+"""The status page's HTTP server: waitress, in a daemon thread beside the loop.
 
 Routes: `/` (the page), `/api/status` (the `hotfolder status --json` document), `/metrics`
 (Prometheus text), `/thumb/FOLDER/FILE` (a thumbnail from that folder's outbox), `/healthz`
@@ -14,7 +14,8 @@ Protections, each for a reason:
 - Actions are POSTs with a JSON body and a per-process token from the page itself
   (`X-Hotfolder-Csrf`), which another site can neither read nor send without a CORS
   preflight this server never grants.
-- At most MAX_CONNECTIONS at once, and idle connections close after 30 s.
+- Served by waitress: slow clients cost a connection each, never a thread or the page; at
+  most MAX_CONNECTIONS at once, idle ones closed after IDLE_SECONDS.
 """
 
 from __future__ import annotations
@@ -26,10 +27,9 @@ import hmac
 import json
 import re
 import secrets
-import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -43,8 +43,11 @@ from hotfolder.web.thumbs import Thumbnails
 
 log = structlog.get_logger()
 
-MAX_CONNECTIONS = 32
+MAX_CONNECTIONS = 100  # open connections at once; more wait in the listen backlog
 MAX_BODY = 4096
+MAX_HEADER = 16 * 1024
+IDLE_SECONDS = 30  # a connection that sends and receives nothing this long is closed
+THREADS = 4  # requests served at once (each is quick: the page asks once a second)
 COOKIE = "hotfolder_token"
 CSP = ("default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
        "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
@@ -261,6 +264,8 @@ def _host_of(value: str) -> str | None:
 
 def _loopback_host(req: Request) -> bool:
     host = req.headers.get("host")
+    if host is not None and "," in host:  # several Host headers, joined: which one counts?
+        return False
     return host is None or is_loopback(_host_of(host))
 
 
@@ -274,106 +279,75 @@ def _same_origin(req: Request) -> bool:
 # -- the socket side ------------------------------------------------------------------------------
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, address: tuple[str, int], family: int, app: WebApp) -> None:
-        self.address_family = family
-        self.app = app
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)  # too many connections: drop this one
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+REASONS = {200: "OK", 303: "See Other", 400: "Bad Request", 401: "Unauthorized",
+           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 411: "Length Required",
+           413: "Payload Too Large", 415: "Unsupported Media Type", 500: "Internal Server Error",
+           503: "Service Unavailable"}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "hotfolder"
-    sys_version = ""
-    timeout = 30  # idle keep-alive connections (and slow senders) are closed
-    server: _HTTPServer
+def wsgi_app(app: WebApp) -> Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]:
+    """The WebApp as a WSGI application, for waitress."""
 
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_HEAD(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        body = b""
-        if self.command == "POST":
-            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                self.close_connection = True
-                self._send(text(411, "a Content-Length is required"))
-                return
+    def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        method = environ["REQUEST_METHOD"]
+        headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items()
+                   if key.startswith("HTTP_")}
+        if environ.get("CONTENT_TYPE"):
+            headers["content-type"] = environ["CONTENT_TYPE"]
+        body, too_large = b"", False
+        if method == "POST":  # waitress refuses bodies over MAX_BODY itself; this is a check
+            body = environ["wsgi.input"].read(MAX_BODY + 1)
+            too_large = len(body) > MAX_BODY
+        if too_large:
+            response = text(413, "request body too large")
+        else:
+            request = Request(method, environ.get("REQUEST_URI") or "/", headers, body,
+                              environ.get("REMOTE_ADDR", ""))
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if not 0 <= length <= MAX_BODY:
-                self.close_connection = True
-                self._send(text(413, "request body too large"))
-                return
-            body = self.rfile.read(length)
-        request = Request(self.command, self.path,
-                          {k.lower(): v for k, v in self.headers.items()}, body,
-                          self.client_address[0])
-        try:
-            response = self.server.app.respond(request)
-        except Exception:  # a bug must not kill the page's thread or show a traceback
-            log.exception("web.internal_error", path=self.path)
-            response = text(500, "internal error; see the daemon's log")
-        self._send(response)
+                response = app.respond(request)
+            except Exception:  # a bug must not kill the page's thread or show a traceback
+                log.exception("web.internal_error", path=request.target)
+                response = text(500, "internal error; see the daemon's log")
+        start_response(f"{response.status} {REASONS.get(response.status, 'Status')}", [
+            ("Content-Type", response.content_type),
+            ("Content-Length", str(len(response.body))),
+            ("X-Content-Type-Options", "nosniff"), *response.headers.items()])
+        return [] if method == "HEAD" else [response.body]
 
-    def _send(self, response: Response) -> None:
-        try:
-            self.send_response(response.status)
-            self.send_header("Content-Type", response.content_type)
-            self.send_header("Content-Length", str(len(response.body)))
-            self.send_header("X-Content-Type-Options", "nosniff")
-            for key, value in response.headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(response.body)
-        except OSError:
-            self.close_connection = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("web.request", client=self.client_address[0], line=format % args)
+    return application
 
 
 class WebServer:
-    """Serves a WebApp on `http.listen` until stopped."""
+    """Serves a WebApp on `http.listen` until stopped, with waitress.
+
+    waitress reads every request off its socket in one event loop and hands only complete
+    requests to its few threads, so a client that sends a byte every few seconds holds one
+    connection, never a thread or the page; connections are capped (MAX_CONNECTIONS), idle
+    ones closed after IDLE_SECONDS, headers and bodies bounded.
+    """
 
     def __init__(self, backend: Backend) -> None:
         self.app = WebApp(backend)
         self.http = backend.config.http
-        self._httpd: _HTTPServer | None = None
+        self._server: Any = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> WebServer:
         """Bind and serve; raises OSError when the address cannot be used."""
+        from waitress.server import create_server
+
         host, port = self.http.host or "127.0.0.1", self.http.port
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        self._httpd = _HTTPServer((host, port), family, self.app)
-        self.port = int(self._httpd.server_address[1])
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.2}, name="web", daemon=True)
+        try:
+            self._server = create_server(
+                wsgi_app(self.app), host=host, port=port, threads=THREADS,
+                connection_limit=MAX_CONNECTIONS, channel_timeout=IDLE_SECONDS,
+                cleanup_interval=5, max_request_header_size=MAX_HEADER,
+                max_request_body_size=MAX_BODY, ident="hotfolder", expose_tracebacks=False,
+                clear_untrusted_proxy_headers=True)
+        except ValueError as exc:  # waitress says "unable to resolve" as a ValueError
+            raise OSError(str(exc)) from exc
+        self.port = int(self._server.effective_port)
+        self._thread = threading.Thread(target=self._server.run, name="web", daemon=True)
         self._thread.start()
         shown = f"[{host}]" if ":" in host else host
         log.info("web.listening", url=f"http://{shown}:{self.port}/",
@@ -385,7 +359,11 @@ class WebServer:
         return self
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        if self._server is not None:
+            from waitress import wasyncore
+
+            self._server.task_dispatcher.shutdown()
+            wasyncore.close_all(self._server._map)  # the listener and every connection
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            self._server = None
