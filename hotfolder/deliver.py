@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -44,8 +45,9 @@ def collect_outputs(entry: Mapping[str, Any], *, include_temp: bool) -> list[dic
 
 
 def job_stem(name: str) -> str:
-    """The job file's name without its extension, as the outputs' base name."""
-    stem = PurePosixPath(name).stem
+    """The job file's name without its extension, as the outputs' base name, in NFC: `café`
+    typed on a Mac (NFD) and on Windows (NFC) must not give two names that look the same."""
+    stem = unicodedata.normalize("NFC", PurePosixPath(name).stem)
     return stem or "job"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -145,7 +146,7 @@ def _fail_files(folder: FolderConfig, source: Path, name: str,
     """
     error_name = name
     for candidate in candidates(name):
-        error_name = fit(_job_stem(candidate), ".error.json")
+        error_name = error_name_for(candidate)
         if not (folder.failed / candidate).exists() \
                 and not (folder.failed / error_name).exists():
             name = candidate
@@ -159,12 +160,13 @@ def _fail_files(folder: FolderConfig, source: Path, name: str,
     return job_file, error_path
 
 
-def _job_stem(name: str) -> str:
-    """A job's name without its extension: `fox.txt` -> `fox`, and a job that is itself named
-    like an error file, `x.error.json` -> `x.error`, so its error file is `x.error.error.json`
-    and never the job file itself."""
+def error_name_for(name: str) -> str:
+    """The error file of the job file `name` in failed/: its name without its extension, in
+    NFC, plus `.error.json` (`fox.txt` -> `fox.error.json`); a job itself named like an error
+    file gets `x.error.error.json`, never its own name. Within 255 bytes."""
     stem, ext = split_name(name)
-    return name[: -len(".json")] if ext == ".error.json" else stem
+    stem = name[: -len(".json")] if ext == ".error.json" else stem
+    return fit(unicodedata.normalize("NFC", stem), ".error.json")
 
 
 def fail_unclaimed(folder: FolderConfig, path: Path, error: JobError) -> Path | None:

@@ -21,7 +21,8 @@ from typing import Any
 
 from hotfolder.client import ComfyClient
 from hotfolder.config import Config, FolderConfig, ServerConfig
-from hotfolder.fsutil import split_name, write_json
+from hotfolder.finish import error_name_for
+from hotfolder.fsutil import write_json
 from hotfolder.secrets import redact
 
 STATUS_FILE = ".hotfolder-status.json"
@@ -100,29 +101,28 @@ def recent_done(folder: FolderConfig, limit: int) -> list[dict[str, Any]]:
 
 def recent_failed(folder: FolderConfig, limit: int) -> list[dict[str, Any]]:
     """The latest failures, newest first, each with its job file in failed/ (None when the
-    job's file is gone, e.g. cancelled by deleting it)."""
-    newest = _newest(folder.failed, limit, lambda n: n.endswith(".error.json"))
-    stems = {path.name[: -len(".error.json")] for _, path in newest}
+    job's file is gone, e.g. cancelled by deleting it). A job file that is itself named like an
+    error file (`x.error.json`) is not taken for one: a report has an `error`."""
+    reports = []
+    for mtime, path in _newest(folder.failed, limit * 2, lambda n: n.endswith(".error.json")):
+        report = _read_json(path)
+        if isinstance(report, dict) and isinstance(report.get("error"), str):
+            reports.append((mtime, path, report))
+        if len(reports) == limit:
+            break
+    names = {path.name for _, path, _ in reports}
     job_files: dict[str, str] = {}
     try:
         for entry in os.scandir(folder.failed):
-            stem = split_name(entry.name)[0]
-            if stem in stems and not entry.name.endswith(".error.json") \
-                    and Path(entry.name).suffix.lower() in folder.extensions \
+            if entry.name not in names and Path(entry.name).suffix.lower() in folder.extensions \
                     and entry.is_file(follow_symlinks=False):  # not an image it took along
-                job_files.setdefault(stem, entry.name)
+                job_files.setdefault(error_name_for(entry.name), entry.name)
     except OSError:
         pass
-    found = []
-    for mtime, path in newest:
-        report = _read_json(path)
-        if not isinstance(report, dict):
-            continue
-        found.append({"job": report.get("job"), "error": report.get("error"),
-                      "kind": report.get("kind"), "error_file": path.name,
-                      "file": job_files.get(path.name[: -len(".error.json")]),
-                      "failed_at": report.get("failed_at") or _iso(mtime)})
-    return found
+    return [{"job": report.get("job"), "error": report.get("error"), "kind": report.get("kind"),
+             "error_file": path.name, "file": job_files.get(path.name),
+             "failed_at": report.get("failed_at") or _iso(mtime)}
+            for mtime, path, report in reports]
 
 
 def _newest(directory: Path, limit: int, keep: Any) -> list[tuple[float, Path]]:

@@ -178,3 +178,37 @@ def test_a_prompt_over_the_size_limit_is_not_sent(hot):
     hot.drop("big-prompt.txt", "a fox")
     assert hot.finished("big-prompt.txt") == "failed"
     assert "limits.max_prompt_bytes" in hot.error("big-prompt.txt")["error"]
+
+
+def test_a_job_named_like_an_error_file_fails_plainly_and_can_be_retried(hot):
+    from hotfolder.config import load_config
+    from hotfolder.status import recent_failed
+    from hotfolder.web.actions import retry_failed
+
+    hot.start()
+    hot.drop("x.error.json", "{")
+    assert hot.finished("x.error.json") == "failed"
+    failed = sorted(p.name for p in hot.dir("failed").iterdir())
+    assert failed == ["x.error.error.json", "x.error.json"]
+    folder = load_config(hot.config_path).folders[0]
+    listed = recent_failed(folder, 10)
+    assert len(listed) == 1, listed  # no phantom entry made of the job file itself
+    assert listed[0]["file"] == "x.error.json" and "invalid JSON" in listed[0]["error"]
+    hot.stop()
+    retry_failed(folder, "x.error.json")
+    assert (hot.dir("inbox") / "x.error.json").exists()
+    assert not (hot.dir("failed") / "x.error.error.json").exists()
+
+
+def test_names_the_daemon_makes_are_nfc(hot):
+    import unicodedata
+
+    hot.start()
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    hot.drop(f"{nfc}.txt", "typed on Windows")
+    assert hot.finished(f"{nfc}.txt") == "done"
+    hot.drop(f"{nfd}.txt", "typed on a Mac")
+    assert hot.finished(f"{nfd}.txt") == "done"
+    made = sorted(p.name for p in hot.dir("outbox").iterdir())
+    assert made == sorted([f"{nfc}.json", f"{nfc}_00001.png", f"{nfc}-2.json",
+                           f"{nfc}-2_00001.png"])

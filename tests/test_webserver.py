@@ -98,6 +98,7 @@ def test_nothing_but_outbox_thumbnails_is_reachable(serve, tmp_path):
     os.symlink("..", hot / "outbox" / "up")
     os.mkfifo(hot / "outbox" / "fifo.png")
     (hot / "outbox" / "notes.txt").write_text("not an image")
+    os.link(outside, hot / "outbox" / "hard.png")  # a hard link to a file from elsewhere
 
     status, body = raw_get(base, "/thumb/main/fox_00001.png")
     assert status == 200 and body[:3] == b"\xff\xd8\xff"  # a JPEG thumbnail
@@ -108,6 +109,7 @@ def test_nothing_but_outbox_thumbnails_is_reachable(serve, tmp_path):
         "/thumb/main/%252e%252e%252fdone%252fleak.png", "/thumb/main/up%2fdone%2fleak.png",
         "/thumb/main/up/done/leak.png", "/thumb/main/link.png", "/thumb/main/abs.png",
         "/thumb/main/inner.png", "/thumb/main/.hidden.png", "/thumb/main/fifo.png",
+        "/thumb/main/hard.png",
         "/thumb/main/notes.txt", "/thumb/main/fox_00001.png%00.png",
         "/thumb/main/%ff%fe.png", "/thumb/main/", "/thumb/main", "/thumb/..%2fhot/leak.png",
         "/thumb/%2e%2e/done/leak.png", "/thumb/main/%2Ftmp%2Foutside.png",

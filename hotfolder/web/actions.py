@@ -15,7 +15,8 @@ from pathlib import Path
 import structlog
 
 from hotfolder.config import FolderConfig
-from hotfolder.fsutil import move, split_name
+from hotfolder.finish import error_name_for
+from hotfolder.fsutil import move
 from hotfolder.web.thumbs import safe_name
 
 log = structlog.get_logger()
@@ -30,9 +31,12 @@ class ActionError(Exception):
 
 def retry_failed(folder: FolderConfig, name: str, *, client: str = "") -> Path:
     """Move failed/NAME back into the inbox and remove NAME's error file."""
-    if not isinstance(name, str) or not safe_name(name) or name.endswith(".error.json") \
+    if not isinstance(name, str) or not safe_name(name) \
             or Path(name).suffix.lower() not in folder.extensions:
         raise ActionError(404, "no such failed job")
+    error_file = folder.failed / error_name_for(name)
+    if name.endswith(".error.json") and not error_file.exists():
+        raise ActionError(404, "no such failed job")  # an error file, not a job
     source = folder.failed / name
     try:
         info = os.lstat(source)
@@ -40,7 +44,6 @@ def retry_failed(folder: FolderConfig, name: str, *, client: str = "") -> Path:
         raise ActionError(404, "no such failed job (already retried?)") from None
     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
         raise ActionError(404, "no such failed job")  # symlinks and hard links stay put
-    error_file = folder.failed / f"{split_name(name)[0]}.error.json"
     try:
         target = move(source, folder.inbox, name)
     except FileNotFoundError:

@@ -60,7 +60,8 @@ def open_in(directory: Path, name: str) -> tuple[int, os.stat_result] | None:
     finally:
         os.close(dir_fd)
     info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):  # a FIFO, device or directory
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:  # a FIFO, device, directory,
+        # or a hard link: its content may be a file from anywhere else
         os.close(fd)
         return None
     return fd, info
