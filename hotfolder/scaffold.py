@@ -48,6 +48,11 @@ comfy:
   failover_seconds: 10    # a server silent this long: its jobs are resubmitted elsewhere
   delete_history: false   # delete a job's entry from ComfyUI's history once its files are safe
   max_output_bytes: 4294967296   # a bigger /view answer is cut off and the job failed
+  max_outputs: 1000       # output files one job may bring back
+  max_job_output_bytes: 68719476736   # all output files of one job together
+  max_answer_bytes: 67108864   # a bigger JSON answer or WebSocket message: the server is faulty
+  download_timeout: 3600  # seconds one output file may take to download
+  min_download_rate: 10240   # bytes/s over each 30 s of a download; slower: server faulty
   websocket: true         # follow completion over /ws (false: poll /history only)
 
 # Workflow templates by name: API-format JSON ("Save (API Format)" in ComfyUI), or a workflow
