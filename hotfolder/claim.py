@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder.config import FolderConfig
+from hotfolder.crashguard import RISKY_STEPS
 from hotfolder.fsutil import candidates, pid_alive, write_json
 from hotfolder.jobfile import (
     InUse,
@@ -36,11 +37,7 @@ from hotfolder.jobfile import (
 from hotfolder.writers import open_for_writing
 
 LEASE_SECONDS = 120.0
-# steps in which the daemon works on the job's own content (reading, parsing, converting,
-# patching; downloading and filing its results): a death there may be the job's doing. Waiting
-# for a server slot or for ComfyUI is not.
-RISKY_STEPS = frozenset({"preparing", "delivering", "finishing"})
-MAX_CRASHES = 3  # a job the daemon died on this often goes to failed/, not round again
+
 STATELESS_GRACE = 10.0  # a claim's record is written soon after its rename; give it time
 CLAIM_RECORD_SECONDS = 1.0  # a claimed job still unsubmitted this long gets its record
 HOST = socket.gethostname()
@@ -76,7 +73,7 @@ class JobState:
     read: dict[str, Any] | None = None  # bytes and sha256 of the job file as it ran
     reruns: int = 0  # runs repeated because the job file changed while it ran
     # what the daemon is doing with it (saved with the record): a daemon that dies while a
-    # job is in a RISKY_STEPS step may have died of the job, and `crashes` counts that
+    # job is in a risky step may have died of the job, and `crashes` counts that (crashguard)
     step: str | None = None
     crashes: int = 0
     uploads: dict[str, dict[str, str]] = field(default_factory=dict)  # server -> file -> name

@@ -20,8 +20,9 @@ from typing import Any
 import structlog
 
 from hotfolder.batchrun import BatchRun
-from hotfolder.claim import MAX_CRASHES, JobState
+from hotfolder.claim import JobState
 from hotfolder.config import Config, FolderConfig
+from hotfolder.crashguard import MAX_CRASHES, Gate
 from hotfolder.deliver import collect_outputs, deliver_all
 from hotfolder.errors import JobError, Parked, ServerError, Stopping
 from hotfolder.explain import explain_history_failure
@@ -56,6 +57,7 @@ class Pipeline:
         # by name; a folder removed by a reload stays known until its last job is finished
         self.folders = {f.name: f for f in config.folders}
         self._cancels: set[tuple[str, str]] = set()  # (folder, name in processing/)
+        self.gate = Gate(stop)  # a job the daemon died on does its risky steps alone
         self.preparer = Preparer(config, pool, stop, self._check_cancelled)
         self._cancel_lock = threading.Lock()
 
@@ -130,15 +132,16 @@ class Pipeline:
         settled = final = False
         while True:
             try:
-                self._step(folder, state, "preparing")
-                _test_fault(state)
-                spec = read_job(folder, state, settled=settled, final=final)
-                record["job_file"] = state.read
+                with self.gate.passage(suspect=state.crashes > 0):
+                    self._step(folder, state, "preparing")
+                    _test_fault(state)
+                    spec = read_job(folder, state, settled=settled, final=final)
+                    record["job_file"] = state.read
+                    if spec.kind != "batch":
+                        workflow = self.prepare(folder, state, spec, record)
+                    self._step(folder, state, "waiting")
                 if spec.kind == "batch":
-                    self._step(folder, state, "running runs")
                     return BatchRun(self, folder, state, spec, record).run()
-                workflow = self.prepare(folder, state, spec, record)
-                self._step(folder, state, "waiting")
                 if state.expected is not None and len(state.delivered) >= state.expected:
                     # every output was already delivered before a restart: just finish
                     verify_content(folder, state)
@@ -346,7 +349,8 @@ class Pipeline:
     def deliver(self, folder: FolderConfig, state: JobState, entry: dict[str, Any],
                 server: Server, workflow: Mapping[str, Any], record: dict[str, Any]) -> Outcome:
         folder.outbox.mkdir(parents=True, exist_ok=True)
-        with OutDir(folder.outbox, follow=True) as outbox:  # the configured outbox: ours
+        with self.gate.passage(suspect=state.crashes > 0), \
+                OutDir(folder.outbox, follow=True) as outbox:  # the configured outbox: ours
             files = self.fetch(folder, state, entry, server, workflow, record, outbox)
         verify_content(folder, state)  # what goes to done/ is what ran, or it runs again
         return finish_done(folder, state, record, files)

@@ -296,3 +296,32 @@ def test_status_text_names_a_file_being_written_and_its_writer():
                                            "writers": [{"pid": 42, "process": "rsync"}]}]}]}
     assert "  slow.txt: being written for 12 s by pid 42 (rsync); taken once its writer " \
            "closes it" in format_text(doc).splitlines()
+
+
+def test_a_suspect_job_does_its_risky_steps_alone():
+    import threading
+
+    from hotfolder.crashguard import Gate
+
+    gate = Gate(threading.Event())
+    inside: list[str] = []
+    seen: list[list[str]] = []
+    lock = threading.Lock()
+
+    def job(name: str, suspect: bool) -> None:
+        with gate.passage(suspect=suspect):
+            with lock:
+                inside.append(name)
+                seen.append(list(inside))
+            time.sleep(0.05)
+            with lock:
+                inside.remove(name)
+
+    threads = [threading.Thread(target=job, args=(f"j{i}", i % 3 == 0)) for i in range(9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for view in seen:  # a suspect (j0, j3, j6) never shares its passage
+        assert len(view) == 1 or not {"j0", "j3", "j6"} & set(view), view
+    assert len(seen) == 9

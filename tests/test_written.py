@@ -62,7 +62,7 @@ def _status_json(hot: HotFolder) -> dict[str, Any]:
 
 
 def test_a_settled_file_swapped_for_a_link_before_its_claim_is_refused(tmp_path, make_sim):
-    sim = make_sim(job_seconds=2.5)  # long enough for the swap while every worker is busy
+    sim = make_sim(job_seconds=60)  # the busy jobs hold their workers until cancelled
     config = make_config(tmp_path, sim.url, file_mode="0666")
     config["comfy"]["max_in_flight"] = 1  # one slot: three workers (slots + 2) to fill
     hot = HotFolder(base=tmp_path, server_url=sim.url, config=config)
@@ -90,8 +90,10 @@ def test_a_settled_file_swapped_for_a_link_before_its_claim_is_refused(tmp_path,
         os.symlink(secret, inbox / "victim-link.txt")
         (inbox / "victim-hardlink.txt").unlink()
         os.link(secret, inbox / "victim-hardlink.txt")
+        for i in range(3):  # the workers are freed: the victims' claims come now
+            (inbox / f"busy{i}.cancel").write_text("")
         for i in range(3):
-            assert hot.finished(f"busy{i}.txt", timeout=30) == "done"
+            assert hot.finished(f"busy{i}.txt", timeout=30) == "failed"
         for name in ("victim-link.txt", "victim-hardlink.txt"):
             wait_for(lambda name=name: _event(hot, "job.refused", file=repr(name)),
                      what=f"{name} refused at its claim")
@@ -102,6 +104,7 @@ def test_a_settled_file_swapped_for_a_link_before_its_claim_is_refused(tmp_path,
         assert secret.read_text() == SECRET
         assert not [p for p in hot.dir("done").iterdir() if p.name.startswith("victim")]
         assert not [p for p in hot.dir("failed").iterdir() if p.name.startswith("victim")]
+        assert hot.error("busy0.txt")["kind"] == "cancelled"
         assert not [p for p in hot.dir("processing").iterdir() if p.name.startswith("victim")]
         # the secret is nowhere: not in the outbox, not on the server, not in the log
         for path in hot.dir("outbox").iterdir():
@@ -218,7 +221,7 @@ def _invisible(hot: HotFolder) -> None:
 
 def test_polling_a_file_appended_after_the_claim_is_read_again_before_submit(tmp_path,
                                                                               make_sim):
-    sim = make_sim(job_seconds=2.0)
+    sim = make_sim(job_seconds=1.0)
     config = make_config(tmp_path, sim.url)
     config["comfy"]["max_in_flight"] = 1  # the job waits for the slot between claim and submit
     hot = HotFolder(base=tmp_path, server_url=sim.url, config=config)
