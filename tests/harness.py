@@ -123,12 +123,18 @@ class HotFolder:
                 continue
         return out
 
-    def drop(self, name: str, content: str | bytes) -> Path:
-        """Write a job the way a careful copier does: temp name in the inbox, then rename."""
+    def drop(self, name: str, content: str | bytes, *, stale: bool = False) -> Path:
+        """Write a job the way a careful copier does: temp name in the inbox, then rename.
+
+        `stale`: with an mtime a minute old, as a copy that keeps the original's time, so a
+        file that cannot be parsed fails at once instead of being given time to be finished."""
         inbox = self.dir("inbox")
         inbox.mkdir(parents=True, exist_ok=True)
         tmp = inbox / f".{name}.part"
         tmp.write_bytes(content.encode() if isinstance(content, str) else content)
+        if stale:
+            old = time.time() - 60
+            os.utime(tmp, (old, old))
         final = inbox / name
         tmp.rename(final)
         return final

@@ -141,7 +141,7 @@ def test_outbox_done_failed_on_another_file_system_and_permissions(hot):
                       failed=str(other / "failed"), file_mode="0664")
         hot.start()
         hot.drop("exdev.txt", "moved across file systems")
-        hot.drop("exdev-bad.json", "{")
+        hot.drop("exdev-bad.json", "{", stale=True)
         wait_for(lambda: (other / "done" / "exdev.txt").exists(), what="done on the other fs")
         wait_for(lambda: (other / "failed" / "exdev-bad.json").exists(), what="failed there")
         for path in [other / "done" / "exdev.txt", other / "outbox" / "exdev_00001.png",

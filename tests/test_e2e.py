@@ -134,9 +134,9 @@ def test_resubmitted_identical_job_delivers_its_own_images(hot):
 
 def test_name_clash_in_failed_gets_a_suffix(hot):
     hot.start()
-    hot.drop("dup.json", "{")
+    hot.drop("dup.json", "{", stale=True)
     assert hot.finished("dup.json") == "failed"
-    hot.drop("dup.json", "{ still broken")
+    hot.drop("dup.json", "{ still broken", stale=True)
     assert hot.finished("dup-2.json") == "failed"
     assert (hot.dir("failed") / "dup.error.json").exists()
     assert (hot.dir("failed") / "dup-2.error.json").exists()
@@ -245,6 +245,6 @@ def test_history_entry_deleted_when_configured(hot, sim):
 
 def test_unreadable_file_fails_clearly(hot):
     hot.start()
-    hot.drop("latin1.txt", "caf\xe9".encode("latin-1"))
+    hot.drop("latin1.txt", "caf\xe9".encode("latin-1"), stale=True)
     assert hot.finished("latin1.txt") == "failed"
     assert "not UTF-8" in hot.error("latin1.txt")["error"]

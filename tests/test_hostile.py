@@ -99,7 +99,7 @@ def test_hostile_corpus(corpus_hot, tmp_path):
     hot.start()
     inbox = hot.dir("inbox")
     for name, (content, _) in FAILING.items():
-        hot.drop(name, content)
+        hot.drop(name, content, stale=True)
     for name, content in FINE.items():
         hot.drop(name, content)
     with open(inbox / "one-gib.txt", "wb") as fh:  # sparse: size is checked before reading
@@ -186,7 +186,7 @@ def test_a_job_named_like_an_error_file_fails_plainly_and_can_be_retried(hot):
     from hotfolder.web.actions import retry_failed
 
     hot.start()
-    hot.drop("x.error.json", "{")
+    hot.drop("x.error.json", "{", stale=True)
     assert hot.finished("x.error.json") == "failed"
     failed = sorted(p.name for p in hot.dir("failed").iterdir())
     assert failed == ["x.error.error.json", "x.error.json"]

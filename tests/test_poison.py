@@ -56,6 +56,8 @@ def _drop_long(hot: HotFolder, name: str, text: str) -> None:
     """A careful copy under a short temp name: the long name only appears with the rename."""
     tmp = hot.dir("inbox") / ".long.part"
     tmp.write_text(text)
+    old = time.time() - 60  # complete long ago: an invalid one fails at once
+    os.utime(tmp, (old, old))
     tmp.rename(hot.dir("inbox") / name)
 
 

@@ -132,7 +132,7 @@ def test_secrets_never_appear_in_logs_errors_or_command_output(tmp_path, sim, mo
                headers={"X-Password-Echo": {"file": str(tmp_path / "password")}})
     try:
         assert _run_one(hot) == "done"  # with log.level debug: urllib3 lines included
-        hot.drop("bad.json", "{")
+        hot.drop("bad.json", "{", stale=True)
         assert hot.finished("bad.json") == "failed"
         outputs = [hot.log()]
         for command in (["check"], ["status"], ["status", "--json"]):

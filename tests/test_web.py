@@ -45,7 +45,7 @@ def test_page_shows_progress_thumbnails_failures_and_a_down_server(tmp_path, mak
         assert hot.finished("boom.txt") == "failed"
         reason = hot.error("boom.txt")["error"]
         markup = "<img src=x onerror=alert(1)>.json"  # markup in a name stays text
-        hot.drop(markup, "{ not json")
+        hot.drop(markup, "{ not json", stale=True)
         assert hot.finished(markup) == "failed"
 
         browser.get(base + "/")
@@ -131,7 +131,7 @@ def test_metrics_and_api_status_match_the_folders(tmp_path, make_sim):
         hot.drop("a.txt", "first")
         hot.drop("b.json", json.dumps({"prompt": "second", "batch_size": 2}))
         hot.drop("c.yaml", "prompt: x\nstepz: 3\n")
-        hot.drop("d.json", "{")
+        hot.drop("d.json", "{", stale=True)
         for name in ("a.txt", "b.json", "c.yaml", "d.json"):
             hot.finished(name)
         sim.faults.fail_next = 1
