@@ -134,3 +134,22 @@ def test_tracebacks_in_the_log_carry_no_locals_and_no_secrets(restore_logging):
     assert "job.internal_error" in line and "RuntimeError" in line
     assert "s3cret-token-value" not in line
     assert "a local the log must not print" not in line
+
+
+def test_every_bomb_fails_in_a_running_daemon_that_delivers_the_rest(hot):
+    hot.config["folders"][0]["limits"] = {"max_job_bytes": 8 * 1024 * 1024}
+    hot.start()
+    names = {}
+    for i, (case, (name, make, words)) in enumerate(CASES.items()):
+        names[f"{i:02d}-{name}"] = (case, words)
+        hot.drop(f"{i:02d}-{name}", make(), stale=True)
+    for i in range(3):
+        hot.drop(f"good{i}.txt", f"an ordinary prompt {i}")
+    for name, (case, words) in names.items():
+        assert hot.finished(name) == "failed", case
+        error = hot.error(name)["error"]
+        assert words in error and len(error) < 1000, (case, error[:300])
+    for i in range(3):
+        assert hot.finished(f"good{i}.txt") == "done"
+    assert hot.proc.poll() is None
+    assert len(hot.log()) < 2_000_000  # no value reprinted in full in the log
