@@ -1,13 +1,7 @@
-"""Notice files in the inboxes and hand them on the moment their writer is done.
+"""Notice files in the inboxes and hand them on the moment they are complete.
 
-Ready is decided from the writer wherever the daemon can see it, not from a clock: on a local
-file system (the native observer), a file is ready when it was renamed into the inbox, its
-writer closed it, or it was already there, and the kernel says nobody still has it open for
-writing (writers.py); then it is handed on at once. A file held open is never taken, however
-quiet, and is listed as being written. Where the writer is invisible (the polling observer on
-NFS/SMB/FUSE, files from another host) or the kernel cannot say, a file must also have kept
-its size, mtime and inode for `settle_seconds`, as must a job folder, whose inside the observer
-does not see. The claim and the pipeline check again (claim.py, intake.py).
+What "complete" means is ready.py's to decide (from the writer where the kernel can tell,
+else the clock); the claim and the pipeline check again (claim.py, intake.py).
 
 watchdog's handler only records the path and what happened (an exception escaping a handler
 would kill the observer thread silently). A start-up scan and a periodic rescan catch what the
@@ -22,7 +16,6 @@ import stat as stat_module
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +28,9 @@ from hotfolder.config import FolderConfig
 from hotfolder.images import is_image_name
 from hotfolder.inotify import native_observer
 from hotfolder.inputs import folder_not_ready, folder_signature
-from hotfolder.jobfile import (
-    InUse,
-    Refused,
-    list_folder,
-    open_dir,
-    open_file,
-    refusal,
-)
+from hotfolder.jobfile import refusal
 from hotfolder.mounts import fs_type, needs_polling
-from hotfolder.writers import WriterCheck, open_for_writing, writers_of
+from hotfolder.ready import HINT_CLOSED, HINT_FOUND, HINT_RENAMED, Pending, Readiness, rule
 
 log = structlog.get_logger()
 
@@ -55,11 +41,6 @@ IGNORED_PATTERNS = ("*.tmp", "*.part", "*.partial", "*.crdownload", "*.download"
                     ".*", "Thumbs.db", "desktop.ini", "*.swp", "*~")
 CANCEL_SUFFIX = ".cancel"
 HELD_CHECK_SECONDS = 1.0  # a job folder not ready to be taken is looked at again this often
-WRITING_RECHECK_SECONDS = 1.0  # a file held open is asked about again this often (or on close)
-WRITERS_LOOKUP_SECONDS = 10.0  # who holds it (a look through /proc) at most this often
-# what the observer or a scan says of a path that means "its writer is done", if nobody
-# else still has it open
-HINT_RENAMED, HINT_CLOSED, HINT_FOUND = "renamed in", "writer closed", "found"
 
 Ready = Callable[[FolderConfig, Path, float, str], None]
 Cancel = Callable[[FolderConfig, Path], None]
@@ -75,20 +56,6 @@ def observer_mode(folder: FolderConfig) -> tuple[str, str | None]:
     if folder.watch != "auto":
         return folder.watch, kind
     return ("poll" if needs_polling(kind) else "native"), kind
-
-
-@dataclass
-class _Pending:
-    folder: FolderConfig
-    # size, mtime, inode: a replaced file starts settling again (a job folder: its entries')
-    signature: Hashable
-    changed_at: float
-    detected_at: float
-    is_dir: bool = False
-    hint: str | None = None  # "renamed in" | "writer closed" | "found": its writer is done
-    writing_since: float | None = None  # wall time it was first found held open for writing
-    writers: list[dict[str, Any]] = field(default_factory=list)
-    next_ask: float = 0.0  # when to ask the kernel again about a file held open
 
 
 class _Handler(FileSystemEventHandler):
@@ -122,7 +89,7 @@ class InboxWatcher:
         self.poll_seconds = poll_seconds
         self._lock = threading.Lock()
         self._noted: dict[Path, str] = {}  # path -> what was seen of it (a hint, or "changed")
-        self._pending: dict[Path, _Pending] = {}
+        self._pending: dict[Path, Pending] = {}
         self._handed: set[Path] = set()
         self._warned: set[Path] = set()
         # job folders not ready when they settled (no job file yet, a link inside): path ->
@@ -132,7 +99,7 @@ class InboxWatcher:
         self._observers: dict[str, BaseObserver] = {}
         self._modes: dict[Path, str] = {}  # inbox -> "native" | "poll"
         self._next_rescan: dict[Path, float] = {}
-        self._blind: set[str] = set()  # folders told once that the kernel cannot say
+        self.readiness = Readiness()
         # entries a claim refused (swapped for a link, unreadable): left alone until they change
         self._refused: dict[Path, Hashable] = {}
 
@@ -145,8 +112,7 @@ class InboxWatcher:
                                          if mode == "poll" else native_observer())
             self._observers[mode].schedule(_Handler(self._note), str(inbox), recursive=False)
             log.info("folder.watching", folder=folder.name, inbox=str(inbox), observer=mode,
-                     file_system=kind or "unknown", setting=folder.watch, ready=_rule(
-                         folder, mode))
+                     file_system=kind or "unknown", setting=folder.watch, ready=rule(folder, mode))
         for observer in self._observers.values():
             observer.start()
         self.rescan()
@@ -256,7 +222,8 @@ class InboxWatcher:
                 pending.signature, pending.changed_at = signature, now
                 if pending.is_dir:
                     pending.hint = None  # changed inside since it arrived: it settles again
-            ready_by = self._ready_by(path, pending, now)
+            ready_by = self.readiness.ready_by(path, pending, now,
+                                               native=self._modes.get(path.parent) == "native")
             if ready_by is None:
                 continue
             with self._lock:
@@ -271,7 +238,7 @@ class InboxWatcher:
             self.on_ready(folder, path, detected_at, ready_by)
 
     @staticmethod
-    def _signature_now(path: Path, pending: _Pending) -> Hashable | None:
+    def _signature_now(path: Path, pending: Pending) -> Hashable | None:
         stat = _stat(path)
         if stat is None:
             return None
@@ -281,7 +248,7 @@ class InboxWatcher:
             return folder_signature(path, pending.folder.limits)
         return _signature(stat) if stat_module.S_ISREG(stat.st_mode) else None
 
-    def _hold(self, path: Path, pending: _Pending, now: float) -> bool:
+    def _hold(self, path: Path, pending: Pending, now: float) -> bool:
         """A settled job folder that cannot be taken yet is held and looked at again when
         something in it changes (the observer does not see inside it); said once per reason."""
         reason = folder_not_ready(path, pending.folder.limits)
@@ -311,7 +278,7 @@ class InboxWatcher:
                 continue
             del self._held[path]
             with self._lock:  # changed: it settles again
-                self._pending[path] = _Pending(folder, current, now, time.time(), is_dir=True)
+                self._pending[path] = Pending(folder, current, now, time.time(), is_dir=True)
 
     def _consider(self, path: Path, kind: str, now: float) -> None:
         folder = self.folders.get(path.parent)
@@ -335,7 +302,7 @@ class InboxWatcher:
         hint = kind if kind in (HINT_CLOSED, HINT_RENAMED, HINT_FOUND) else None
         if stat_module.S_ISDIR(stat.st_mode) and refusal(path.name, stat) is None:
             with self._lock:  # a job folder: settles when nothing in it changes any more
-                self._pending[path] = _Pending(folder, folder_signature(path, folder.limits),
+                self._pending[path] = Pending(folder, folder_signature(path, folder.limits),
                                                now, detected_at=time.time(), is_dir=True,
                                                hint=hint)
             log.info("job.detected", file=path.name + "/", folder=folder.name)
@@ -360,66 +327,9 @@ class InboxWatcher:
                 log.info("job.ignored", file=path.name, folder=folder.name, reason=reason)
             return
         with self._lock:
-            self._pending[path] = _Pending(folder, _signature(stat), now,
+            self._pending[path] = Pending(folder, _signature(stat), now,
                                            detected_at=time.time(), hint=hint)
         log.info("job.detected", file=path.name, folder=folder.name)
-
-    def _ready_by(self, path: Path, pending: _Pending, now: float) -> str | None:
-        """Why the entry may be taken now ("writer closed", "renamed in", "found", "settled"),
-        or None while it may not.
-
-        The kernel is asked whether anyone has it open for writing: on a native observer that
-        answer alone decides for a file that arrived by rename, was closed by its writer, or was
-        found already there; a file only seen created, a job folder (whose inside is not
-        watched) and every file a polling observer sees also wait out `settle_seconds`. A
-        file held open is never taken. Where the kernel cannot say, the clock decides."""
-        folder = pending.folder
-        settled = now - pending.changed_at >= folder.settle_seconds
-        if folder.ready == "settle":
-            return "settled" if settled else None
-        quick = pending.hint is not None and self._modes.get(path.parent) == "native" and (
-            not pending.is_dir or pending.hint == HINT_RENAMED)
-        if not (quick or settled) or (pending.writing_since is not None and now < pending.next_ask
-                                      and not pending.hint):
-            return None
-        check = _folder_writers(path) if pending.is_dir else _file_writers(path)
-        if check.writing:
-            self._mark_writing(path, pending, now)
-            pending.hint = None  # the next close (or the next look) decides
-            return None
-        was_open = pending.writing_since is not None
-        if was_open:
-            log.info("job.written", file=path.name, folder=folder.name,
-                     seconds=round(time.time() - pending.writing_since, 1))
-            pending.writing_since, pending.writers = None, []
-        if check.writing is None:
-            self._say_blind(folder, check.reason)
-            return "settled" if settled else None
-        if quick and pending.hint:
-            return pending.hint
-        # seen open before, free now: its writer closed it (whether or not that event came
-        # before this look)
-        return HINT_CLOSED if was_open and self._modes.get(path.parent) == "native" \
-            else "settled"
-
-    def _mark_writing(self, path: Path, pending: _Pending, now: float) -> None:
-        first = pending.writing_since is None
-        if first:
-            pending.writing_since = time.time()
-        if first or now >= pending.next_ask + WRITERS_LOOKUP_SECONDS:
-            pending.writers = writers_of(path)
-        pending.next_ask = now + WRITING_RECHECK_SECONDS
-        if first:
-            log.info("job.being_written", file=path.name, folder=pending.folder.name,
-                     writers=pending.writers,
-                     note="a writer has it open; it is taken once closed")
-
-    def _say_blind(self, folder: FolderConfig, reason: str) -> None:
-        if folder.name not in self._blind:
-            self._blind.add(folder.name)
-            log.info("folder.writer_check_unavailable", folder=folder.name, reason=reason,
-                     fallback=f"files are taken after {folder.settle_seconds:g} s without a "
-                              "change (settle_seconds)")
 
 def _stat(path: Path) -> os.stat_result | None:
     try:
@@ -434,56 +344,3 @@ def _entry_key(result: os.stat_result) -> tuple[int, int, int, int]:
 
 def _signature(result: os.stat_result) -> tuple[int, int, int]:
     return result.st_size, result.st_mtime_ns, result.st_ino
-
-
-def _file_writers(path: Path) -> WriterCheck:
-    """Whether anyone has the inbox file open for writing (opened here without following)."""
-    try:
-        fd, _ = open_file(path.parent, path.name)
-    except InUse:
-        return WriterCheck(True)
-    except (Refused, OSError):
-        return WriterCheck(False)  # gone or refused: the claim decides, and says why
-    try:
-        return open_for_writing(fd)
-    finally:
-        os.close(fd)
-
-
-def _folder_writers(path: Path) -> WriterCheck:
-    """Whether any file in a job folder is open for writing; "cannot tell" if any cannot."""
-    try:
-        fd, _ = open_dir(path.parent, path.name)
-    except (Refused, OSError):
-        return WriterCheck(False)
-    try:
-        answer = WriterCheck(False)
-        for name in list_folder(fd, 10_000).files:
-            try:
-                file_fd, _ = open_file(fd, name)
-            except InUse:
-                return WriterCheck(True)
-            except (Refused, OSError):
-                continue
-            try:
-                check = open_for_writing(file_fd)
-            finally:
-                os.close(file_fd)
-            if check.writing:
-                return check
-            if check.writing is None:
-                answer = check
-        return answer
-    finally:
-        os.close(fd)
-
-
-def _rule(folder: FolderConfig, mode: str) -> str:
-    """How this folder decides a file is complete, for the `folder.watching` log line."""
-    if folder.ready == "settle":
-        return f"after {folder.settle_seconds:g} s without a change (ready: settle)"
-    if mode == "native":
-        return ("as soon as its writer has closed it or it was renamed in, asking the kernel "
-                "whether anyone still writes it")
-    return (f"after {folder.settle_seconds:g} s without a change (polling), and never while a "
-            "writer on this machine has it open")
