@@ -45,6 +45,7 @@ class Pending:
     writing_since: float | None = None  # wall time it was first found held open for writing
     writers: list[dict[str, Any]] = field(default_factory=list)
     next_ask: float = 0.0  # when to ask the kernel again about a file held open
+    writers_at: float = 0.0  # when `writers` was looked up
 
 
 class Readiness:
@@ -95,8 +96,8 @@ class Readiness:
         first = pending.writing_since is None
         if first:
             pending.writing_since = time.time()
-        if first or now >= pending.next_ask + WRITERS_LOOKUP_SECONDS:
-            pending.writers = writers_of(path)
+        if first or now >= pending.writers_at + WRITERS_LOOKUP_SECONDS:
+            pending.writers, pending.writers_at = writers_of(path), now
         pending.next_ask = now + WRITING_RECHECK_SECONDS
         if first:
             log.info("job.being_written", file=path.name, folder=pending.folder.name,
