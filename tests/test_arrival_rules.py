@@ -313,7 +313,7 @@ def test_a_suspect_job_does_its_risky_steps_alone():
             with lock:
                 inside.append(name)
                 seen.append(list(inside))
-            time.sleep(0.05)
+            time.sleep(0.05)  # stay inside, so that the other threads try to come in meanwhile
             with lock:
                 inside.remove(name)
 

@@ -305,7 +305,7 @@ def test_slow_clients_cost_a_connection_each_never_the_page(serve):
                 sock.sendall(b"E")  # still sending, so never idle
             assert requests.get(base + "/healthz", timeout=5).status_code == 200
             assert requests.get(base + "/api/status", timeout=5).status_code == 200
-            time.sleep(0.5)
+            time.sleep(0.5)  # the slow clients' next byte comes a while later
     finally:
         for sock in slow:
             sock.close()

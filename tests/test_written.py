@@ -97,7 +97,8 @@ def test_a_settled_file_swapped_for_a_link_before_its_claim_is_refused(tmp_path,
         for name in ("victim-link.txt", "victim-hardlink.txt"):
             wait_for(lambda name=name: _event(hot, "job.refused", file=repr(name)),
                      what=f"{name} refused at its claim")
-        time.sleep(0.5)  # a few ticks later nothing else has happened to them
+        hot.drop("after.json", "{", stale=True)  # a later job, handled: the daemon moved on
+        assert hot.finished("after.json") == "failed"
         assert os.path.islink(inbox / "victim-link.txt")
         assert (inbox / "victim-hardlink.txt").stat().st_nlink == 2
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600  # file_mode never reached it
