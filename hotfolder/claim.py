@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder.config import FolderConfig
-from hotfolder.crashguard import RISKY_STEPS
+from hotfolder.crashguard import RISKY_PHASES
 from hotfolder.fsutil import candidates, pid_alive, write_json
 from hotfolder.jobfile import (
     InUse,
@@ -67,14 +67,15 @@ class JobState:
     out_stem: str | None = None  # the outbox base name, chosen before the first download
     delivered: dict[str, dict[str, Any]] = field(default_factory=dict)  # output key -> file
     expected: int | None = None  # how many outputs the finished prompt has
-    phase: str = "claimed"  # claimed | submitting | submitted | delivering
+    # claimed (waiting to be prepared, or for a slot) | preparing | submitting | submitted |
+    # delivering | parked
+    # | stopped | being written | batch: …; saved with the record, so a daemon that dies while
+    # a job is in a RISKY_PHASES phase may have died of the job, and `crashes` counts that
+    phase: str = "claimed"
     # the file (or job folder) as claimed, then as last read: inode, size, mtime (jobfile.py)
     file: dict[str, Any] | None = None
     read: dict[str, Any] | None = None  # bytes and sha256 of the job file as it ran
     reruns: int = 0  # runs repeated because the job file changed while it ran
-    # what the daemon is doing with it (saved with the record): a daemon that dies while a
-    # job is in a risky step may have died of the job, and `crashes` counts that (crashguard)
-    step: str | None = None
     crashes: int = 0
     uploads: dict[str, dict[str, str]] = field(default_factory=dict)  # server -> file -> name
     _images: Any = field(default=None, repr=False, compare=False)  # images.JobImages, per life
@@ -280,7 +281,7 @@ def adopt(folder: FolderConfig, name: str, state: JobState | None) -> JobState |
         os.close(fd)
         # a job gets its record when it is submitted or has waited a second: one without
         # died between its claim and then, while it was read, parsed and prepared
-        state = JobState(name=name, folder=folder.name, source=name, step="preparing")
+        state = JobState(name=name, folder=folder.name, source=name, phase="preparing")
     else:
         stolen = record.with_name(record.name + f".{INSTANCE[:12]}")
         try:
@@ -289,9 +290,9 @@ def adopt(folder: FolderConfig, name: str, state: JobState | None) -> JobState |
             return None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(stolen)
-    if state.step in RISKY_STEPS:
+    if state.phase in RISKY_PHASES:
         state.crashes += 1
-    state.step = None
+    state.phase = "claimed"
     state.owner = _me()
     state.renew(folder)
     return state

@@ -1,13 +1,13 @@
 """The guard against a job that kills the daemon: count the deaths, isolate the suspects.
 
-A job's record notes the step the daemon is in with it. When a daemon dies while a job is in a
-RISKY_STEPS step (working on its content: reading, parsing, preparing; downloading and filing
-its results), or before the job had a record at all, the next owner counts a crash against it
+A job's record notes the phase the daemon is in with it. When a daemon dies while a job is in a
+RISKY_PHASES phase (working on its content: reading, parsing, preparing; downloading its
+results), or before the job had a record at all, the next owner counts a crash against it
 (claim.adopt); a job with MAX_CRASHES is failed instead of run again, so no file can put the
 service into a restart loop.
 
 Counting alone would blame the innocent: a poison job kills every job that is being prepared
-beside it. So a job with a crash against it (a suspect) does its risky steps alone: `Gate`
+beside it. So a job with a crash against it (a suspect) does its risky phases alone: `Gate`
 lets any number of ordinary jobs in at once, or one suspect with nobody else. A suspect that
 dies again is then the only one counted; an innocent one gets through and is done.
 """
@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator
 
 from hotfolder.errors import Stopping
 
-# steps in which the daemon works on the job's own content: a death there may be the job's
+# phases in which the daemon works on the job's own content: a death there may be the job's
 # doing. Waiting for a server slot or for ComfyUI is not.
-RISKY_STEPS = frozenset({"preparing", "delivering"})
+RISKY_PHASES = frozenset({"preparing", "delivering"})
 MAX_CRASHES = 3  # a job the daemon died on this often goes to failed/, not round again
 
 
@@ -32,7 +32,7 @@ class Gate:
     def __init__(self, stop: threading.Event) -> None:
         self._stop = stop
         self._cond = threading.Condition()
-        self._inside = 0  # ordinary jobs in a risky step
+        self._inside = 0  # ordinary jobs in a risky phase
         self._alone = False  # a suspect in one
         self._suspects_waiting = 0
 

@@ -22,7 +22,7 @@ import structlog
 from hotfolder.batchrun import BatchRun
 from hotfolder.claim import JobState
 from hotfolder.config import Config, FolderConfig
-from hotfolder.crashguard import MAX_CRASHES, Gate
+from hotfolder.crashguard import MAX_CRASHES, RISKY_PHASES, Gate
 from hotfolder.deliver import collect_outputs, deliver_all
 from hotfolder.errors import JobError, Parked, ServerError, Stopping
 from hotfolder.explain import explain_history_failure
@@ -103,14 +103,15 @@ class Pipeline:
             except JobError as exc:
                 return finish_failed(folder, state, exc, record)
             except Parked as later:
-                state.step = None  # waiting for its server: not a risky step
+                state.phase = "parked"  # waiting for its server: not a risky phase
                 state.save(folder)
                 log.info("job.parked", reason=later.reason, retry_seconds=round(later.seconds, 1),
                          prompt_id=state.prompt_id, server=state.server,
                          note="its worker is free for other jobs meanwhile")
                 return Outcome("parked", job_file=path, retry_in=later.seconds)
             except Stopping:
-                state.step = None  # a clean stop: not a death to count against the job
+                if state.phase in RISKY_PHASES:  # a clean stop: no death to count
+                    state.phase = "stopped"
                 state.save(folder)  # the phase as it is now (some changes are not saved)
                 log.info("job.left_in_processing", reason="daemon stopping",
                          prompt_id=state.prompt_id, note="resumed at the next start")
@@ -133,13 +134,13 @@ class Pipeline:
         while True:
             try:
                 with self.gate.passage(suspect=state.crashes > 0):
-                    self._step(folder, state, "preparing")
+                    self._enter(folder, state, "preparing")
                     _test_fault(state)
                     spec = read_job(folder, state, settled=settled, final=final)
                     record["job_file"] = state.read
                     if spec.kind != "batch":
                         workflow = self.prepare(folder, state, spec, record)
-                    self._step(folder, state, "waiting")
+                    self._enter(folder, state, "claimed")  # prepared: waits for a slot
                 if spec.kind == "batch":
                     return BatchRun(self, folder, state, spec, record).run()
                 if state.expected is not None and len(state.delivered) >= state.expected:
@@ -156,11 +157,11 @@ class Pipeline:
                 settled, final = True, again.error is not None
 
     @staticmethod
-    def _step(folder: FolderConfig, state: JobState, step: str) -> None:
+    def _enter(folder: FolderConfig, state: JobState, phase: str) -> None:
         """Note what the daemon does with the job. A job without a record yet gets it only at
         its submission (or after a second, from the loop), as before: a death before then is
         counted from the missing record (claim.adopt)."""
-        state.step = step
+        state.phase = phase
         if state.saved:
             state.save(folder)
 
@@ -236,7 +237,6 @@ class Pipeline:
         # record the id before the POST: after a crash the job is found again by it
         state.server, state.prompt_id, state.client_id = server.name, prompt_id, watch.client_id
         state.phase, state.submitted_at = "submitting", time.time()
-        state.step = "on the server"
         state.submissions += 1
         state.save(self.folder(state.folder))
         try:
@@ -370,7 +370,6 @@ class Pipeline:
                            kind="no_output")
         completed_at = time.time()
         state.phase, state.expected = "delivering", len(outputs)  # saved by deliver_all
-        state.step = "delivering"
         log.info("job.completed", server=server.name, prompt_id=state.prompt_id,
                  outputs=len(outputs))
         if len(outputs) > self.config.comfy.max_outputs:
