@@ -82,7 +82,7 @@ def read_job(folder: FolderConfig, state: JobState, *, settled: bool = False,
     try:
         if stat_module.S_ISDIR(entry.st_mode):
             return _read_folder(folder, state, settled=settled, final=final)
-        fd, st = open_file(folder.processing, state.name)
+        fd, st = open_file(folder.processing, state.name, own=True)
     except (Refused, InUse) as exc:
         reason = exc.reason if isinstance(exc, Refused) else "another program holds it"
         raise JobError(f"the entry in processing/ is no longer one hotfolder may read "
@@ -230,7 +230,7 @@ def verify_content(folder: FolderConfig, state: JobState) -> None:
     changed = not _same_version(state.file, now)
     if not changed and state.read and "sha256" in state.read and "listing" not in now:
         try:
-            fd, st = open_file(folder.processing, state.name)
+            fd, st = open_file(folder.processing, state.name, own=True)
         except (Refused, InUse, FileNotFoundError):
             changed = True
         else:

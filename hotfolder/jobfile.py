@@ -77,11 +77,14 @@ def refusal(name: str, result: os.stat_result) -> str | None:
     return None
 
 
-def open_file(directory: Path | int, name: str) -> tuple[int, os.stat_result]:
+def open_file(directory: Path | int, name: str, *,
+              own: bool = False) -> tuple[int, os.stat_result]:
     """Open `name` in `directory` (a path, or a descriptor) read-only, never through a link.
 
     Raises `Refused` for anything but a plain file with one link, `InUse` when another program
-    holds a lease on it, FileNotFoundError when it is gone."""
+    holds a lease on it, FileNotFoundError when it is gone. `own`: a claimed job in processing/,
+    whose second link may be the daemon's own move to done/ cut short by a crash; the caller
+    ties it to the inode the claim judged (with one link) instead."""
     where, dir_fd = _at(directory, name)
     try:
         fd = os.open(where, FILE_FLAGS, dir_fd=dir_fd)
@@ -97,8 +100,8 @@ def open_file(directory: Path | int, name: str) -> tuple[int, os.stat_result]:
             raise Refused("not a regular file (a FIFO, socket or device): never opened") from exc
         raise
     st = os.fstat(fd)
-    problem = refusal(name, st) or (None if stat_module.S_ISREG(st.st_mode)
-                                    else "a folder where a plain file was expected")
+    problem = (refusal(name, st) if not (own and stat_module.S_ISREG(st.st_mode)) else None) \
+        or (None if stat_module.S_ISREG(st.st_mode) else "a folder where a plain file was expected")
     if problem:
         os.close(fd)
         raise Refused(problem)

@@ -325,3 +325,15 @@ def test_a_suspect_job_does_its_risky_steps_alone():
     for view in seen:  # a suspect (j0, j3, j6) never shares its passage
         assert len(view) == 1 or not {"j0", "j3", "j6"} & set(view), view
     assert len(seen) == 9
+
+
+def test_a_claimed_job_left_half_moved_by_a_crash_is_still_read(tmp_path):
+    """A kill between the link into done/ and the unlink leaves the claimed file with a second
+    link of the daemon's own: it is the claimed inode, so it is read and finished, not refused."""
+    folder = folder_config(tmp_path)
+    (folder.inbox / "job.txt").write_text("a red fox")
+    state = claim(folder, folder.inbox / "job.txt", ask_writers=False)
+    assert state is not None
+    os.link(folder.processing / "job.txt", folder.done / "job.txt")
+    assert read_job(folder, state).fields["prompt"] == "a red fox"
+    verify_content(folder, state)  # unchanged: no rerun
