@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder import __version__
-from hotfolder.config import Config, find_config, load_config
+from hotfolder.config.load import Config, find_config, load_config
 from hotfolder.errors import ConfigError
 
 EX_CONFIG = 78  # sysexits.h: systemd's RestartPreventExitStatus=78 stops a crash loop on it
@@ -104,13 +104,13 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from hotfolder.daemon import Daemon
+    from hotfolder.daemon.loop import Daemon
 
     return Daemon(_load(args), once=args.once).run()
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from hotfolder.checkrun import run_checks
+    from hotfolder.commands.check import run_checks
 
     config = load_config(find_config(args.config))
     problems = run_checks(config, out=sys.stdout)
@@ -118,11 +118,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from hotfolder.claim import JobState
-    from hotfolder.daemon import ensure_folders
+    from hotfolder.comfy.pool import ServerPool
+    from hotfolder.daemon.loop import ensure_folders
     from hotfolder.fsutil import candidates
-    from hotfolder.pipeline import Pipeline
-    from hotfolder.servers import ServerPool
+    from hotfolder.job.claim import JobState
+    from hotfolder.job.pipeline import Pipeline
 
     config = _load(args)
     folder = next((f for f in config.folders if f.name == args.folder), None) \
@@ -173,7 +173,7 @@ def _run_to_end(pipeline: Any, folder: Any, state: Any) -> Any:
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from hotfolder.status import collect, format_text
+    from hotfolder.daemon.status import collect, format_text
 
     doc = collect(load_config(find_config(args.config)))
     print(json.dumps(doc, indent=2) if args.json else format_text(doc))  # noqa: T201
@@ -181,14 +181,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from hotfolder.gui2api.command import run_convert
+    from hotfolder.commands.convert import run_convert
 
     return run_convert(args.file, server=args.server, object_info=args.object_info,
                        output=args.output, out=sys.stdout, err=sys.stderr)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from hotfolder.scaffold import init_dir
+    from hotfolder.commands.init import init_dir
 
     try:
         config_path = init_dir(args.dir)
@@ -200,13 +200,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:
-    from hotfolder.service import install
+    from hotfolder.commands.install_service import install
 
     return install(root=args.root, template=args.template, create_user=not args.no_user)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from hotfolder.demo import run_demo
+    from hotfolder.commands.demo import run_demo
 
     return run_demo()
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from hotfolder.secrets import redact
+from hotfolder.credentials import redact
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}

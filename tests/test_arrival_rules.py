@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from hotfolder import claim as claim_module
-from hotfolder.claim import BeingWritten, JobState, claim
-from hotfolder.config import FolderConfig
+from hotfolder.config.load import FolderConfig
 from hotfolder.errors import JobError
 from hotfolder.fsutil import apply_mode
-from hotfolder.intake import StillWritten, read_job, verify_content, verify_unchanged
+from hotfolder.job import claim as claim_module
+from hotfolder.job.claim import BeingWritten, JobState, claim
+from hotfolder.job.intake import StillWritten, read_job, verify_content, verify_unchanged
+from hotfolder.job.watch import InboxWatcher
 from hotfolder.jobfile import InUse, Refused, open_file
-from hotfolder.watch import InboxWatcher
 from hotfolder.writers import ignore_lease_breaks, open_for_writing, writers_of
 
 
@@ -287,7 +287,7 @@ def test_polling_and_ready_settle_wait_out_the_window(tmp_path, leases):
 
 
 def test_status_text_names_a_file_being_written_and_its_writer():
-    from hotfolder.status import format_text
+    from hotfolder.daemon.status import format_text
 
     doc = {"daemon": {"running": True, "pid": 1, "host": "h"}, "servers": [],
            "folders": [{"name": "f", "root": "/hot", "jobs": [],
@@ -301,7 +301,7 @@ def test_status_text_names_a_file_being_written_and_its_writer():
 def test_a_suspect_job_does_its_risky_steps_alone():
     import threading
 
-    from hotfolder.crashguard import Gate
+    from hotfolder.job.crashguard import Gate
 
     gate = Gate(threading.Event())
     inside: list[str] = []

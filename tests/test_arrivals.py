@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from harness import wait_for
 
-from hotfolder.config import parse_config
+from hotfolder.config.load import parse_config
 from hotfolder.errors import ConfigError
+from hotfolder.job.prune import prune
 from hotfolder.mounts import fs_type, needs_polling
-from hotfolder.prune import prune
 
 IGNORED = ["fox.txt.part", "fox.tmp", "fox.partial", "fox.crdownload", "fox.download",
            "~$fox.txt", ".~lock.fox.txt#", ".syncthing.fox.txt.tmp", ".dropbox", "._fox.txt",

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from hotfolder.config.fields import Limits
 from hotfolder.errors import JobError
-from hotfolder.fields import Limits
-from hotfolder.parse import parse_bytes
+from hotfolder.job.parse import parse_bytes
 
 
 def runs(name: str, text: str, **kw):

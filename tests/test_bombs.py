@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import structlog
 
+from hotfolder.config.fields import Limits
+from hotfolder.credentials import register
 from hotfolder.errors import JobError
-from hotfolder.fields import Limits
+from hotfolder.job.parse import parse_bytes
 from hotfolder.logs import configure_logging
-from hotfolder.parse import parse_bytes
-from hotfolder.secrets import register
 
 MEMORY_BOUND = 64 * 1024 * 1024  # bytes a hostile file may make the daemon allocate
 

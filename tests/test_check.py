@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hotfolder.check import check_workflow, closest
+from hotfolder.workflow.check import check_workflow, closest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "comfy-api"
 OBJECT_INFO = json.loads((FIXTURES / "object_info_full.json").read_text(encoding="utf-8"))
@@ -200,7 +200,7 @@ def test_whole_file_shape_problems() -> None:
 
 
 def test_closest_is_shared() -> None:
-    from hotfolder import explain
+    from hotfolder.comfy import explain
 
     assert closest is explain.closest
     assert closest("CheckpointSimple", OBJECT_INFO)[0] == "CheckpointLoaderSimple"

@@ -94,7 +94,7 @@ def test_version():
 
 
 def test_install_service_lays_out_unit_config_and_folders(tmp_path, capsys):
-    from hotfolder.config import load_config
+    from hotfolder.config.load import load_config
 
     assert main(["install-service", "--root", str(tmp_path), "--no-user"]) == 0
     out = capsys.readouterr().out

@@ -29,11 +29,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 import websocket
 
-from hotfolder.client import ComfyClient, QueueState, Submitted
-from hotfolder.complete import CompletionListener
-from hotfolder.deliver import collect_outputs
+from hotfolder.comfy.client import ComfyClient, QueueState, Submitted
+from hotfolder.comfy.explain import explain_history_failure
+from hotfolder.comfy.listener import CompletionListener
 from hotfolder.errors import JobError, ServerError
-from hotfolder.explain import explain_history_failure
+from hotfolder.job.deliver import collect_outputs
 from hotfolder.sim.web import parse_multipart
 
 CAPTURES = Path(__file__).parent / "fixtures" / "comfy-api"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from hotfolder import complete
-from hotfolder.complete import CompletionListener
+from hotfolder.comfy import listener as complete
+from hotfolder.comfy.listener import CompletionListener
 
 WORKFLOW = {"4": {}, "9": {}, "12": {}}  # only the node order matters here
 

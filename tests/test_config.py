@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hotfolder.config import load_config, parse_config
+from hotfolder.commands.init import config_text
+from hotfolder.config.load import load_config, parse_config
 from hotfolder.errors import ConfigError
-from hotfolder.scaffold import config_text
 
 ROOT = Path(__file__).resolve().parents[1]
 

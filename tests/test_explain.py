@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from hotfolder.explain import (
+from hotfolder.comfy.explain import (
     explain_execution_error,
     explain_history_failure,
     explain_interrupted,
     explain_rejection,
     node_label,
 )
-from hotfolder.nodeinfo import closest, suggest_choices
+from hotfolder.workflow.nodeinfo import closest, suggest_choices
 
 FIXTURES = Path(__file__).parent / "fixtures" / "comfy-api"
 

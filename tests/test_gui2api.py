@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from hotfolder.errors import JobError, ServerError
-from hotfolder.gui2api import build, convert, is_gui_workflow, node_types
-from hotfolder.gui2api.cache import ObjectInfoCache
-from hotfolder.gui2api.widgets import dynamic_prompt
-from hotfolder.parse import parse_bytes
+from hotfolder.job.parse import parse_bytes
+from hotfolder.workflow.gui2api import build, convert, is_gui_workflow, node_types
+from hotfolder.workflow.gui2api.cache import ObjectInfoCache
+from hotfolder.workflow.gui2api.widgets import dynamic_prompt
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OBJECT_INFO = json.loads((FIXTURES / "comfy-api" / "object_info_full.json").read_text("utf-8"))

@@ -12,8 +12,8 @@ import os
 import pytest
 from harness import ROOT, HotFolder, make_config, wait_for
 
-from hotfolder.deliver import check_output_names
 from hotfolder.errors import JobError
+from hotfolder.job.deliver import check_output_names
 
 SDXL = json.loads((ROOT / "config/workflows/sdxl_txt2img.json").read_text())
 
@@ -181,8 +181,8 @@ def test_a_prompt_over_the_size_limit_is_not_sent(hot):
 
 
 def test_a_job_named_like_an_error_file_fails_plainly_and_can_be_retried(hot):
-    from hotfolder.config import load_config
-    from hotfolder.status import recent_failed
+    from hotfolder.config.load import load_config
+    from hotfolder.daemon.status import recent_failed
     from hotfolder.web.actions import retry_failed
 
     hot.start()

@@ -16,21 +16,13 @@ import pytest
 import requests
 from PIL import Image
 
-from hotfolder.check import check_workflow
-from hotfolder.claim import JobState
-from hotfolder.config import FolderConfig, parse_config
+from hotfolder.config.fields import Limits
+from hotfolder.config.load import FolderConfig, parse_config
+from hotfolder.daemon.status import folder_counts, recent_failed
 from hotfolder.errors import ConfigError, JobError
-from hotfolder.fields import Limits
 from hotfolder.fsutil import apply_mode, move
-from hotfolder.images import (
-    bind,
-    check_image,
-    describe,
-    mask_bytes,
-    sniff,
-    upload,
-)
-from hotfolder.inputs import (
+from hotfolder.job.claim import JobState
+from hotfolder.job.companions import (
     folder_not_ready,
     job_file_in,
     job_image_files,
@@ -39,14 +31,22 @@ from hotfolder.inputs import (
     take_along,
     take_companions,
 )
-from hotfolder.intake import read_job
-from hotfolder.parse import JobSpec, parse_bytes, parse_job
-from hotfolder.patch import find_bindings
-from hotfolder.prune import prune
+from hotfolder.job.images import (
+    bind,
+    check_image,
+    describe,
+    mask_bytes,
+    sniff,
+    upload,
+)
+from hotfolder.job.intake import read_job
+from hotfolder.job.parse import JobSpec, parse_bytes, parse_job
+from hotfolder.job.prune import prune
+from hotfolder.job.watch import InboxWatcher
 from hotfolder.sim import SimServer
 from hotfolder.sim.catalog import Catalog
-from hotfolder.status import folder_counts, recent_failed
-from hotfolder.watch import InboxWatcher
+from hotfolder.workflow.bindings import find_bindings
+from hotfolder.workflow.check import check_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "comfy-api"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from hotfolder.comfy.pool import error_kind
 from hotfolder.errors import JobError, ServerError
-from hotfolder.servers import error_kind
 from hotfolder.web.metrics import Counter, Histogram, JobMetrics, gauge, render
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from hotfolder.errors import JobError
-from hotfolder.parse import parse_bytes
+from hotfolder.job.parse import parse_bytes
 
 
 def test_txt_is_the_trimmed_prompt():

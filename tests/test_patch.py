@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hotfolder.errors import JobError
-from hotfolder.patch import find_bindings, patch_workflow
+from hotfolder.workflow.bindings import find_bindings, patch_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 SDXL = json.loads((ROOT / "config/workflows/sdxl_txt2img.json").read_text())

@@ -12,7 +12,7 @@ import pytest
 from harness import HotFolder, make_config, wait_for
 from proxy import Proxy, make_ca_and_cert
 
-from hotfolder.config import parse_config
+from hotfolder.config.load import parse_config
 from hotfolder.errors import ConfigError
 
 TOKEN = "tok-3f9a7c1e5d"  # a value no other text contains, to search every output for

@@ -18,8 +18,8 @@ import requests
 import websocket
 from harness import HotFolder, make_config, wait_for
 
-from hotfolder.client import ComfyClient, TransferLimits
-from hotfolder.complete import _CappedFrames, _CappedMessages
+from hotfolder.comfy.client import ComfyClient, TransferLimits
+from hotfolder.comfy.listener import _CappedFrames, _CappedMessages
 from hotfolder.errors import ServerError
 
 

@@ -16,9 +16,9 @@ import pytest
 import requests
 from PIL import Image
 
-from hotfolder.config import Config, parse_config
-from hotfolder.daemon import Daemon, ensure_folders
-from hotfolder.status import collect
+from hotfolder.config.load import Config, parse_config
+from hotfolder.daemon.loop import Daemon, ensure_folders
+from hotfolder.daemon.status import collect
 from hotfolder.web.server import WebServer
 from hotfolder.web.thumbs import Thumbnails, safe_name
 

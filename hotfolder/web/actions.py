@@ -14,9 +14,9 @@ from pathlib import Path
 
 import structlog
 
-from hotfolder.config import FolderConfig
-from hotfolder.finish import error_name_for
+from hotfolder.config.load import FolderConfig
 from hotfolder.fsutil import move
+from hotfolder.job.finish import error_name_for
 from hotfolder.web.thumbs import safe_name
 
 log = structlog.get_logger()

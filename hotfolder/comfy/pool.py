@@ -1,0 +1,289 @@
+"""The ComfyUI servers and their in-flight slots: which server takes the next job, and when.
+
+Each server holds at most `max_in_flight` of our prompts, so the next job is already queued when
+the current one ends, while the rest wait in the inbox where another daemon could take them. A
+server that stops answering is out of rotation until a probe sees it answer again.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from hotfolder.comfy.client import ComfyClient, TransferLimits
+from hotfolder.comfy.listener import CompletionListener
+from hotfolder.config.load import ComfyConfig, ServerConfig
+from hotfolder.errors import JobError, ServerError
+
+log = structlog.get_logger()
+
+
+class CountingClient(ComfyClient):
+    """A server's client that counts failed submits and downloads by kind, for /metrics."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.errors: dict[tuple[str, str], int] = {}  # (operation, kind) -> count
+        self._errors_lock = threading.Lock()
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().submit(*args, **kwargs)
+        except (ServerError, JobError) as exc:
+            self._count("submit", exc)
+            raise
+
+    def download(self, *args: Any, **kwargs: Any) -> int:
+        try:
+            return super().download(*args, **kwargs)
+        except (ServerError, JobError) as exc:
+            self._count("download", exc)
+            raise
+
+    def upload_image(self, *args: Any, **kwargs: Any) -> str:
+        try:
+            return super().upload_image(*args, **kwargs)
+        except (ServerError, JobError) as exc:
+            self._count("upload", exc)
+            raise
+
+    def upload_mask(self, *args: Any, **kwargs: Any) -> str:
+        try:
+            return super().upload_mask(*args, **kwargs)
+        except (ServerError, JobError) as exc:
+            self._count("upload", exc)
+            raise
+
+    def error_counts(self) -> dict[tuple[str, str], int]:
+        with self._errors_lock:
+            return dict(self.errors)
+
+    def _count(self, operation: str, exc: ServerError | JobError) -> None:
+        key = (operation, error_kind(exc))
+        with self._errors_lock:
+            self.errors[key] = self.errors.get(key, 0) + 1
+
+
+def error_kind(exc: ServerError | JobError) -> str:
+    """A short, stable label for an error: unreachable, http_5xx, unauthorised, rejected, …"""
+    if isinstance(exc, JobError):
+        status = exc.details.get("status")
+        if exc.kind in ("download", "upload"):
+            return "too_large" if status is None else f"http_{status}"
+        return exc.kind
+    if exc.status is None:
+        return "unreachable"
+    if exc.status in (401, 407):
+        return "unauthorised"
+    if exc.status == 403:
+        return "forbidden"
+    return "http_5xx" if exc.status >= 500 else f"http_{exc.status}"
+
+
+class Server:
+    def __init__(self, cfg: ServerConfig, comfy: ComfyConfig, stop: threading.Event) -> None:
+        self.name = cfg.name
+        self.url = cfg.url
+        self.client = CountingClient(cfg.url, name=cfg.name, timeout=comfy.request_timeout,
+                                     headers=cfg.headers, verify=cfg.verify,
+                                     limits=TransferLimits(comfy.max_answer_bytes,
+                                                           comfy.download_timeout,
+                                                           comfy.min_download_rate))
+        self.listener = CompletionListener(cfg.url, name=cfg.name, stop=stop,
+                                           enabled=comfy.websocket,
+                                           backoff_max=comfy.backoff_max,
+                                           headers=cfg.headers, verify=cfg.verify,
+                                           max_message_bytes=comfy.max_answer_bytes)
+        if cfg.verify is False:
+            log.warning("server.tls_unverified", server=cfg.name, url=cfg.url,
+                        reason="servers[].verify is false: certificates are not checked, "
+                               "anyone in the path can read and change the traffic")
+        self.weight = cfg.weight
+        self.tags = frozenset(cfg.tags)
+        self.limit = cfg.max_in_flight or comfy.max_in_flight
+        self.in_flight = 0
+        self.downloading = 0  # downloads going on: at most `limit`, so a stuck server ties up
+        self._downloads_lock = threading.Lock()  # no more workers than it has slots
+        self.retired = False  # removed from the config: finishes its jobs, takes no new ones
+        self.down_since: float | None = None
+        self.up = True
+        self.last_error = ""
+        self.next_probe = 0.0
+        self.probe_delay = comfy.backoff_initial
+
+
+    def begin_download(self) -> bool:
+        with self._downloads_lock:
+            if self.downloading >= self.limit:
+                return False
+            self.downloading += 1
+            return True
+
+    def end_download(self) -> None:
+        with self._downloads_lock:
+            self.downloading -= 1
+
+
+class ServerPool:
+    def __init__(self, servers: Sequence[ServerConfig], comfy: ComfyConfig,
+                 stop: threading.Event, draining: threading.Event | None = None) -> None:
+        self.comfy = comfy
+        self.stop = stop
+        self.draining = draining or threading.Event()
+        self.servers = [Server(s, comfy, stop) for s in servers]
+        self._cond = threading.Condition()
+        self._started = False
+
+    def by_name(self, name: str | None) -> Server | None:
+        return next((s for s in self.servers if s.name == name), None)
+
+    def start(self) -> None:
+        self._started = True
+        for server in self.servers:
+            server.listener.start()
+
+    def update(self, configs: Sequence[ServerConfig], comfy: ComfyConfig) -> dict[str, list[str]]:
+        """Apply a reloaded config: new servers join, removed ones retire after their jobs."""
+        wanted = {(c.name, c.url): c for c in configs}
+        added, removed = [], []
+        with self._cond:
+            self.comfy = comfy
+            for server in self.servers:
+                cfg = wanted.pop((server.name, server.url), None)
+                if cfg is None:
+                    if not server.retired:
+                        server.retired = True
+                        removed.append(server.name)
+                else:
+                    server.retired = False
+                    server.weight, server.tags = cfg.weight, frozenset(cfg.tags)
+                    server.limit = cfg.max_in_flight or comfy.max_in_flight
+            for cfg in wanted.values():
+                server = Server(cfg, comfy, self.stop)
+                self.servers.append(server)
+                added.append(server.name)
+                if self._started:
+                    server.listener.start()
+            self._cond.notify_all()
+        return {"servers_added": added, "servers_removed": removed}
+
+    def describe(self) -> list[dict[str, object]]:
+        return [{"name": s.name, "url": s.url, "up": s.up, "in_flight": s.in_flight,
+                 "queue_remaining": s.listener.queue_remaining, "last_error": s.last_error,
+                 "tags": sorted(s.tags)} for s in self.servers if not s.retired or s.in_flight]
+
+    def progress(self, server_name: str | None, prompt_id: str | None) -> dict[str, int] | None:
+        server = self.by_name(server_name)
+        if server is None or prompt_id is None:
+            return None
+        value = server.listener.progress(prompt_id)
+        return {"step": value[0], "steps": value[1]} if value else None
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.listener.close()
+
+    def eligible(self, tags: tuple[str, ...] = ()) -> list[Server]:
+        """The servers a folder may use: all, or those carrying one of its tags."""
+        return [s for s in self.servers
+                if not s.retired and (not tags or s.tags.intersection(tags))]
+
+    def acquire(self, tags: tuple[str, ...] = ()) -> Server | None:
+        """Block until an eligible server that is up has a free slot; None when stopping.
+
+        Among free servers the least loaded wins: our prompts there plus other clients' work
+        (its `queue_remaining` beyond ours, from the WebSocket), divided by its weight.
+        """
+        with self._cond:
+            while not self.stop.is_set() and not self.draining.is_set():
+                free = [s for s in self.eligible(tags) if s.up and _has_room(s)]
+                if free:
+                    chosen = min(free, key=_load)
+                    chosen.in_flight += 1
+                    return chosen
+                self._cond.wait(0.5)
+        return None
+
+    def others_up(self, server: Server, tags: tuple[str, ...] = ()) -> bool:
+        return any(s.up for s in self.eligible(tags) if s is not server)
+
+    def attach(self, server: Server) -> Server:
+        """Count a prompt that is already on `server` (a resumed job) without waiting for a slot."""
+        with self._cond:
+            server.in_flight += 1
+        return server
+
+    def release(self, server: Server) -> None:
+        with self._cond:
+            server.in_flight = max(0, server.in_flight - 1)
+            self._cond.notify_all()
+
+    def mark_down(self, server: Server, error: ServerError) -> None:
+        with self._cond:
+            server.last_error = error.message
+            if not server.up:
+                return
+            server.up = False
+            server.down_since = time.monotonic()
+            server.probe_delay = self.comfy.backoff_initial
+            server.next_probe = time.monotonic() + server.probe_delay
+        log.warning("server.unreachable", server=server.name, url=server.url,
+                    error=error.message,
+                    action="jobs wait and are retried when it answers again")
+
+    def mark_up(self, server: Server) -> None:
+        with self._cond:
+            was_down = not server.up
+            server.up = True
+            server.down_since = None
+            server.last_error = ""
+            self._cond.notify_all()
+        if was_down:
+            log.info("server.up", server=server.name, url=server.url)
+
+    def probe(self, now: float | None = None) -> None:
+        """Ask each down server whether it is back, with capped exponential backoff + jitter."""
+        now = time.monotonic() if now is None else now
+        for server in self.servers:
+            if server.up or now < server.next_probe:
+                continue
+            if server.client.ping():
+                self.mark_up(server)
+            else:
+                server.probe_delay = min(server.probe_delay * 2, self.comfy.backoff_max)
+                server.next_probe = now + server.probe_delay * (0.75 + random.random() / 2)
+                log.debug("server.still_down", server=server.name,
+                          retry_in=round(server.probe_delay, 1))
+
+    def check_all(self) -> list[Server]:
+        """Ping every server once (at start); mark the silent ones down. Returns those up."""
+        up = []
+        for server in self.servers:
+            try:
+                server.client.queue_remaining()
+            except ServerError as exc:
+                self.mark_down(server, exc)
+            else:
+                up.append(server)
+        return up
+
+
+def _others(server: Server) -> int:
+    """Prompts of other clients queued on the server (its queue beyond ours)."""
+    return max(0, (server.listener.queue_remaining or 0) - server.in_flight)
+
+
+def _has_room(server: Server) -> bool:
+    """A free slot; a server kept busy by other clients gets one job of ours at a time."""
+    if server.in_flight >= server.limit:
+        return False
+    return server.in_flight == 0 or server.in_flight + _others(server) < server.limit
+
+
+def _load(server: Server) -> tuple[float, int]:
+    return (server.in_flight + _others(server)) / server.weight, server.in_flight

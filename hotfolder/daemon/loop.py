@@ -1,0 +1,509 @@
+"""The daemon: watcher, worker threads and servers, held together by one health-checked loop.
+
+Signal handlers only set events; everything else happens in the loop. Workers claim a file only
+when they can work on it, so the inbox itself is the queue. The first SIGTERM drains: nothing
+new is claimed or submitted, prompts already on ComfyUI may finish and deliver within the grace
+period, the rest stay in processing/ with their state for the next start. A second one stops at
+once. SIGHUP re-reads the config.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import queue
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from hotfolder.comfy.pool import ServerPool
+from hotfolder.config.load import Config, FolderConfig, load_config
+from hotfolder.daemon.status import collect, folder_counts, live_doc, status_line, write_live
+from hotfolder.errors import ConfigError, JobError
+from hotfolder.fsutil import clear_dead_temps
+from hotfolder.job.claim import (
+    CLAIM_RECORD_SECONDS,
+    LEASE_SECONDS,
+    BeingWritten,
+    JobState,
+    Orphans,
+    claim,
+)
+from hotfolder.job.companions import sweep as sweep_inputs
+from hotfolder.job.finish import Outcome, fail_unclaimed
+from hotfolder.job.pipeline import Pipeline
+from hotfolder.job.prune import prune
+from hotfolder.job.watch import InboxWatcher
+from hotfolder.jobfile import Refused, refusal
+from hotfolder.notify import Notifier
+from hotfolder.web.metrics import JobMetrics, render
+from hotfolder.writers import ignore_lease_breaks
+
+if TYPE_CHECKING:
+    from hotfolder.web.server import WebServer
+
+log = structlog.get_logger()
+
+TICK = 0.1
+IDLE_TICK = 0.5  # nothing to settle, nothing running: see _loop
+ORPHAN_SCAN_SECONDS = 5.0
+HEARTBEAT_SECONDS = LEASE_SECONDS / 4
+PRUNE_SECONDS = 3600.0
+STATUS_SECONDS = 1.0  # how often the live status is looked at
+STATUS_REFRESH_SECONDS = 5.0  # rewritten at least this often (status files older than 15 s
+# mean "daemon not running")
+HEALTH_STALE_SECONDS = 60.0  # /healthz fails when the loop has not proved itself for this long
+# (the unit's WatchdogSec: a blocking probe of a silent server can hold the loop ~30 s)
+
+
+@dataclass
+class _Work:
+    folder: FolderConfig
+    path: Path | None = None  # an inbox file to claim
+    state: JobState | None = None  # or a job already in processing/ (resumed)
+    detected_at: float | None = None
+    ready_by: str | None = None  # what said the file was complete (watch.py)
+
+
+def ensure_folders(config: Config) -> None:
+    for folder in config.folders:
+        for path in folder.all_dirs():
+            path.mkdir(parents=True, exist_ok=True)
+            clear_dead_temps(path)  # halves of files whose writer was killed mid-write
+
+
+class Daemon:
+    def __init__(self, config: Config, *, once: bool = False,
+                 notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.once = once
+        self.notifier = notifier or Notifier()
+        self.stop = threading.Event()  # abort: leave everything where it is
+        self.draining = threading.Event()  # claim and submit nothing new
+        self.reload_requested = threading.Event()
+        self.pool = ServerPool(config.servers, config.comfy, self.stop, self.draining)
+        self.pipeline = Pipeline(config, self.pool, self.stop, self.draining)
+        self.wake = threading.Event()  # the observer, a signal: tick now
+        self.watcher = InboxWatcher(config.folders, self._ready, self._cancel, wake=self.wake)
+        self.work: queue.Queue[_Work | None] = queue.Queue()
+        self.orphans = Orphans()
+        self.active: dict[tuple[str, str], JobState] = {}  # (folder, name) -> jobs we own
+        self._outstanding = 0
+        # jobs waiting for their server without holding a worker: (due, order, work)
+        self._parked: list[tuple[float, int, _Work]] = []
+        self._park_order = itertools.count()
+        self._lock = threading.Lock()
+        self._next = {"orphans": 0.0, "heartbeat": 0.0, "prune": 0.0, "status": 0.0}
+        self.counts = {"done": 0, "failed": 0, "left": 0}
+        self.workers: list[threading.Thread] = []
+        self._drain_deadline: float | None = None
+        self._status_key = ""
+        self._status_due = 0.0
+        self.metrics = JobMetrics()
+        self.web: WebServer | None = None
+        self._loop_ok_at: float | None = None  # when the loop last found everything alive
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        ensure_folders(self.config)
+        if self.config.http.enabled:
+            from hotfolder.web.server import WebServer  # the page's code only when it is on
+
+            try:
+                self.web = WebServer(self).start()
+            except OSError as exc:
+                log.error("web.listen_failed", listen=self.config.http.listen, error=str(exc))
+                return 1
+        self._install_signals()
+        log.info("daemon.starting", config=str(self.config.path or ""),
+                 folders=[str(f.root) for f in self.config.folders],
+                 servers=[s.url for s in self.config.servers])
+        self.pool.start()
+        if not self.pool.check_all():
+            log.warning("server.waiting",
+                        message="no ComfyUI server answers yet; jobs wait until one does. "
+                                "Start ComfyUI, or try `hotfolder demo` to see hotfolder work "
+                                "against its built-in simulator.")
+        for folder in self.config.folders:
+            sweep_inputs(folder)  # images whose job left processing/ just before a crash
+        self._adopt_orphans(at_start=True)
+        self.watcher.start()
+        self._add_workers()
+        log.info("daemon.ready", inboxes=[str(f.inbox) for f in self.config.folders])
+        self.notifier.ready(self._status_line())
+        try:
+            return self._loop()
+        finally:
+            self.shutdown()
+
+    def _loop(self) -> int:
+        while not self.stop.is_set():
+            now = time.monotonic()
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload()
+            if self.draining.is_set() and self._drained(now):
+                break
+            if not self.draining.is_set():
+                self.watcher.tick(now)
+            self.pool.probe(now)
+            self._housekeeping(now)
+            if not self._healthy():
+                log.error("daemon.unhealthy",
+                          action="stopping so the service manager restarts us")
+                return 1
+            self._loop_ok_at = now
+            self.notifier.watchdog(now)  # only from a loop that just proved itself healthy
+            if self.once and self._idle():
+                break
+            # an idle daemon ticks slowly (its own CPU is most of what it costs then); the
+            # observer's first report of a new file, or a signal, wakes it at once
+            self.wake.wait(TICK if self._busy() else IDLE_TICK)
+            self.wake.clear()
+        return 0
+
+    def _drained(self, now: float) -> bool:
+        if self._drain_deadline is None:
+            self._drain_deadline = now + self.config.stop_grace_seconds
+            self.notifier.stopping()
+            with self._lock:
+                running = len(self.active)
+            log.info("daemon.stopping", running=running,
+                     grace_seconds=self.config.stop_grace_seconds,
+                     note="nothing new is claimed; jobs on ComfyUI may finish")
+        with self._lock:
+            busy = bool(self.active)
+        if busy and now < self._drain_deadline:
+            return False
+        if busy:
+            log.info("daemon.grace_over", left=len(self.active),
+                     note="left in processing/ with their state, resumed at the next start")
+        return True
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.watcher.stop()
+        self.pool.close()
+        for _ in self.workers:
+            self.work.put(None)  # wake idle workers now rather than at their next timeout
+        deadline = time.monotonic() + 10  # for all of them: a worker in a network read
+        for worker in self.workers:  # notices the stop at its next byte or time-out
+            if worker.is_alive():
+                worker.join(timeout=max(0.1, deadline - time.monotonic()))
+        self._write_status(force=True)
+        if self.web is not None:
+            self.web.stop()
+        log.info("daemon.stopped", **self.counts)
+
+    def _healthy(self) -> bool:
+        return (self.watcher.alive() and all(w.is_alive() for w in self.workers)
+                and all(s.listener.alive() for s in self.pool.servers))
+
+    def _busy(self) -> bool:
+        with self._lock:
+            working = self._outstanding > 0
+        return (working or not self.watcher.quiet() or self.draining.is_set()
+                or self.reload_requested.is_set())
+
+    def _idle(self) -> bool:
+        with self._lock:
+            return self._outstanding == 0 and not self._parked and self.watcher.idle()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def request_stop(signum: int, _frame: object) -> None:
+            # only events here: logging and joins happen in the loop
+            if self.draining.is_set():
+                self.stop.set()  # a second request: stop now
+            self.draining.set()
+            self.wake.set()
+
+        def request_reload(signum: int, _frame: object) -> None:
+            self.reload_requested.set()
+            self.wake.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGHUP, request_reload)
+        ignore_lease_breaks()  # before any file is asked about its writers (writers.py)
+
+    def _add_workers(self) -> None:
+        wanted = sum(s.limit for s in self.pool.servers if not s.retired) + 2
+        while len(self.workers) < wanted:
+            worker = threading.Thread(target=self._worker, name=f"worker-{len(self.workers)}",
+                                      daemon=True)
+            self.workers.append(worker)
+            worker.start()
+
+    # -- reload (SIGHUP) ---------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Re-read the config; on any problem keep running on the old one and say why."""
+        self.notifier.reloading()
+        path = self.config.path
+        try:
+            if path is None:
+                raise ConfigError(["the daemon was not started from a config file"])
+            new = load_config(path)
+            ensure_folders(new)
+        except (ConfigError, OSError) as exc:
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            log.error("config.reload_failed", problems=problems,
+                      action="still running on the previous configuration")
+            self.notifier.ready(self._status_line())
+            return
+        if new.http.listen != self.config.http.listen:
+            log.warning("config.http_listen_unchanged", listen=self.config.http.listen,
+                        note="http.listen takes effect at the next start")
+        old_folders = {f.name for f in self.config.folders}
+        new_folders = {f.name for f in new.folders}
+        servers = self.pool.update(new.servers, new.comfy)
+        self.config = new
+        self.pipeline.update(new)
+        self.watcher.stop()
+        self.watcher = InboxWatcher(new.folders, self._ready, self._cancel, wake=self.wake)
+        self.watcher.start()
+        self._add_workers()
+        log.info("config.reloaded", folders_added=sorted(new_folders - old_folders),
+                 folders_removed=sorted(old_folders - new_folders), **servers,
+                 note="jobs in flight continue where they are")
+        self.notifier.ready(self._status_line())
+
+    # -- housekeeping ---------------------------------------------------------------------------
+
+    def _housekeeping(self, now: float) -> None:
+        self._unpark(now)
+        wall = time.time()
+        for folder, state in self._owned():
+            if not state.saved and wall - state.claimed_at >= CLAIM_RECORD_SECONDS:
+                state.save(folder)  # claimed but waiting (for a slot, a server): see claim()
+        if now >= self._next["orphans"] and not self.draining.is_set():
+            self._next["orphans"] = now + ORPHAN_SCAN_SECONDS
+            self._adopt_orphans()
+        if now >= self._next["heartbeat"]:
+            self._next["heartbeat"] = now + HEARTBEAT_SECONDS
+            for folder, state in self._owned():
+                state.renew(folder)
+        if now >= self._next["prune"]:
+            self._next["prune"] = now + PRUNE_SECONDS
+            for folder in self.config.folders:
+                prune(folder)
+        if now >= self._next["status"]:
+            self._next["status"] = now + STATUS_SECONDS
+            self._write_status()
+            self.notifier.status(self._status_line())
+
+    def _owned(self) -> list[tuple[FolderConfig, JobState]]:
+        with self._lock:
+            states = list(self.active.items())
+        return [(self.pipeline.folder(f), s) for (f, _), s in states]
+
+    def _write_status(self, force: bool = False) -> None:
+        """Rewrite the live status when it changed, or every few seconds to show we live.
+
+        An idle daemon with nothing new to say then costs next to nothing (no JSON, no fsync
+        every second on a NAS)."""
+        servers = self.pool.describe()
+        now = time.time()
+        writing = self.watcher.being_written(now)
+        key = repr((servers, [(s.name, s.phase, s.server, s.prompt_id,
+                               self.pool.progress(s.server, s.prompt_id))
+                              for _, s in self._owned()],
+                    [(f, [(w["file"], w["writers"]) for w in files])
+                     for f, files in sorted(writing.items())]))
+        if not force and key == self._status_key and now < self._status_due:
+            return
+        self._status_key, self._status_due = key, now + STATUS_REFRESH_SECONDS
+        jobs_by_folder = self._live_jobs()
+        for folder in self.config.folders:
+            try:
+                write_live(folder, jobs_by_folder.get(folder.name, []), servers,
+                           writing.get(folder.name, []))
+            except OSError as exc:
+                log.warning("status.write_failed", folder=folder.name, error=str(exc))
+
+    def _live_jobs(self) -> dict[str, list[dict[str, Any]]]:
+        """Our jobs in flight by folder, as the status document lists them."""
+        jobs_by_folder: dict[str, list[dict[str, Any]]] = {}
+        now = time.time()
+        for folder, state in self._owned():
+            jobs_by_folder.setdefault(folder.name, []).append({
+                "job": state.source or state.name, "name": state.name, "phase": state.phase,
+                "server": state.server, "prompt_id": state.prompt_id,
+                "progress": self.pool.progress(state.server, state.prompt_id),
+                "age_seconds": round(now - state.claimed_at, 1)})
+        return jobs_by_folder
+
+    # -- what the status page and /metrics show --------------------------------------------------
+
+    def status_document(self) -> dict[str, Any]:
+        """`hotfolder status --json`'s document, with the live part from memory."""
+        servers, jobs = self.pool.describe(), self._live_jobs()
+        writing = self.watcher.being_written()
+        return collect(self.config, probe=False, live={
+            f.name: live_doc(f, jobs.get(f.name, []), servers, writing.get(f.name, []))
+            for f in self.config.folders})
+
+    def health(self) -> dict[str, Any]:
+        """Healthy while the loop keeps finding its threads alive (what the watchdog pings)."""
+        ok_at = self._loop_ok_at
+        age = None if ok_at is None else time.monotonic() - ok_at
+        healthy = age is not None and age < HEALTH_STALE_SECONDS and not self.stop.is_set()
+        state = ("stopping" if self.stop.is_set() else "starting" if age is None
+                 else "ok" if healthy else "stalled")
+        return {"healthy": healthy, "state": state, "draining": self.draining.is_set(),
+                "loop_age_seconds": None if age is None else round(age, 3)}
+
+    def metrics_text(self) -> str:
+        with self._lock:
+            running = Counter(name for name, _ in self.active)
+        folders = {f.name: (folder_counts(f)["waiting"], running.get(f.name, 0))
+                   for f in self.config.folders}
+        errors = {(s.name, operation, kind): n for s in self.pool.servers
+                  for (operation, kind), n in s.client.error_counts().items()}
+        return render(self.metrics.families(folders=folders, servers=self.pool.describe(),
+                                            server_errors=errors,
+                                            healthy=self.health()["healthy"]))
+
+    def _status_line(self) -> str:
+        with self._lock:
+            running = len(self.active)
+            waiting = max(0, self._outstanding - running)
+        counts = {"running": running, "waiting": waiting, **self.counts}
+        return status_line(counts, self.pool.describe())
+
+    def _adopt_orphans(self, at_start: bool = False) -> None:
+        for folder in self.config.folders:
+            with self._lock:
+                busy = {name for (f, name) in self.active if f == folder.name}
+            for state in self.orphans.scan(folder, busy, at_start=at_start):
+                log.info("job.resuming", job=state.source, folder=folder.name,
+                         prompt_id=state.prompt_id, server=state.server, phase=state.phase)
+                with self._lock:
+                    self.active[(folder.name, state.name)] = state
+                self._enqueue(_Work(folder, state=state))
+
+    # -- work -------------------------------------------------------------------------------------
+
+    def _ready(self, folder: FolderConfig, path: Path, detected_at: float,
+               ready_by: str | None = None) -> None:
+        self._enqueue(_Work(folder, path=path, detected_at=detected_at, ready_by=ready_by))
+
+    def _cancel(self, folder: FolderConfig, cancel_file: Path) -> None:
+        """`NAME.cancel` in the inbox: stop the job NAME (or NAME.ext), wherever it is."""
+        target = cancel_file.name[: -len(".cancel")]
+        with self._lock:
+            running = [s for (f, _), s in self.active.items() if f == folder.name
+                       and target in _names(s.source) | _names(s.name)]
+        waiting = [p for p in folder.inbox.iterdir() if p != cancel_file
+                   and target in (p.name, p.stem) and _plain(p)]  # a file or a job folder
+        for state in running:
+            self.pipeline.request_cancel(folder, state)
+        for path in waiting:
+            if fail_unclaimed(folder, path, JobError("cancelled: a .cancel file asked for it "
+                                                     "before the job started", kind="cancelled")):
+                self.metrics.finished(folder.name, "failed", "cancelled", seen_at=None,
+                                      submitted_at=None, now=time.time())
+        if not running and not waiting:
+            log.info("job.cancel_unmatched", file=cancel_file.name, folder=folder.name,
+                     reason="no waiting or running job has that name")
+        cancel_file.unlink(missing_ok=True)
+
+    def _enqueue(self, work: _Work) -> None:
+        with self._lock:
+            self._outstanding += 1
+        self.work.put(work)
+
+    def _worker(self) -> None:
+        while not self.stop.is_set():
+            try:
+                work = self.work.get(timeout=30.0)  # shutdown wakes idle workers (None)
+            except queue.Empty:
+                continue
+            if work is None:
+                continue
+            try:
+                outcome = self._handle(work)
+                if outcome is not None:
+                    with self._lock:
+                        self.counts[outcome.status] += 1
+            finally:
+                with self._lock:
+                    self._outstanding -= 1
+
+    def _handle(self, work: _Work) -> Outcome | None:
+        state = work.state
+        if state is None:
+            assert work.path is not None
+            if self.draining.is_set():
+                self.watcher.release(work.path)
+                return None  # stays in the inbox for the next start
+            try:
+                with self._lock:  # registered before the rename: never seen as an orphan
+                    state = claim(work.folder, work.path, work.detected_at,
+                                  ask_writers=work.folder.ready == "auto")
+                    if state is not None:
+                        self.active[(work.folder.name, state.name)] = state
+            except BeingWritten:
+                self.watcher.look_again(work.path)  # it waits for its writer to close it
+                return None
+            except (Refused, OSError) as exc:  # swapped for a link since it was seen, unreadable
+                reason = exc.reason if isinstance(exc, Refused) else f"cannot be claimed: {exc}"
+                log.warning("job.refused", file=repr(work.path.name), folder=work.folder.name,
+                            reason=reason, action="left where it is, unread, until it changes")
+                self.watcher.refused(work.path)
+                return None
+            self.watcher.release(work.path)
+            if state is None:
+                return None
+            log.info("job.claimed", job=state.source, folder=work.folder.name,
+                     ready_by=work.ready_by,
+                     waited=round(time.time() - (work.detected_at or time.time()), 3))
+        parked = False
+        try:
+            outcome = self.pipeline.run(work.folder, state)
+            if outcome.status == "parked":  # still ours: picked up again when it is due
+                parked = True
+                with self._lock:
+                    heapq.heappush(self._parked, (time.monotonic() + outcome.retry_in,
+                                                  next(self._park_order),
+                                                  _Work(work.folder, state=state)))
+                return None
+            self.metrics.finished(work.folder.name, outcome.status, outcome.kind,
+                                  seen_at=state.detected_at or state.claimed_at,
+                                  submitted_at=state.submitted_at, now=time.time())
+            return outcome
+        finally:
+            if not parked:
+                with self._lock:
+                    self.active.pop((work.folder.name, state.name), None)
+
+    def _unpark(self, now: float) -> None:
+        """Parked jobs whose time has come go back to the workers."""
+        while True:
+            with self._lock:
+                if not self._parked or self._parked[0][0] > now:
+                    return
+                _, _, work = heapq.heappop(self._parked)
+            self._enqueue(work)
+
+
+def _names(name: str) -> set[str]:
+    return {name, Path(name).stem}
+
+
+def _plain(path: Path) -> bool:
+    """An inbox entry a job could be: never a link, FIFO, device or hard link."""
+    try:
+        return refusal(path.name, path.lstat()) is None
+    except OSError:
+        return False

@@ -1,6 +1,0 @@
-"""GUI-format workflows (the editor's "Save") converted to the API format the server runs."""
-
-from hotfolder.gui2api.convert import Conversion, build, convert
-from hotfolder.gui2api.detect import is_gui_workflow, node_types
-
-__all__ = ["Conversion", "build", "convert", "is_gui_workflow", "node_types"]

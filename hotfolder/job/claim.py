@@ -1,0 +1,361 @@
+"""Claim a settled file by an atomic rename into processing/, and keep its state record there.
+
+The rename is the lock: of two processes renaming the same inbox file, exactly one succeeds.
+The state record (a hidden JSON file beside the job) says who owns the job and which server and
+prompt_id it went to, so a restarted daemon finds the job again instead of running it twice. An
+owner refreshes its lease while the job lives; a job whose owner is gone (same host, dead
+process) or whose lease ran out (another host) is adopted, again by a rename only one wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import stat
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from hotfolder.config.load import FolderConfig
+from hotfolder.fsutil import candidates, pid_alive, write_json
+from hotfolder.job.crashguard import RISKY_PHASES
+from hotfolder.jobfile import (
+    InUse,
+    Refused,
+    file_print,
+    folder_print,
+    list_folder,
+    open_dir,
+    open_file,
+)
+from hotfolder.writers import open_for_writing
+
+LEASE_SECONDS = 120.0
+
+STATELESS_GRACE = 10.0  # a claim's record is written soon after its rename; give it time
+CLAIM_RECORD_SECONDS = 1.0  # a claimed job still unsubmitted this long gets its record
+HOST = socket.gethostname()
+INSTANCE = uuid.uuid4().hex  # this process; a pid alone can be reused after a restart
+
+
+def _me() -> dict[str, Any]:
+    return {"host": HOST, "pid": os.getpid(), "instance": INSTANCE}
+
+
+@dataclass
+class JobState:
+    name: str  # the job file's name inside processing/
+    folder: str
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    source: str = ""  # the name it had in the inbox
+    detected_at: float | None = None
+    claimed_at: float = field(default_factory=time.time)
+    owner: dict[str, Any] = field(default_factory=_me)
+    lease_until: float = field(default_factory=lambda: time.time() + LEASE_SECONDS)
+    server: str | None = None
+    prompt_id: str | None = None
+    client_id: str | None = None
+    submitted_at: float | None = None
+    submissions: int = 0
+    seed: int | None = None  # chosen once, so a resubmitted job keeps its seed
+    out_stem: str | None = None  # the outbox base name, chosen before the first download
+    delivered: dict[str, dict[str, Any]] = field(default_factory=dict)  # output key -> file
+    expected: int | None = None  # how many outputs the finished prompt has
+    # claimed (waiting to be prepared, or for a slot) | preparing | submitting | submitted |
+    # delivering | parked
+    # | stopped | being written | batch: …; saved with the record, so a daemon that dies while
+    # a job is in a RISKY_PHASES phase may have died of the job, and `crashes` counts that
+    phase: str = "claimed"
+    # the file (or job folder) as claimed, then as last read: inode, size, mtime (jobfile.py)
+    file: dict[str, Any] | None = None
+    read: dict[str, Any] | None = None  # bytes and sha256 of the job file as it ran
+    reruns: int = 0  # runs repeated because the job file changed while it ran
+    crashes: int = 0
+    uploads: dict[str, dict[str, str]] = field(default_factory=dict)  # server -> file -> name
+    _images: Any = field(default=None, repr=False, compare=False)  # images.JobImages, per life
+    # one upload at a time per job: a batch's runs then share one upload per server (two at
+    # once could each see "not there yet", and ComfyUI may rename a file it is still writing)
+    _upload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False,
+                                         compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _closed: bool = field(default=False, repr=False, compare=False)
+    _download_tries: int = field(default=0, repr=False, compare=False)  # since this life began
+    _saved: bool = field(default=False, repr=False, compare=False)
+
+    @staticmethod
+    def path_for(folder: FolderConfig, name: str, suffix: str = ".state.json") -> Path:
+        if len(os.fsencode(name)) > 180:  # keep ".NAME.state.json" under NAME_MAX (255 bytes)
+            name = hashlib.sha1(os.fsencode(name), usedforsecurity=False).hexdigest()
+        return folder.processing / f".{name}{suffix}"
+
+    @staticmethod
+    def inputs_path(folder: FolderConfig, name: str) -> Path:
+        """The hidden folder holding the images a job took from the inbox (see inputs.py)."""
+        return JobState.path_for(folder, name, ".inputs")
+
+    @staticmethod
+    def journal_for(folder: FolderConfig, name: str) -> Path:
+        """Where a batch job's runs are journalled (see runstate.py)."""
+        record = JobState.path_for(folder, name)
+        return record.with_name(record.name[: -len(".state.json")] + ".runs.jsonl")
+
+    @property
+    def tag(self) -> str:
+        """Distinguishes this job's ComfyUI output names (its filename_prefix)."""
+        return self.job_id[:8]
+
+    def record(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+
+    def save(self, folder: FolderConfig) -> None:
+        """Write the record; a no-op once the job has finished (a late heartbeat must not
+        bring a finished job's record back)."""
+        with self._lock:
+            if not self._closed:
+                write_json(self.path_for(folder, self.name), self.record(), replace=True,
+                           compact=True)
+                self._saved = True
+
+    @property
+    def saved(self) -> bool:
+        return self._saved
+
+    def renew(self, folder: FolderConfig, now: float | None = None) -> None:
+        self.lease_until = (now or time.time()) + LEASE_SECONDS
+        self.save(folder)
+
+    def drop(self, folder: FolderConfig) -> None:
+        with self._lock:
+            self._closed = True
+            self.path_for(folder, self.name).unlink(missing_ok=True)
+            self.journal_for(folder, self.name).unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, folder: FolderConfig, name: str) -> JobState | None:
+        try:
+            data = json.loads(cls.path_for(folder, name).read_text(encoding="utf-8"))
+            known = {k: v for k, v in data.items()
+                     if k in cls.__dataclass_fields__ and not k.startswith("_")}
+            return cls(**known)
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+class BeingWritten(Exception):
+    """A writer still has the file (or a file in the job folder) open: it is not taken."""
+
+
+def claim(folder: FolderConfig, path: Path, detected_at: float | None = None, *,
+          ask_writers: bool = True) -> JobState | None:
+    """Move an inbox file (or job folder) into processing/; None if someone else took it first.
+
+    The entry is opened first, without following links, and judged on that descriptor (type,
+    link count, and, with `ask_writers`, whether anyone still has it open for writing); after
+    the rename the name in processing/ must hold that same inode. A link or a file swapped in
+    at any point is refused (`Refused`, left in the inbox); a file being written raises
+    `BeingWritten`.
+
+    The record is not written here: most jobs are submitted a moment later, and the
+    submission writes it (with the prompt id) anyway. A job that has to wait gets its record
+    from the daemon within CLAIM_RECORD_SECONDS, well inside the STATELESS_GRACE another
+    daemon allows a record-less file; after a crash in between, the file is adopted at the
+    next start like any record-less one. Each record written is a new file, whose creation
+    is a noticeable share of the file system's work at tens of jobs a second.
+    """
+    folder.processing.mkdir(parents=True, exist_ok=True)
+    try:
+        fd, seen = _open_entry(folder, path.name, ask_writers)
+    except FileNotFoundError:
+        return None  # gone: claimed by another process, or deleted by the user
+    except PermissionError as exc:
+        raise Refused("the daemon may not read it (permission denied): give its user read "
+                      "access") from exc
+    try:
+        for name in candidates(path.name):
+            target = folder.processing / name
+            if target.exists() or JobState.path_for(folder, name).exists() \
+                    or JobState.inputs_path(folder, name).exists():
+                continue
+            try:
+                os.rename(path, target)
+            except FileNotFoundError:
+                return None
+            _check_moved(folder, path, target, os.fstat(fd))
+            return JobState(name=name, folder=folder.name, source=path.name,
+                            detected_at=detected_at, file=seen)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _open_entry(folder: FolderConfig, name: str, ask_writers: bool) -> tuple[int, dict[str, Any]]:
+    """The inbox entry opened and judged: a plain file, or a job folder of plain files.
+
+    lstat only chooses how to open it; each open checks the type on its descriptor, so an
+    entry swapped in between is refused, not misread."""
+    if stat.S_ISDIR(os.lstat(folder.inbox / name).st_mode):
+        fd, st = open_dir(folder.inbox, name)
+        try:
+            return fd, _judge_folder(fd, st, folder, ask_writers)
+        except BaseException:
+            os.close(fd)
+            raise
+    try:
+        fd, st = open_file(folder.inbox, name)
+    except InUse as exc:
+        raise BeingWritten(name) from exc
+    if ask_writers and open_for_writing(fd).writing:
+        os.close(fd)
+        raise BeingWritten(name)
+    return fd, file_print(st)
+
+
+def _judge_folder(fd: int, st: os.stat_result, folder: FolderConfig,
+                  ask_writers: bool) -> dict[str, Any]:
+    listing = list_folder(fd, folder.limits.max_folder_files)
+    if listing.refusal:
+        raise Refused(f"a job folder that cannot be taken: {listing.refusal}")
+    if listing.arriving:
+        raise BeingWritten(listing.arriving)
+    for entry in listing.files if ask_writers else ():
+        try:
+            file_fd, _ = open_file(fd, entry)
+        except InUse as exc:
+            raise BeingWritten(entry) from exc
+        except (FileNotFoundError, Refused) as exc:
+            raise BeingWritten(entry) from exc  # changed since listed: look again later
+        try:
+            if open_for_writing(file_fd).writing:
+                raise BeingWritten(entry)
+        finally:
+            os.close(file_fd)
+    return folder_print(st, listing.signature)
+
+
+def _check_moved(folder: FolderConfig, source: Path, target: Path, held: os.stat_result) -> None:
+    """The claim holds only if the name in processing/ is the inode that was judged; anything
+    else (swapped in between) goes back to the inbox, untouched and unread."""
+    try:
+        now = os.lstat(target)
+    except FileNotFoundError:
+        now = None
+    if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+        return
+    if now is not None:
+        for name in candidates(source.name):
+            if not os.path.lexists(folder.inbox / name):
+                with contextlib.suppress(OSError):
+                    os.rename(target, folder.inbox / name)
+                break
+    raise Refused("it was replaced by another file while it was being claimed; the "
+                  "replacement was not read")
+
+
+def owner_gone(state: JobState, now: float | None = None) -> bool:
+    """True when nobody can still be working on this job."""
+    owner = state.owner or {}
+    if owner.get("instance") == INSTANCE:
+        return False
+    if owner.get("host") == HOST:
+        pid = owner.get("pid")
+        if not isinstance(pid, int) or pid == os.getpid():
+            return True  # our pid, another instance: a previous life of this process
+        return not pid_alive(pid)
+    return state.lease_until < (now or time.time())
+
+
+def adopt(folder: FolderConfig, name: str, state: JobState | None) -> JobState | None:
+    """Take over an orphaned job; None if another process took it first."""
+    record = JobState.path_for(folder, name)
+    if state is None:
+        try:  # no record at all: creating one exclusively is the claim
+            fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return None
+        os.close(fd)
+        # a job gets its record when it is submitted or has waited a second: one without
+        # died between its claim and then, while it was read, parsed and prepared
+        state = JobState(name=name, folder=folder.name, source=name, phase="preparing")
+    else:
+        stolen = record.with_name(record.name + f".{INSTANCE[:12]}")
+        try:
+            os.rename(record, stolen)
+        except FileNotFoundError:
+            return None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(stolen)
+    if state.phase in RISKY_PHASES:
+        state.crashes += 1
+    state.phase = "claimed"
+    state.owner = _me()
+    state.renew(folder)
+    return state
+
+
+class Orphans:
+    """Finds jobs in processing/ that nobody owns any more (at start, and from time to time)."""
+
+    def __init__(self) -> None:
+        self._stateless_since: dict[Path, float] = {}
+
+    def scan(self, folder: FolderConfig, busy: set[str], now: float | None = None,
+             *, at_start: bool = False) -> list[JobState]:
+        now = now or time.time()
+        if not folder.processing.is_dir():
+            return []
+        adopted = []
+        live_names = set()
+        for entry in sorted(folder.processing.iterdir(), key=_mtime):
+            if entry.name.startswith(".") or entry.name in busy or not _is_file(entry):
+                continue
+            live_names.add(entry.name)
+            state = JobState.load(folder, entry.name)
+            if state is None:
+                first = self._stateless_since.setdefault(entry, now)
+                if not at_start and now - first < STATELESS_GRACE:
+                    continue
+            elif not owner_gone(state, now):
+                continue
+            taken = adopt(folder, entry.name, state)
+            self._stateless_since.pop(entry, None)
+            if taken is not None:
+                adopted.append(taken)
+        if at_start:
+            _remove_stale_records(folder, live_names | busy)
+        return adopted
+
+
+def _remove_stale_records(folder: FolderConfig, names: set[str]) -> None:
+    """State records whose job already left (a crash between the move and the cleanup)."""
+    wanted = {JobState.path_for(folder, n).name for n in names}
+    for entry in folder.processing.glob(".*.state.json"):
+        if entry.name not in wanted:
+            state = JobState.load(folder, entry.name[1:-len(".state.json")])
+            if state is None or owner_gone(state):
+                entry.unlink(missing_ok=True)
+    journals = {JobState.journal_for(folder, n).name for n in names}
+    for entry in folder.processing.glob(".*.runs.jsonl"):
+        if entry.name not in journals and not entry.with_name(
+                entry.name[: -len(".runs.jsonl")] + ".state.json").exists():
+            entry.unlink(missing_ok=True)
+
+
+def _is_file(path: Path) -> bool:
+    """A job: a file, or a job folder (a directory), never a symbolic link."""
+    try:
+        return (path.is_file() or path.is_dir()) and not path.is_symlink()
+    except OSError:
+        return False
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

@@ -1,0 +1,433 @@
+"""Input images: is it really an image, which node takes it, and its upload to each server.
+
+A job's images are checked before anything is sent (magic bytes first, then Pillow reads the
+header), bound to the `image` input of the workflow's LoadImage (or LoadImageMask) nodes, and
+uploaded once per server just before the prompt is submitted there, under a name unique to the
+job. The names the server gave back are kept in the job's state record, so a resumed job, or a
+second run of the same job, uses them instead of uploading again.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import structlog
+
+from hotfolder.comfy.explain import node_label
+from hotfolder.errors import JobError
+from hotfolder.jobfile import InUse, Refused, open_below, open_file
+from hotfolder.workflow.bindings import Target, bindings_for, is_link, resolve_node
+
+if TYPE_CHECKING:
+    from hotfolder.comfy.client import ComfyClient
+    from hotfolder.job.claim import JobState
+
+log = structlog.get_logger()
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+UPLOAD_SUBFOLDER = "hotfolder"  # in ComfyUI's input folder
+HEAD_BYTES = 64
+
+# field -> the loader class whose `image` input takes it when nothing else says
+LOADERS = {"image": "LoadImage", "mask": "LoadImageMask"}
+
+
+def is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+# -- what a file is ---------------------------------------------------------------------------
+
+
+def sniff(head: bytes) -> str | None:
+    """The image format the first bytes announce (PNG, JPEG, WebP, GIF, BMP, TIFF), or None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head[:2] == b"BM" and len(head) >= 26:
+        return "BMP"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    return None
+
+
+_OTHER_MAGIC = (
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive (or a Word/Excel/zipped file)"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"Rar!", "a RAR archive"),
+    (b"7z\xbc\xaf", "a 7-Zip archive"),
+    (b"8BPS", "a Photoshop document (save it as PNG or JPEG)"),
+    (b"\x00\x00\x01\x00", "a Windows icon"),
+    (b"OggS", "Ogg audio or video"),
+    (b"ID3", "an MP3 file"),
+    (b"\x7fELF", "a program (ELF)"),
+    (b"MZ", "a Windows program"),
+)
+
+
+def describe(head: bytes) -> str:
+    """What the first bytes of a file that is not an image look like, in plain words."""
+    if not head:
+        return "an empty file"
+    for magic, what in _OTHER_MAGIC:
+        if head.startswith(magic):
+            return what
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"heic", b"heix", b"mif1", b"msf1", b"hevc"):
+            return "a HEIC/HEIF photo (not supported: save it as JPEG or PNG)"
+        if brand in (b"avif", b"avis"):
+            return "an AVIF image (not supported: save it as PNG, JPEG or WebP)"
+        return "an MP4/QuickTime video"
+    if head[:4] == b"RIFF":
+        return "a RIFF file (WAV audio or AVI video)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and all(ch.isprintable() or ch in "\r\n\t" for ch in text[:-1]):
+        start = text.lstrip().lower()
+        if start.startswith(("<svg", "<?xml")):
+            return "an SVG or XML file (a drawing, not pixels: export it as PNG)"
+        if start.startswith(("<!doctype html", "<html")):
+            return "a web page (HTML)"
+        if start.startswith(("{", "[")):
+            return "JSON text"
+        return f"text ({text.strip()[:30]!r})"
+    return "unrecognised data (it starts with " + " ".join(f"{b:02x}" for b in head[:8]) + ")"
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    width: int
+    height: int
+    mode: str
+    bytes: int
+
+
+def _open_plain(path: Path, name: str, trusted: Path | None = None) -> BinaryIO:
+    """Open a file the job brings: never through a link, never a FIFO, device or hard link.
+
+    Below `trusted` (processing/), every folder on the way is opened without following a link
+    too, so a job folder swapped for a link cannot redirect the read."""
+    try:
+        if trusted is not None and path.is_relative_to(trusted):
+            fd, _ = open_below(trusted, path.relative_to(trusted).parts)
+        else:
+            fd, _ = open_file(path.parent, path.name)
+    except FileNotFoundError as exc:
+        raise JobError(f"the image {name} is missing", kind="missing_image") from exc
+    except Refused as exc:
+        raise JobError(f"{name} is not a plain file (a link, FIFO or device): refused "
+                       f"({exc.reason})", kind="invalid_image") from exc
+    except (InUse, OSError) as exc:
+        raise JobError(f"cannot read the image {name}: {getattr(exc, 'strerror', None) or exc} "
+                       "(a symbolic link is never followed)", kind="invalid_image") from exc
+    return os.fdopen(fd, "rb")
+
+
+def read_plain(path: Path, name: str, trusted: Path | None = None) -> bytes:
+    with _open_plain(path, name, trusted) as fh:
+        return fh.read()
+
+
+def check_image(path: Path, *, name: str, max_bytes: int,
+                trusted: Path | None = None) -> ImageInfo:
+    """An image file the job brings, checked before anything is uploaded (a `JobError` names
+    the file and says what it looks like instead)."""
+    with _open_plain(path, name, trusted) as fh:
+        st = os.fstat(fh.fileno())
+        _check_size(st.st_size, name, max_bytes)
+        head = fh.read(HEAD_BYTES)
+        kind = _sniffed(head, name)
+        fh.seek(0)
+        return _verify(fh, name, kind, st.st_size)
+
+
+def _check_size(size: int, name: str, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise JobError(f"the image {name} is {size} bytes; this folder takes images "
+                       f"up to {max_bytes} bytes (limits.max_image_bytes)", kind="too_large")
+
+
+def _sniffed(head: bytes, name: str) -> str:
+    kind = sniff(head)
+    if kind is None:
+        raise JobError(f"{name} is not an image: it looks like {describe(head)}. Images "
+                       "may be PNG, JPEG, WebP, GIF, BMP or TIFF", kind="invalid_image",
+                       details={"file": name, "first_bytes": head[:16].hex()})
+    return kind
+
+
+def _verify(fh: Any, name: str, kind: str, size: int) -> ImageInfo:
+    """Pillow reads the header and checks what it can without decoding every pixel."""
+    from PIL import Image, UnidentifiedImageError
+
+    Image.init()
+    if kind not in Image.OPEN:  # this Pillow cannot read it; ComfyUI's may: trust the bytes
+        return ImageInfo(kind, 0, 0, "", size)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(fh, formats=[kind]) as image:
+                width, height = image.size
+                mode = image.mode
+                image.verify()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise JobError(f"{name} has too many pixels to be a sensible input ({exc})",
+                       kind="invalid_image") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+            IndexError) as exc:
+        raise JobError(f"{name} starts like a {kind} image but cannot be read ({exc}); is it "
+                       "complete?", kind="invalid_image", details={"file": name}) from exc
+    return ImageInfo(kind, width, height, mode, size)
+
+
+# -- which node takes which file ----------------------------------------------------------------
+
+
+@dataclass
+class Bound:
+    """One file of the job and the inputs it goes to."""
+
+    kind: str  # image | mask
+    file: str  # the name it was dropped under
+    path: Path  # where it is now
+    targets: list[Target]
+    upload_name: str  # unique to the job: "<job id>-<name>"
+    channel: str | None = None  # for a mask: the channel its LoadImageMask reads
+    info: ImageInfo | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.file}"
+
+
+@dataclass
+class JobImages:
+    """What `bind` found for a job, kept for its submissions (not saved: found again on resume)."""
+
+    bound: list[Bound] = field(default_factory=list)
+    checked: dict[Path, tuple[tuple[int, int, int], ImageInfo]] = field(default_factory=dict)
+    trusted: Path | None = None  # the daemon's folder the files are opened below
+    max_bytes: int = 0
+
+
+def template_takes_images(workflow: Mapping[str, Any], bindings: Mapping[str, Any]) -> bool:
+    """True when a template (API or GUI format) has a LoadImage node, or binds `image`."""
+    if "image" in bindings:
+        return True
+    nodes = workflow.get("nodes")
+    if isinstance(nodes, list):  # a GUI save
+        return any(isinstance(n, Mapping) and n.get("type") == "LoadImage" for n in nodes)
+    return any(isinstance(n, Mapping) and n.get("class_type") == "LoadImage"
+               for n in workflow.values())
+
+
+def bind(workflow: dict[str, Any], files: Mapping[str, tuple[str, Path]], *,
+         overrides: Mapping[str, tuple[str, ...]], job_id: str, max_bytes: int,
+         template_name: str, previous: JobImages | None = None,
+         trusted: Path | None = None) -> JobImages:
+    """Check each file and write its job-unique upload name into the inputs that take it.
+
+    `files` maps what the job said (`image`, `mask`, or a node id, title or class) to the file
+    (as dropped, and where it is now). The names written here are what the upload will ask
+    for; `upload` corrects them if a server answers with another.
+    """
+    found = JobImages(checked=dict(previous.checked) if previous else {}, trusted=trusted,
+                      max_bytes=max_bytes)
+    by_key: dict[str, Bound] = {}
+    taken_names: set[str] = set()
+    for ref, (file_name, path) in files.items():
+        kind, targets = _targets(workflow, ref, overrides, template_name, file_name)
+        channel = None
+        if kind == "mask":
+            values = {workflow[nid]["inputs"].get("channel") for nid, _ in targets}
+            channel = values.pop() if len(values) == 1 else None
+            channel = channel if isinstance(channel, str) else None
+        key = f"{kind}:{file_name}"
+        if key in by_key:
+            by_key[key].targets.extend(t for t in targets if t not in by_key[key].targets)
+            continue
+        upload = _upload_name(job_id, file_name, kind, taken_names,
+                              png=kind == "mask" and channel == "alpha")
+        by_key[key] = Bound(kind, file_name, path, list(targets), upload, channel)
+    for item in by_key.values():
+        item.info = _checked(found, item.path, item.file, max_bytes)
+        for node_id, input_name in item.targets:
+            workflow[node_id]["inputs"][input_name] = f"{UPLOAD_SUBFOLDER}/{item.upload_name}"
+    found.bound = sorted(by_key.values(), key=lambda b: b.kind != "image")  # originals first
+    return found
+
+
+def _checked(found: JobImages, path: Path, name: str, max_bytes: int) -> ImageInfo:
+    try:
+        st = path.lstat()
+        signature = (st.st_size, st.st_mtime_ns, st.st_ino)
+    except OSError:
+        signature = (-1, -1, -1)
+    cached = found.checked.get(path)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    info = check_image(path, name=name, max_bytes=max_bytes, trusted=found.trusted)
+    found.checked[path] = (signature, info)
+    return info
+
+
+def _read_checked(item: Bound, images: JobImages) -> bytes:
+    """The file's bytes for its upload, read through one descriptor: if it is not the version
+    that was checked when the job was prepared, these very bytes are checked again."""
+    with _open_plain(item.path, item.file, images.trusted) as fh:
+        st = os.fstat(fh.fileno())
+        _check_size(st.st_size, item.file, images.max_bytes or st.st_size)
+        data = fh.read()
+    signature = (st.st_size, st.st_mtime_ns, st.st_ino)
+    cached = images.checked.get(item.path)
+    if cached is None or cached[0] != signature:
+        item.info = _verify(io.BytesIO(data), item.file, _sniffed(data[:HEAD_BYTES], item.file),
+                            len(data))
+        images.checked[item.path] = (signature, item.info)
+        log.info("job.image_checked_again", file=item.file,
+                 reason="it changed after the job was prepared")
+    return data
+
+
+def _targets(workflow: Mapping[str, Any], ref: str, overrides: Mapping[str, tuple[str, ...]],
+             template_name: str, file_name: str) -> tuple[str, list[Target]]:
+    if ref in LOADERS:
+        found = bindings_for(workflow, {k: v for k, v in overrides.items() if k == ref})
+        targets = found.get(ref) or []
+        cls = LOADERS[ref]
+        if not targets:
+            raise JobError(f"the workflow {template_name!r} has no {cls} node to take {file_name}"
+                           f" (or a bindings.{ref} in the config); name the node that should "
+                           "take it in images:", kind="patch")
+        if len(targets) > 1 and ref not in overrides:
+            nodes = ", ".join(node_label(workflow, nid) for nid, _ in targets)
+            raise JobError(f"the workflow {template_name!r} has {len(targets)} {cls} nodes "
+                           f"({nodes}): name the one that takes {file_name} in images: (by id or "
+                           f"title), or set workflows.{template_name}.bindings.{ref}",
+                           kind="patch")
+        return ref, targets
+    node_id = resolve_node(workflow, ref)
+    inputs = workflow[node_id].get("inputs", {})
+    if "image" not in inputs or is_link(inputs["image"]):
+        raise JobError(f"images: {node_label(workflow, node_id)} has no image file input to take "
+                       f"{file_name}; name a LoadImage or LoadImageMask node", kind="patch")
+    kind = "mask" if workflow[node_id].get("class_type") == "LoadImageMask" else "image"
+    return kind, [(node_id, "image")]
+
+
+def _upload_name(job_id: str, file_name: str, kind: str, taken: set[str], *,
+                 png: bool = False) -> str:
+    stem, ext = os.path.splitext(file_name)
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:80] or "image"
+    ext = ".png" if png else re.sub(r"[^A-Za-z0-9.]+", "", ext.lower())[:8]  # see mask_bytes
+    if kind == "mask":
+        stem = f"mask-{stem}"
+    base = f"{job_id[:8]}-{stem}"
+    name, n = f"{base}{ext}", 2
+    while name in taken:
+        name, n = f"{base}-{n}{ext}", n + 1
+    taken.add(name)
+    return name
+
+
+def describe_bound(images: JobImages | None, uploads: Mapping[str, str] | None = None,
+                   ) -> list[dict[str, Any]]:
+    """The sidecar's `inputs`: each file as dropped, the nodes it went to, its upload."""
+    out = []
+    for item in images.bound if images else []:
+        entry: dict[str, Any] = {"file": item.file, "kind": item.kind,
+                                 "nodes": [nid for nid, _ in item.targets]}
+        if item.info is not None:
+            entry.update(format=item.info.format, width=item.info.width,
+                         height=item.info.height, bytes=item.info.bytes)
+        if uploads and item.key in uploads:
+            entry["uploaded"] = uploads[item.key]
+        out.append(entry)
+    return out
+
+
+# -- uploads --------------------------------------------------------------------------------
+
+
+def upload(client: ComfyClient, server_name: str, state: JobState, workflow: dict[str, Any],
+           images: JobImages | None, save: Callable[[], None]) -> None:
+    """Make sure the job's images are on this server, then point the workflow at them.
+
+    Each file is uploaded once per server (recorded in `state.uploads`); a server down is a
+    `ServerError` (the job waits), a refusal a `JobError`.
+    """
+    if images is None or not images.bound:
+        return
+    done = state.uploads.setdefault(server_name, {})
+    for item in images.bound:
+        if item.key not in done:
+            done[item.key] = _send(client, item, images, done)
+            log.info("job.image_uploaded", file=item.file, kind=item.kind, server=server_name,
+                     uploaded=done[item.key])
+            save()
+        for node_id, input_name in item.targets:
+            workflow[node_id]["inputs"][input_name] = done[item.key]
+
+
+def _send(client: ComfyClient, item: Bound, images: JobImages, done: Mapping[str, str]) -> str:
+    if item.kind == "image":
+        return client.upload_image(_read_checked(item, images), name=item.upload_name,
+                                   subfolder=UPLOAD_SUBFOLDER)
+    data, size = mask_bytes(_read_checked(item, images), item.file,
+                            alpha=item.channel == "alpha")
+    originals = [b for b in images.bound if b.kind == "image"]
+    if item.channel != "alpha" or len(originals) != 1:
+        return client.upload_image(data, name=item.upload_name, subfolder=UPLOAD_SUBFOLDER)
+    original = originals[0]
+    if original.info is not None and original.info.width and size != (original.info.width,
+                                                                      original.info.height):
+        raise JobError(f"the mask {item.file} is {size[0]}x{size[1]} pixels but the image "
+                       f"{original.file} is {original.info.width}x{original.info.height}: a mask "
+                       "must have its image's size", kind="invalid_image")
+    folder, _, name = done[original.key].rpartition("/")
+    return client.upload_mask(data, name=item.upload_name, subfolder=UPLOAD_SUBFOLDER,
+                              original={"filename": name, "subfolder": folder, "type": "input"})
+
+
+def mask_bytes(data: bytes, name: str, *, alpha: bool) -> tuple[bytes, tuple[int, int]]:
+    """The mask as sent: as it is for a node reading a colour channel; for one reading alpha
+    (LoadImageMask's default, and what /upload/mask keeps), a PNG whose alpha is the mask.
+
+    A mask with real transparency is taken as the editor makes them (transparent = change); a
+    black-and-white one (white = change), the usual kind, gets alpha = 255 - brightness, so
+    LoadImageMask's `1 - alpha` gives back white = 1.
+    """
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        size = image.size
+        if not alpha:
+            return data, size
+        rgba = image.convert("RGBA")
+    if rgba.getchannel("A").getextrema() != (255, 255):
+        mask = rgba.getchannel("A")
+    else:
+        mask = rgba.convert("L").point(lambda v: 255 - v)
+    out = Image.new("LA", size)
+    out.putalpha(mask)
+    buffer = io.BytesIO()
+    out.save(buffer, format="PNG")
+    log.debug("job.mask_prepared", file=name, size=size)
+    return buffer.getvalue(), size

@@ -1,0 +1,366 @@
+"""Turn a job file's bytes into a `JobSpec`: a prompt, a spec of fields, or a whole workflow.
+
+Everything a user can get wrong in a file is a `JobError` with a sentence that says what to
+change; nothing here touches the network or the template.
+"""
+
+from __future__ import annotations
+
+import codecs
+import difflib
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from hotfolder.config.fields import JOB_FIELDS, Limits, check_field, shown
+from hotfolder.errors import JobError
+from hotfolder.job.batchspec import (
+    BATCH_KEYS,
+    expand_spec,
+    is_batch_spec,
+    runs_from_csv,
+    runs_from_jsonl,
+    runs_from_lines,
+)
+from hotfolder.job.companions import parse_images_field
+from hotfolder.job.images import is_image_name
+from hotfolder.jobfile import InUse, Refused, open_file, read_fd
+from hotfolder.workflow.gui2api.detect import is_gui_workflow
+from hotfolder.workflow.gui2api.graph import expanded_size, read_workflow
+
+SPEC_KEYS = (*JOB_FIELDS, "workflow", "set", "images")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    kind: Literal["prompt", "spec", "workflow", "batch", "image"]  # image: dropped alone
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    template: str | None = None  # a template name the job asked for
+    sets: Mapping[str, Any] = field(default_factory=dict)  # "NODE.INPUT" -> value
+    workflow: Mapping[str, Any] | None = None  # a complete workflow dropped as the job
+    source_format: Literal["api", "gui"] = "api"  # "gui": the editor's Save, converted later
+    runs: tuple[JobSpec, ...] = ()  # kind "batch": one spec per run
+    seed_offset: int = 0  # a run of `count`: added to a fixed default seed
+    images: Mapping[str, str] = field(default_factory=dict)  # image/mask/NODE -> file name
+
+
+def workflow_format(obj: Any) -> Literal["api", "gui"] | None:
+    """Tell an API-format workflow from a GUI save, or neither."""
+    if isinstance(obj, Mapping):
+        if is_gui_workflow(obj):
+            return "gui"
+        if obj and all(isinstance(n, Mapping) and "class_type" in n for n in obj.values()):
+            return "api"
+    return None
+
+
+def parse_job(path: Path, limits: Limits | None = None, *, txt_mode: str = "whole") -> JobSpec:
+    """A job file on its own (outside the daemon's claim): opened without following links,
+    its size checked on the descriptor, parsed from what was read. An image is a job alone."""
+    limits = limits or Limits()
+    if is_image_name(path.name):
+        return JobSpec(kind="image", images={"image": path.name})
+    try:
+        fd, st = open_file(path.parent, path.name)
+    except Refused as exc:
+        raise JobError(f"cannot read the job file: {exc.reason}", kind="refused") from exc
+    except (InUse, OSError) as exc:
+        raise JobError(f"cannot read the job file: {getattr(exc, 'strerror', None) or exc}",
+                       kind="unreadable") from exc
+    try:
+        data = read_fd(fd, st, limits.max_job_bytes)
+    finally:
+        os.close(fd)
+    return parse_bytes(path.name, data, limits, txt_mode=txt_mode)
+
+
+def decode_text(data: bytes) -> str:
+    """UTF-8 (with or without BOM), or UTF-16 when it starts with a UTF-16 BOM."""
+    if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise JobError("the file starts like UTF-16 text but is not valid UTF-16; save "
+                           "it as UTF-8", kind="unreadable",
+                           incomplete=exc.reason == "truncated data") from exc
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        cut = exc.reason == "unexpected end of data"  # a character cut in half at the end
+        raise JobError(f"the file is not UTF-8 text (bad byte at offset {exc.start}); "
+                       "save it as UTF-8", kind="unreadable", incomplete=cut) from exc
+    if "\x00" in text:
+        raise JobError("the file contains NUL bytes: it looks binary, not text",
+                       kind="unreadable")
+    return text
+
+
+def parse_bytes(name: str, data: bytes, limits: Limits | None = None, *,
+                txt_mode: str = "whole") -> JobSpec:
+    limits = limits or Limits()
+    text = decode_text(data)
+    suffix = Path(name).suffix.lower()
+    if not text.strip():
+        what = {".txt": "prompt file", ".csv": "CSV file"}.get(suffix, "file")
+        raise JobError(f"the {what} is empty", kind="invalid", incomplete=True)
+    if suffix == ".txt" and txt_mode == "lines":
+        return _batch(runs_from_lines(text, limits), limits)
+    if suffix == ".csv":
+        return _batch(runs_from_csv(text, limits), limits)
+    if suffix == ".jsonl":
+        return _batch(runs_from_jsonl(text, limits), limits)
+    if suffix == ".txt":
+        prompt = text.strip()
+        problem = check_field("prompt", prompt, limits=limits)
+        if problem:
+            raise JobError(f"the prompt {problem}", kind="invalid")
+        return JobSpec(kind="prompt", fields={"prompt": prompt})
+    if suffix == ".json":
+        obj = _load_json(text)
+    elif suffix in (".yaml", ".yml"):
+        obj = _load_yaml(text)
+    else:
+        raise JobError(f"{suffix or 'files without an extension'} is not a job format",
+                       kind="invalid")
+    return parse_object(obj, limits)
+
+
+def parse_object(obj: Any, limits: Limits | None = None) -> JobSpec:
+    limits = limits or Limits()
+    kind = workflow_format(obj)
+    if kind == "gui":  # converted later, with the server's node definitions, but a malformed
+        # save fails now, whatever the server, and so does one too big once unfolded
+        expanded_size(read_workflow(obj), max_nodes=limits.max_nodes,
+                      max_links=limits.max_links, max_depth=limits.max_depth)
+    elif kind == "api":
+        _check_api_size(obj, limits)
+    if kind is not None:
+        return JobSpec(kind="workflow", workflow=obj, source_format=kind)
+    if not isinstance(obj, Mapping):
+        raise JobError(f"a job spec must be a mapping of fields, got {_kind(obj)}", kind="invalid")
+    if is_batch_spec(obj):
+        # the shared fields first, so a typo there is reported once, not once per run
+        _parse_spec({k: v for k, v in obj.items() if k not in BATCH_KEYS}, limits)
+        return _batch(expand_spec(obj, limits), limits)
+    return _parse_spec(obj, limits)
+
+
+def _check_api_size(workflow: Mapping[str, Any], limits: Limits) -> None:
+    links = sum(1 for node in workflow.values() if isinstance(node.get("inputs"), Mapping)
+                for value in node["inputs"].values() if isinstance(value, list))
+    if len(workflow) > limits.max_nodes:
+        raise JobError(f"the workflow has {len(workflow)} nodes; this folder takes workflows of "
+                       f"up to {limits.max_nodes} (limits.max_nodes)", kind="too_large")
+    if links > limits.max_links:
+        raise JobError(f"the workflow has {links} links; this folder takes workflows of up to "
+                       f"{limits.max_links} (limits.max_links)", kind="too_large")
+
+
+def _batch(runs: list[dict[str, Any]], limits: Limits) -> JobSpec:
+    specs = []
+    for i, run in enumerate(runs, start=1):
+        where = run.pop("_where", f"run {i}")
+        offset = run.pop("_seed_offset", 0)
+        try:
+            spec = _parse_spec(run, limits)
+        except JobError as exc:
+            raise JobError(f"{where}: {exc.message}", kind=exc.kind,
+                           details=exc.details) from exc
+        specs.append(replace(spec, seed_offset=offset))
+    return JobSpec(kind="batch", runs=tuple(specs))
+
+
+def _parse_spec(obj: Mapping[str, Any], limits: Limits) -> JobSpec:
+    problems: list[str] = []
+    fields: dict[str, Any] = {}
+    for key, value in obj.items():
+        if key not in SPEC_KEYS:
+            close = difflib.get_close_matches(str(key), SPEC_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"unknown field {shown(key)}{hint}")
+        elif key in JOB_FIELDS:
+            problem = check_field(key, value, limits=limits)
+            if problem:
+                problems.append(f"{key}: {problem}")
+            else:
+                fields[key] = value
+    template = obj.get("workflow")
+    if template is not None and not isinstance(template, str):
+        problems.append(f"workflow: expected a template name, got {_kind(template)}")
+        template = None
+    sets = _parse_sets(obj.get("set"), problems, limits)
+    images = parse_images_field(obj.get("images"), problems)
+    if problems:
+        raise JobError("the job spec is invalid: " + "; ".join(problems)
+                       + f". Known fields: {', '.join(SPEC_KEYS)}", kind="invalid",
+                       details={"problems": problems})
+    return JobSpec(kind="spec", fields=fields, template=template, sets=sets, images=images)
+
+
+def _parse_sets(value: Any, problems: list[str], limits: Limits) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        problems.append(f"set: expected a mapping of NODE.INPUT to value, got {_kind(value)}")
+        return {}
+    sets: dict[str, Any] = {}
+    for target, item in value.items():
+        if not isinstance(target, str) or "." not in target.strip(".") :
+            problems.append(f"set: {shown(target)} is not NODE.INPUT (NODE is a node id, title or "
+                            "class_type, e.g. KSampler.steps)")
+        elif isinstance(item, (Mapping, list)) or item is None:
+            problems.append(f"set.{target}: expected a text, number or true/false, "
+                            f"got {_kind(item)}")
+        elif isinstance(item, str) and len(item) > limits.max_prompt_chars:
+            problems.append(f"set.{target}: {len(item)} characters is more than this folder "
+                            f"allows ({limits.max_prompt_chars}, limits.max_prompt_chars)")
+        elif isinstance(item, float) and not math.isfinite(item):
+            problems.append(f"set.{target}: not a finite number")
+        else:
+            sets[target] = item
+    return sets
+
+
+class _UniqueKeyError(ValueError):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _UniqueKeyError(f"the key {shown(key)} appears twice")
+        out[key] = value
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a valid JSON number")
+
+
+def number_problem(exc: ValueError) -> str:
+    """A conversion error in words: Python refuses integers of over 4300 digits."""
+    if "Exceeds the limit" in str(exc):
+        return "a number has more than 4300 digits"
+    return str(exc)[:200]
+
+
+def _load_json(text: str) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_unique_pairs, parse_constant=_no_constants)
+    except _UniqueKeyError as exc:
+        raise JobError(f"invalid JSON: {exc}", kind="invalid") from exc
+    except json.JSONDecodeError as exc:
+        raise JobError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
+                       kind="invalid", incomplete=True) from exc
+    except RecursionError as exc:
+        raise JobError("invalid JSON: nested too deeply", kind="invalid") from exc
+    except ValueError as exc:
+        raise JobError(f"invalid JSON: {number_problem(exc)}", kind="invalid") from exc
+
+
+class _JobLoader(yaml.SafeLoader):
+    """`safe_load` for job files, closed further: a date stays text (a job has no field for
+    one), binary, sets and ordered maps are refused, a number has at most NUMBER_DIGITS
+    digits (a YAML 1.1 base-60 number of 800 KB costs seconds of CPU to read), and aliases
+    may not unfold the document past YAML_NODE_BUDGET nodes (a 450-byte alias bomb would
+    otherwise become billions of values in the first message or log line that shows it)."""
+
+
+_JobLoader.yaml_implicit_resolvers = {  # no implicit dates: 2024-01-01 stays the text it is
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YAML_NODE_BUDGET = 100_000
+NUMBER_DIGITS = 100
+
+
+def _number(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    text = str(node.value)
+    if len(text) > NUMBER_DIGITS:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"a number of {len(text)} characters (at most {NUMBER_DIGITS})",
+            node.start_mark)
+    if ":" in text:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{text!r} would be read as a base-60 number; quote it if it is text",
+            node.start_mark)
+    if node.tag.endswith(":int"):
+        return yaml.SafeLoader.construct_yaml_int(loader, node)
+    return yaml.SafeLoader.construct_yaml_float(loader, node)
+
+
+def _refused_tag(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    raise yaml.constructor.ConstructorError(
+        None, None, f"{node.tag.rsplit(':', 1)[-1]} values are not taken in job files",
+        node.start_mark)
+
+
+_JobLoader.add_constructor("tag:yaml.org,2002:int", _number)
+_JobLoader.add_constructor("tag:yaml.org,2002:float", _number)
+for _tag in ("timestamp", "binary", "set", "omap", "pairs"):
+    _JobLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refused_tag)
+
+
+def _unfolded_size(root: yaml.Node, budget: int) -> int:
+    """How many nodes the document has with every alias unfolded, counted once per shared
+    node (no unfolding), and refused past `budget` or when an alias contains itself."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else node.value if isinstance(node, yaml.SequenceNode) else [])
+        if finished:
+            on_path.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[id(node)] > budget:
+                raise JobError(f"invalid YAML: its aliases (*name) unfold it to more than "
+                               f"{budget} values; write the values out instead",
+                               kind="too_large")
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in on_path:
+            raise JobError("invalid YAML: an alias (*name) contains itself", kind="invalid")
+        on_path.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def _load_yaml(text: str) -> Any:
+    loader = _JobLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _unfolded_size(node, YAML_NODE_BUDGET)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:  # PyYAML quotes at most a short snippet of the line
+        raise JobError(f"invalid YAML: {str(exc)[:600]}".replace("\n", " "), kind="invalid",
+                       incomplete=True) from exc
+    except RecursionError as exc:
+        raise JobError("invalid YAML: nested too deeply", kind="invalid") from exc
+    except ValueError as exc:  # a number too long to convert
+        raise JobError(f"invalid YAML: {number_problem(exc)}", kind="invalid") from exc
+    finally:
+        loader.dispose()
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a text"
+    if value is None:
+        return "nothing"
+    return type(value).__name__
