@@ -26,6 +26,14 @@ FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+def is_image_name(name: str) -> bool:
+    """An image dropped into an inbox (as a job of its own, or beside the job that names it)."""
+    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
 # names of files still arriving: a folder holding one is not settled
 TRANSFER_PATTERNS = ("*.tmp", "*.part", "*.partial", "*.crdownload", "*.download",
                      ".syncthing.*", ".~lock.*", "*.swp", "~$*")

@@ -12,8 +12,9 @@ import pytest
 
 from hotfolder.errors import JobError, ServerError
 from hotfolder.job.parse import parse_bytes
-from hotfolder.workflow.gui2api import build, convert, is_gui_workflow, node_types
 from hotfolder.workflow.gui2api.cache import ObjectInfoCache
+from hotfolder.workflow.gui2api.convert import build, convert
+from hotfolder.workflow.gui2api.detect import is_gui_workflow, node_types
 from hotfolder.workflow.gui2api.widgets import dynamic_prompt
 
 FIXTURES = Path(__file__).parent / "fixtures"

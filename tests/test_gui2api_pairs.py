@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from hotfolder.workflow.gui2api import build, convert
+from hotfolder.workflow.gui2api.convert import build, convert
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PAIRS_DIR = FIXTURES / "gui2api"

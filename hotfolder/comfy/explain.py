@@ -13,6 +13,14 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from hotfolder.workflow.graph import (
+    Workflow,
+    inputs_of,
+    link_shaped,
+    node_label,
+    node_of,
+    node_title,
+)
 from hotfolder.workflow.nodeinfo import (
     class_inputs,
     class_outputs,
@@ -30,19 +38,6 @@ _NODE_ID_RE = re.compile(r"Node ID '#([^']*)'")
 _MISSING_CLASS_RE = re.compile(r"node (.+?) does not exist")
 _LIST_LENGTH_RE = re.compile(r"\(list of length (\d+)\)")
 
-Workflow = Mapping[str, Any] | None
-
-
-def node_label(workflow: Workflow, node_id: str, class_type: str | None = None) -> str:
-    """`node 4 'Load Checkpoint' (CheckpointLoaderSimple)`: the id to find it, the title the
-    user gave it in the editor, and the class to look it up (pass "" to leave the class out)."""
-    node = _node(workflow, node_id)
-    if class_type is None and isinstance(node.get("class_type"), str):
-        class_type = node["class_type"]
-    title, label = _title(workflow, node_id), f"node {node_id}"
-    if title and title != class_type:
-        label += f" '{title}'"
-    return f"{label} ({class_type})" if class_type else label
 
 
 # ---------------------------------------------------------------- POST /prompt rejections
@@ -95,7 +90,7 @@ class _Ctx:
         self.label = node_label(workflow, node_id, self.class_type)
         name = self.extra.get("input_name")
         self.input = str(name) if name is not None else None
-        self.inputs = _inputs(_node(workflow, node_id))
+        self.inputs = inputs_of(node_of(workflow, node_id))
         self.value = self.extra.get("received_value", self.inputs.get(self.input or ""))
         self.where = f"{self.label}, input {self.input}" if self.input else self.label
         self.found: dict[str, Any] = {}
@@ -146,7 +141,7 @@ def _type_mismatch(ctx: _Ctx) -> str:
     expected, _ = spec_parts(ctx.extra.get("input_config"))
     link = ctx.extra.get("linked_node") or ctx.value
     source = (f"output {link[1]} of {node_label(ctx.workflow, str(link[0]))}"
-              if _is_link(link) else "another node")
+              if link_shaped(link) else "another node")
     return (f"{ctx.where} expects {type_name(expected)} but is linked to {source}, which gives "
             f"{type_name(ctx.extra.get('received_type', '?'))}.")
 
@@ -168,7 +163,7 @@ def _link_exception(ctx: _Ctx) -> str:
     is bad but names the *downstream* node's input, so the culprit is looked up here."""
     exc_type = str(ctx.extra.get("exception_type") or "")
     message = str(ctx.err.get("details") or ctx.extra.get("exception_message") or "")
-    links = {name: v for name, v in ctx.inputs.items() if _is_link(v)}
+    links = {name: v for name, v in ctx.inputs.items() if link_shaped(v)}
     if exc_type.endswith("KeyError"):
         sentence = _missing_link_target(ctx, links, _key_from_repr(message))
     elif exc_type.endswith("IndexError"):
@@ -179,9 +174,9 @@ def _link_exception(ctx: _Ctx) -> str:
     if ctx.found.get("input") in ctx.inputs:
         ctx.found["value"] = ctx.inputs[ctx.found["input"]]
     via = ctx.extra.get("linked_node")
-    if ctx.input and _is_link(via):
+    if ctx.input and link_shaped(via):
         downstream = next((str(n) for n in ctx.workflow or {}
-                           if _is_link(v := _inputs(_node(ctx.workflow, n)).get(ctx.input))
+                           if link_shaped(v := inputs_of(node_of(ctx.workflow, n)).get(ctx.input))
                            and list(v) == list(via)), None)
         whose = node_label(ctx.workflow, downstream) if downstream else "another node"
         sentence = (f"{sentence[:-1]} (ComfyUI noticed this while following input "
@@ -206,7 +201,7 @@ def _missing_link_target(ctx: _Ctx, links: Mapping[str, Any], key: Any) -> str:
 def _slot_out_of_range(ctx: _Ctx, links: Mapping[str, Any]) -> str:
     bad = []
     for name, (src, slot) in links.items():
-        outputs = class_outputs(ctx.object_info, _node(ctx.workflow, str(src)).get("class_type"))
+        outputs = class_outputs(ctx.object_info, node_of(ctx.workflow, str(src)).get("class_type"))
         if outputs is not None and isinstance(slot, int) and not 0 <= slot < len(outputs):
             bad.append((name, src, slot, f", which has only {len(outputs)} outputs."))
     if not bad and links:  # no object_info: the highest index is the likeliest culprit
@@ -282,7 +277,7 @@ def _missing_class(problem: dict[str, Any], message: str, extra: Mapping[str, An
     node_id = problem["node_id"]
     found = _MISSING_CLASS_RE.search(message)
     class_type = extra.get("class_type") or (found.group(1) if found else None) or \
-        _node(workflow, node_id).get("class_type")
+        node_of(workflow, node_id).get("class_type")
     if not isinstance(class_type, str) or "class_type" in message:
         return (f"{node_label(workflow, node_id)} has no class_type, so ComfyUI cannot tell what "
                 f"kind of node it is.")
@@ -362,23 +357,8 @@ def explain_history_failure(entry: Mapping[str, Any],
 # ---------------------------------------------------------------- small helpers
 
 
-def _node(workflow: Workflow, node_id: str) -> Mapping[str, Any]:
-    node = workflow.get(node_id) if isinstance(workflow, Mapping) else None
-    return node if isinstance(node, Mapping) else {}
-
-
-def _inputs(node: Mapping[str, Any]) -> Mapping[str, Any]:
-    return node["inputs"] if isinstance(node.get("inputs"), Mapping) else {}
-
-
 def _title(workflow: Workflow, node_id: str) -> str | None:
-    meta = _node(workflow, node_id).get("_meta")
-    title = meta.get("title") if isinstance(meta, Mapping) else None
-    return title if isinstance(title, str) and title else None
-
-
-def _is_link(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and len(value) == 2
+    return node_title(node_of(workflow, node_id)) or None
 
 
 def _key_from_repr(text: str) -> Any:
@@ -420,7 +400,7 @@ def _hint(exc_type: str, message: str, workflow: Workflow, node_id: str) -> str:
     if "outofmemory" in exc_type.lower() or "out of memory" in lowered:
         return " The server ran out of memory; try a smaller image size or batch."
     if "outside the output folder" in lowered:
-        prefix = _inputs(_node(workflow, node_id)).get("filename_prefix")
+        prefix = inputs_of(node_of(workflow, node_id)).get("filename_prefix")
         shown = f" {_fmt(prefix)}" if isinstance(prefix, str) else ""
         return (f" The filename_prefix{shown} points outside ComfyUI's output folder; "
                 f"remove '..' and absolute paths from it.")

@@ -17,7 +17,7 @@ from hotfolder.credentials import redact
 from hotfolder.errors import JobError, ServerError
 from hotfolder.workflow.bindings import find_bindings
 from hotfolder.workflow.check import check_workflow
-from hotfolder.workflow.gui2api import convert
+from hotfolder.workflow.gui2api.convert import convert
 
 
 def run_checks(config: Config, out: TextIO) -> list[str]:

@@ -22,7 +22,8 @@ from hotfolder.config.http import HttpConfig, parse_http
 from hotfolder.config.problems import Problems, join, patterns
 from hotfolder.config.servers import ServerConfig, parse_servers
 from hotfolder.errors import ConfigError, JobError
-from hotfolder.job.images import IMAGE_EXTENSIONS, template_takes_images
+from hotfolder.jobfile import IMAGE_EXTENSIONS
+from hotfolder.workflow.graph import takes_images, workflow_format
 from hotfolder.workflow.gui2api.graph import read_workflow
 
 DEFAULT_EXTENSIONS = (".txt", ".json", ".yaml", ".yml", ".csv", ".jsonl")
@@ -258,7 +259,6 @@ def _load_template(name: str, raw_path: Any, raw_bindings: Any, base: Path, wher
     except (OSError, ValueError) as exc:
         p.add(join(where, "path"), f"cannot read {path} as JSON: {exc}")
         return None
-    from hotfolder.job.parse import workflow_format  # local: parse imports config's siblings only
 
     kind = workflow_format(workflow)
     if kind is None:
@@ -375,7 +375,7 @@ def _folder_template(value: Any, base: Path, templates: dict[str, Template], whe
 
 def _check_per_file(template: Template | None, where: str, p: Problems) -> None:
     """`image_mode: per-file` makes each dropped image a job: the template must load one."""
-    if template is not None and not template_takes_images(template.workflow, template.bindings):
+    if template is not None and not takes_images(template.workflow, template.bindings):
         p.add(where, f"per-file needs a workflow with a LoadImage node (or bindings.image) to "
                      f"take each image; {template.name!r} has none")
 

@@ -34,12 +34,13 @@ from hotfolder.config.load import FolderConfig
 from hotfolder.errors import JobError
 from hotfolder.fsutil import apply_mode, move, write_json
 from hotfolder.job.claim import JobState, owner_gone
-from hotfolder.job.images import bind, describe_bound, is_image_name
+from hotfolder.job.images import bind, describe_bound
 from hotfolder.jobfile import (
     InUse,
     Refused,
     entry_refusal,
     has_control_chars,
+    is_image_name,
     list_folder,
     not_utf8,
     open_file,

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import structlog
 
-from hotfolder.comfy.explain import node_label
 from hotfolder.errors import JobError
 from hotfolder.jobfile import InUse, Refused, open_below, open_file
-from hotfolder.workflow.bindings import Target, bindings_for, is_link, resolve_node
+from hotfolder.workflow.bindings import Target, bindings_for, resolve_node
+from hotfolder.workflow.graph import is_link, node_label
 
 if TYPE_CHECKING:
     from hotfolder.comfy.client import ComfyClient
@@ -31,16 +31,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 UPLOAD_SUBFOLDER = "hotfolder"  # in ComfyUI's input folder
 HEAD_BYTES = 64
 
 # field -> the loader class whose `image` input takes it when nothing else says
 LOADERS = {"image": "LoadImage", "mask": "LoadImageMask"}
-
-
-def is_image_name(name: str) -> bool:
-    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
 # -- what a file is ---------------------------------------------------------------------------
@@ -225,17 +220,6 @@ class JobImages:
     checked: dict[Path, tuple[tuple[int, int, int], ImageInfo]] = field(default_factory=dict)
     trusted: Path | None = None  # the daemon's folder the files are opened below
     max_bytes: int = 0
-
-
-def template_takes_images(workflow: Mapping[str, Any], bindings: Mapping[str, Any]) -> bool:
-    """True when a template (API or GUI format) has a LoadImage node, or binds `image`."""
-    if "image" in bindings:
-        return True
-    nodes = workflow.get("nodes")
-    if isinstance(nodes, list):  # a GUI save
-        return any(isinstance(n, Mapping) and n.get("type") == "LoadImage" for n in nodes)
-    return any(isinstance(n, Mapping) and n.get("class_type") == "LoadImage"
-               for n in workflow.values())
 
 
 def bind(workflow: dict[str, Any], files: Mapping[str, tuple[str, Path]], *,

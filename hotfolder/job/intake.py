@@ -29,13 +29,13 @@ from hotfolder.errors import JobError
 from hotfolder.job.claim import JobState
 from hotfolder.job.companions import job_file_in
 from hotfolder.job.finish import supersede_outputs
-from hotfolder.job.images import is_image_name
 from hotfolder.job.parse import JobSpec, parse_bytes
 from hotfolder.jobfile import (
     InUse,
     Refused,
     file_print,
     folder_print,
+    is_image_name,
     list_folder,
     open_dir,
     open_file,

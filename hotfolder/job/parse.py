@@ -29,9 +29,8 @@ from hotfolder.job.batchspec import (
     runs_from_lines,
 )
 from hotfolder.job.companions import parse_images_field
-from hotfolder.job.images import is_image_name
-from hotfolder.jobfile import InUse, Refused, open_file, read_fd
-from hotfolder.workflow.gui2api.detect import is_gui_workflow
+from hotfolder.jobfile import InUse, Refused, is_image_name, open_file, read_fd
+from hotfolder.workflow.graph import workflow_format
 from hotfolder.workflow.gui2api.graph import expanded_size, read_workflow
 
 SPEC_KEYS = (*JOB_FIELDS, "workflow", "set", "images")
@@ -48,16 +47,6 @@ class JobSpec:
     runs: tuple[JobSpec, ...] = ()  # kind "batch": one spec per run
     seed_offset: int = 0  # a run of `count`: added to a fixed default seed
     images: Mapping[str, str] = field(default_factory=dict)  # image/mask/NODE -> file name
-
-
-def workflow_format(obj: Any) -> Literal["api", "gui"] | None:
-    """Tell an API-format workflow from a GUI save, or neither."""
-    if isinstance(obj, Mapping):
-        if is_gui_workflow(obj):
-            return "gui"
-        if obj and all(isinstance(n, Mapping) and "class_type" in n for n in obj.values()):
-            return "api"
-    return None
 
 
 def parse_job(path: Path, limits: Limits | None = None, *, txt_mode: str = "whole") -> JobSpec:

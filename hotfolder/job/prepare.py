@@ -32,8 +32,9 @@ from hotfolder.workflow.bindings import (
     find_bindings,
     patch_workflow,
 )
-from hotfolder.workflow.gui2api import convert, node_types
 from hotfolder.workflow.gui2api.cache import ObjectInfoCache
+from hotfolder.workflow.gui2api.convert import convert
+from hotfolder.workflow.gui2api.detect import node_types
 
 log = structlog.get_logger()
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hotfolder.errors import JobError
+from hotfolder.workflow.graph import is_link, node_title
 
 Target = tuple[str, str]  # (node id, input name)
 
@@ -31,16 +32,6 @@ _SIZE_FIELDS = ("width", "height", "batch_size")
 _TEXT_INPUTS = ("text", "text_g", "text_l")
 _PRIMITIVE_TEXT = ("value", "string", "text")
 _IMAGE_LOADERS = {"image": "LoadImage", "mask": "LoadImageMask"}
-
-
-def is_link(value: Any) -> bool:
-    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
-            and isinstance(value[1], int))
-
-
-def node_title(node: Mapping[str, Any]) -> str:
-    meta = node.get("_meta")
-    return str(meta.get("title", "")) if isinstance(meta, Mapping) else ""
 
 
 def resolve_node(workflow: Mapping[str, Any], ref: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hotfolder.comfy.explain import node_label
+from hotfolder.workflow.graph import node_label
 from hotfolder.workflow.nodeinfo import (
     class_inputs,
     class_outputs,

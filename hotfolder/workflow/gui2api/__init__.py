@@ -1,6 +1,3 @@
-"""GUI-format workflows (the editor's "Save") converted to the API format the server runs."""
-
-from hotfolder.workflow.gui2api.convert import Conversion, build, convert
-from hotfolder.workflow.gui2api.detect import is_gui_workflow, node_types
-
-__all__ = ["Conversion", "build", "convert", "is_gui_workflow", "node_types"]
+"""GUI-format workflows (the editor's "Save") converted to the API format the server runs:
+`detect` tells a GUI save from an API prompt, `graph` reads one, `flatten` resolves its groups,
+reroutes and subgraphs, `widgets` maps widget values to inputs, `convert` builds the prompt."""

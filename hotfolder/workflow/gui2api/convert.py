@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hotfolder.errors import JobError
+from hotfolder.workflow.graph import is_link
 from hotfolder.workflow.gui2api.flatten import Exec, Flat, LinkTo, Value, node_label
 from hotfolder.workflow.gui2api.graph import MODE_BYPASS, MODE_MUTED, read_workflow
 from hotfolder.workflow.gui2api.widgets import (
@@ -89,7 +90,7 @@ def build(gui: Mapping[str, Any], object_info: Mapping[str, Any], *,
         prompt[ex.id] = {"inputs": inputs, "class_type": ex.node.type, "_meta": {"title": title}}
     for node_id, node in prompt.items():  # links to nodes left out are dropped
         for name, value in list(node["inputs"].items()):
-            if _is_link(value) and value[0] not in prompt:
+            if is_link(value) and value[0] not in prompt:
                 del node["inputs"][name]
                 why[(node_id, name)] = f"it is fed by {_left_out(flat.execs.get(value[0]))}"
     return Conversion(prompt, _missing_required(prompt, flat, object_info, why))
@@ -169,7 +170,7 @@ def _missing_required(prompt: Mapping[str, Any], flat: Flat, object_info: Mappin
             continue
         seen.add(node_id)
         inputs = prompt[node_id]["inputs"]
-        needed.extend(v[0] for v in inputs.values() if _is_link(v))
+        needed.extend(v[0] for v in inputs.values() if is_link(v))
         for name in class_inputs(object_info, prompt[node_id]["class_type"]).get("required", {}):
             if name not in inputs:
                 reason = why.get((node_id, name), "it is not connected")
@@ -181,10 +182,6 @@ def _missing_required(prompt: Mapping[str, Any], flat: Flat, object_info: Mappin
 def _is_output(object_info: Mapping[str, Any], class_type: str) -> bool:
     info = object_info.get(class_type)
     return isinstance(info, Mapping) and bool(info.get("output_node") or info.get("OUTPUT_NODE"))
-
-
-def _is_link(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
 
 
 def _error(head: str, problems: list[str]) -> JobError:
