@@ -121,8 +121,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from hotfolder.comfy.pool import ServerPool
     from hotfolder.daemon.loop import ensure_folders
     from hotfolder.fsutil import candidates
-    from hotfolder.job.claim import JobState
     from hotfolder.job.pipeline import Pipeline
+    from hotfolder.job.state import JobState
 
     config = _load(args)
     folder = next((f for f in config.folders if f.name == args.folder), None) \

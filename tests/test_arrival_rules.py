@@ -17,8 +17,9 @@ from hotfolder.config.load import FolderConfig
 from hotfolder.errors import JobError
 from hotfolder.fsutil import apply_mode
 from hotfolder.job import claim as claim_module
-from hotfolder.job.claim import BeingWritten, JobState, claim
+from hotfolder.job.claim import BeingWritten, claim
 from hotfolder.job.intake import StillWritten, read_job, verify_content, verify_unchanged
+from hotfolder.job.state import JobState
 from hotfolder.job.watch import InboxWatcher
 from hotfolder.jobfile import InUse, Refused, open_file
 from hotfolder.writers import ignore_lease_breaks, open_for_writing, writers_of

@@ -21,7 +21,6 @@ from hotfolder.config.load import FolderConfig, parse_config
 from hotfolder.daemon.status import folder_counts, recent_failed
 from hotfolder.errors import ConfigError, JobError
 from hotfolder.fsutil import apply_mode, move
-from hotfolder.job.claim import JobState
 from hotfolder.job.companions import (
     folder_not_ready,
     job_file_in,
@@ -42,6 +41,7 @@ from hotfolder.job.images import (
 from hotfolder.job.intake import read_job
 from hotfolder.job.parse import JobSpec, parse_bytes, parse_job
 from hotfolder.job.prune import prune
+from hotfolder.job.state import JobState
 from hotfolder.job.watch import InboxWatcher
 from hotfolder.sim import SimServer
 from hotfolder.sim.catalog import Catalog

@@ -27,18 +27,12 @@ from hotfolder.config.load import Config, FolderConfig, load_config
 from hotfolder.daemon.status import collect, folder_counts, live_doc, status_line, write_live
 from hotfolder.errors import ConfigError, JobError
 from hotfolder.fsutil import clear_dead_temps
-from hotfolder.job.claim import (
-    CLAIM_RECORD_SECONDS,
-    LEASE_SECONDS,
-    BeingWritten,
-    JobState,
-    Orphans,
-    claim,
-)
+from hotfolder.job.claim import CLAIM_RECORD_SECONDS, BeingWritten, Orphans, claim
 from hotfolder.job.companions import sweep as sweep_inputs
-from hotfolder.job.finish import Outcome, fail_unclaimed
+from hotfolder.job.finish import fail_unclaimed
 from hotfolder.job.pipeline import Pipeline
 from hotfolder.job.prune import prune
+from hotfolder.job.state import LEASE_SECONDS, JobState, Outcome
 from hotfolder.job.watch import InboxWatcher
 from hotfolder.jobfile import Refused, refusal
 from hotfolder.notify import Notifier

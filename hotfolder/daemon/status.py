@@ -23,7 +23,7 @@ from hotfolder.comfy.client import ComfyClient
 from hotfolder.config.load import Config, FolderConfig, ServerConfig
 from hotfolder.credentials import redact
 from hotfolder.fsutil import write_json
-from hotfolder.job.finish import error_name_for
+from hotfolder.job.naming import error_name_for
 
 STATUS_FILE = ".hotfolder-status.json"
 FRESH_SECONDS = 15.0

@@ -23,13 +23,12 @@ from hotfolder.config.load import FolderConfig
 from hotfolder.credentials import redact
 from hotfolder.errors import JobError, Stopping
 from hotfolder.fsutil import candidates
-from hotfolder.job.claim import JobState
 from hotfolder.job.companions import job_image_files
-from hotfolder.job.deliver import job_stem, release_stem
-from hotfolder.job.finish import Outcome, finish_batch, finish_failed, iso_time
+from hotfolder.job.finish import finish_batch, finish_failed, iso_time
 from hotfolder.job.intake import StillWritten, verify_content, verify_unchanged
+from hotfolder.job.naming import job_stem, release_stem
 from hotfolder.job.parse import JobSpec
-from hotfolder.job.runstate import RunState, load_runs, new_run
+from hotfolder.job.state import JobState, Outcome, RunState, load_runs, new_run
 from hotfolder.outdir import OutDir
 
 if TYPE_CHECKING:
@@ -84,7 +83,7 @@ class BatchRun:
         would race for them), and let every run share the job's uploads (one per server)."""
         named: set[tuple[tuple[str, str], ...]] = set()
         for run in todo:
-            run.uploads, run._upload_lock = self.state.uploads, self.state._upload_lock
+            run.share_uploads(self.state)
             spec = self.spec.runs[run.index - 1]
             key = tuple(sorted(spec.images.items()))
             if key and key not in named:

@@ -10,21 +10,16 @@ process) or whose lease ran out (another host) is adopted, again by a rename onl
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
-import socket
 import stat
-import threading
 import time
-import uuid
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from hotfolder.config.load import FolderConfig
-from hotfolder.fsutil import candidates, pid_alive, write_json
+from hotfolder.fsutil import candidates, pid_alive
 from hotfolder.job.crashguard import RISKY_PHASES
+from hotfolder.job.state import HOST, INSTANCE, JobState, owner_me
 from hotfolder.jobfile import (
     InUse,
     Refused,
@@ -36,116 +31,8 @@ from hotfolder.jobfile import (
 )
 from hotfolder.writers import open_for_writing
 
-LEASE_SECONDS = 120.0
-
 STATELESS_GRACE = 10.0  # a claim's record is written soon after its rename; give it time
 CLAIM_RECORD_SECONDS = 1.0  # a claimed job still unsubmitted this long gets its record
-HOST = socket.gethostname()
-INSTANCE = uuid.uuid4().hex  # this process; a pid alone can be reused after a restart
-
-
-def _me() -> dict[str, Any]:
-    return {"host": HOST, "pid": os.getpid(), "instance": INSTANCE}
-
-
-@dataclass
-class JobState:
-    name: str  # the job file's name inside processing/
-    folder: str
-    job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    source: str = ""  # the name it had in the inbox
-    detected_at: float | None = None
-    claimed_at: float = field(default_factory=time.time)
-    owner: dict[str, Any] = field(default_factory=_me)
-    lease_until: float = field(default_factory=lambda: time.time() + LEASE_SECONDS)
-    server: str | None = None
-    prompt_id: str | None = None
-    client_id: str | None = None
-    submitted_at: float | None = None
-    submissions: int = 0
-    seed: int | None = None  # chosen once, so a resubmitted job keeps its seed
-    out_stem: str | None = None  # the outbox base name, chosen before the first download
-    delivered: dict[str, dict[str, Any]] = field(default_factory=dict)  # output key -> file
-    expected: int | None = None  # how many outputs the finished prompt has
-    # claimed (waiting to be prepared, or for a slot) | preparing | submitting | submitted |
-    # delivering | parked
-    # | stopped | being written | batch: …; saved with the record, so a daemon that dies while
-    # a job is in a RISKY_PHASES phase may have died of the job, and `crashes` counts that
-    phase: str = "claimed"
-    # the file (or job folder) as claimed, then as last read: inode, size, mtime (jobfile.py)
-    file: dict[str, Any] | None = None
-    read: dict[str, Any] | None = None  # bytes and sha256 of the job file as it ran
-    reruns: int = 0  # runs repeated because the job file changed while it ran
-    crashes: int = 0
-    uploads: dict[str, dict[str, str]] = field(default_factory=dict)  # server -> file -> name
-    _images: Any = field(default=None, repr=False, compare=False)  # images.JobImages, per life
-    # one upload at a time per job: a batch's runs then share one upload per server (two at
-    # once could each see "not there yet", and ComfyUI may rename a file it is still writing)
-    _upload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False,
-                                         compare=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-    _closed: bool = field(default=False, repr=False, compare=False)
-    _download_tries: int = field(default=0, repr=False, compare=False)  # since this life began
-    _saved: bool = field(default=False, repr=False, compare=False)
-
-    @staticmethod
-    def path_for(folder: FolderConfig, name: str, suffix: str = ".state.json") -> Path:
-        if len(os.fsencode(name)) > 180:  # keep ".NAME.state.json" under NAME_MAX (255 bytes)
-            name = hashlib.sha1(os.fsencode(name), usedforsecurity=False).hexdigest()
-        return folder.processing / f".{name}{suffix}"
-
-    @staticmethod
-    def inputs_path(folder: FolderConfig, name: str) -> Path:
-        """The hidden folder holding the images a job took from the inbox (see inputs.py)."""
-        return JobState.path_for(folder, name, ".inputs")
-
-    @staticmethod
-    def journal_for(folder: FolderConfig, name: str) -> Path:
-        """Where a batch job's runs are journalled (see runstate.py)."""
-        record = JobState.path_for(folder, name)
-        return record.with_name(record.name[: -len(".state.json")] + ".runs.jsonl")
-
-    @property
-    def tag(self) -> str:
-        """Distinguishes this job's ComfyUI output names (its filename_prefix)."""
-        return self.job_id[:8]
-
-    def record(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
-
-    def save(self, folder: FolderConfig) -> None:
-        """Write the record; a no-op once the job has finished (a late heartbeat must not
-        bring a finished job's record back)."""
-        with self._lock:
-            if not self._closed:
-                write_json(self.path_for(folder, self.name), self.record(), replace=True,
-                           compact=True)
-                self._saved = True
-
-    @property
-    def saved(self) -> bool:
-        return self._saved
-
-    def renew(self, folder: FolderConfig, now: float | None = None) -> None:
-        self.lease_until = (now or time.time()) + LEASE_SECONDS
-        self.save(folder)
-
-    def drop(self, folder: FolderConfig) -> None:
-        with self._lock:
-            self._closed = True
-            self.path_for(folder, self.name).unlink(missing_ok=True)
-            self.journal_for(folder, self.name).unlink(missing_ok=True)
-
-    @classmethod
-    def load(cls, folder: FolderConfig, name: str) -> JobState | None:
-        try:
-            data = json.loads(cls.path_for(folder, name).read_text(encoding="utf-8"))
-            known = {k: v for k, v in data.items()
-                     if k in cls.__dataclass_fields__ and not k.startswith("_")}
-            return cls(**known)
-        except (OSError, ValueError, TypeError):
-            return None
-
 
 class BeingWritten(Exception):
     """A writer still has the file (or a file in the job folder) open: it is not taken."""
@@ -293,7 +180,7 @@ def adopt(folder: FolderConfig, name: str, state: JobState | None) -> JobState |
     if state.phase in RISKY_PHASES:
         state.crashes += 1
     state.phase = "claimed"
-    state.owner = _me()
+    state.owner = owner_me()
     state.renew(folder)
     return state
 

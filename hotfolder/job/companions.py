@@ -33,8 +33,9 @@ from hotfolder.config.fields import Limits
 from hotfolder.config.load import FolderConfig
 from hotfolder.errors import JobError
 from hotfolder.fsutil import apply_mode, move, write_json
-from hotfolder.job.claim import JobState, owner_gone
+from hotfolder.job.claim import owner_gone
 from hotfolder.job.images import bind, describe_bound
+from hotfolder.job.state import JobState
 from hotfolder.jobfile import (
     InUse,
     Refused,
@@ -144,13 +145,13 @@ def folder_not_ready(path: Path, limits: Limits) -> str | None:
 def attach_images(folder: FolderConfig, state: JobState, spec: JobSpec,
                   workflow: dict[str, Any], *, overrides: Mapping[str, tuple[str, ...]],
                   template_name: str, wait: Wait) -> None:
-    """Find, check and bind the job's images, kept in `state._images` for `images.upload`,
+    """Find, check and bind the job's images, kept in `state.life.images` for `images.upload`,
     which sends them to each server the job is submitted to (once per server)."""
     files = job_image_files(folder, state, spec, wait)
-    state._images = None if not files else bind(
+    state.life.images = None if not files else bind(
         workflow, files, overrides=overrides, job_id=state.job_id,
         max_bytes=folder.limits.max_image_bytes, template_name=template_name,
-        previous=state._images, trusted=folder.processing)
+        previous=state.life.images, trusted=folder.processing)
 
 
 def job_image_files(folder: FolderConfig, state: JobState, spec: JobSpec,
@@ -265,9 +266,9 @@ def move_into(src: Path, target: Path) -> None:
 
 def sidecar_inputs(state: JobState) -> dict[str, Any]:
     """`{"inputs": [...]}` for the sidecar or error file: each image, its nodes, its upload."""
-    if state._images is None or not state._images.bound:
+    if state.life.images is None or not state.life.images.bound:
         return {}
-    return {"inputs": describe_bound(state._images, state.uploads.get(state.server or ""))}
+    return {"inputs": describe_bound(state.life.images, state.uploads.get(state.server or ""))}
 
 
 def finishing(folder: FolderConfig, state: JobState, to: str) -> None:

@@ -7,18 +7,16 @@ gifs, videos, audio, …); `temp` outputs (PreviewImage) only when the folder as
 from __future__ import annotations
 
 import re
-import threading
-import unicodedata
 from collections.abc import Callable, Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 import structlog
 
 from hotfolder.comfy.client import ComfyClient
 from hotfolder.errors import JobError
-from hotfolder.fsutil import free_stem
-from hotfolder.job.claim import JobState
+from hotfolder.job.naming import reserve_stem
+from hotfolder.job.state import JobState
 from hotfolder.outdir import OutDir
 
 log = structlog.get_logger()
@@ -42,41 +40,6 @@ def collect_outputs(entry: Mapping[str, Any], *, include_temp: bool) -> list[dic
                         and item.get("type", "output") in wanted):
                     found.append({**item, "node": str(node_id), "kind": str(key)})
     return found
-
-
-def job_stem(name: str) -> str:
-    """The job file's name without its extension, as the outputs' base name, in NFC: `café`
-    typed on a Mac (NFD) and on Windows (NFC) must not give two names that look the same."""
-    stem = unicodedata.normalize("NFC", PurePosixPath(name).stem)
-    return stem or "job"
-
-
-def safe_prefix_part(stem: str) -> str:
-    """A piece of a ComfyUI filename_prefix: no separators, no dots, bounded length."""
-    cleaned = re.sub(r"[^\w\-]+", "_", stem, flags=re.UNICODE).strip("_.")
-    return (cleaned or "job")[:60]
-
-
-_reserved: set[Path] = set()  # outbox stems taken by jobs still delivering
-_reserve_lock = threading.Lock()
-
-
-def reserve_stem(outdir: OutDir, state: JobState, suffixes: list[str]) -> str:
-    """Pick (once) and hold the job's outbox base name, so two jobs never share one."""
-    outbox = outdir.path
-    with _reserve_lock:
-        if state.out_stem is None:
-            taken = {p.name for p in _reserved if p.parent == outbox}
-            state.out_stem = free_stem(outbox, _short(job_stem(state.name)),
-                                       [".json", *suffixes], taken=taken, exists=outdir.exists)
-        _reserved.add(outbox / state.out_stem)
-        return state.out_stem
-
-
-def release_stem(outbox: Path, state: JobState) -> None:
-    with _reserve_lock:
-        if state.out_stem is not None:
-            _reserved.discard(outbox / state.out_stem)
 
 
 def check_output_names(outputs: list[dict[str, Any]]) -> None:
@@ -143,13 +106,6 @@ def deliver_all(client: ComfyClient, outputs: list[dict[str, Any]], outdir: OutD
 def _too_much(max_total: int | None) -> None:
     raise JobError(f"the job's outputs together are larger than comfy.max_job_output_bytes "
                    f"({max_total} bytes); the rest was not downloaded", kind="download")
-
-
-def _short(stem: str, limit: int = 180) -> str:
-    """Room for `_00001.ext` and temp-name decorations within NAME_MAX (255 bytes)."""
-    while len(stem.encode()) > limit:
-        stem = stem[:-1]
-    return stem
 
 
 def _extension(filename: str) -> str:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,22 +19,12 @@ import structlog
 from hotfolder.config.load import FolderConfig
 from hotfolder.credentials import redact
 from hotfolder.errors import JobError
-from hotfolder.fsutil import apply_mode, candidates, fit, move, split_name, write_json
-from hotfolder.job.claim import JobState
+from hotfolder.fsutil import apply_mode, candidates, move, write_json
 from hotfolder.job.companions import finishing, sidecar_inputs, take_along
-from hotfolder.job.deliver import release_stem
+from hotfolder.job.naming import error_name_for, release_stem
+from hotfolder.job.state import JobState, Outcome
 
 log = structlog.get_logger()
-
-
-@dataclass
-class Outcome:
-    status: str  # done | failed | left | parked
-    job_file: Path | None = None
-    outputs: list[Path] = field(default_factory=list)
-    error: str | None = None
-    kind: str | None = None  # the JobError's kind, for a failed job
-    retry_in: float = 0.0  # parked: seconds until the job is picked up again
 
 
 def iso_time(stamp: float | None) -> str | None:
@@ -158,15 +146,6 @@ def _fail_files(folder: FolderConfig, source: Path, name: str,
     job_file = move(source, folder.failed, name)
     apply_mode(job_file, folder.file_mode, touch=True)
     return job_file, error_path
-
-
-def error_name_for(name: str) -> str:
-    """The error file of the job file `name` in failed/: its name without its extension, in
-    NFC, plus `.error.json` (`fox.txt` -> `fox.error.json`); a job itself named like an error
-    file gets `x.error.error.json`, never its own name. Within 255 bytes."""
-    stem, ext = split_name(name)
-    stem = name[: -len(".json")] if ext == ".error.json" else stem
-    return fit(unicodedata.normalize("NFC", stem), ".error.json")
 
 
 def fail_unclaimed(folder: FolderConfig, path: Path, error: JobError) -> Path | None:

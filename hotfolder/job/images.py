@@ -27,7 +27,7 @@ from hotfolder.workflow.graph import is_link, node_label
 
 if TYPE_CHECKING:
     from hotfolder.comfy.client import ComfyClient
-    from hotfolder.job.claim import JobState
+    from hotfolder.job.state import JobState
 
 log = structlog.get_logger()
 

@@ -26,10 +26,10 @@ import structlog
 
 from hotfolder.config.load import FolderConfig
 from hotfolder.errors import JobError
-from hotfolder.job.claim import JobState
 from hotfolder.job.companions import job_file_in
 from hotfolder.job.finish import supersede_outputs
 from hotfolder.job.parse import JobSpec, parse_bytes
+from hotfolder.job.state import JobState
 from hotfolder.jobfile import (
     InUse,
     Refused,
@@ -303,7 +303,7 @@ def wait_out(folder: FolderConfig, state: JobState, again: StillWritten, record:
                     action="run again with the job file's final content")
     # the next read starts the job over: a new seed, its images bound and uploaded afresh
     state.prompt_id = state.server = state.submitted_at = None
-    state.seed, state._images, state.uploads = None, None, {}
+    state.seed, state.life.images, state.uploads = None, None, {}
     state.phase = "being written"
     state.save(folder)
     stable = await_stable(folder, state, again.window, credit=again.credit, wait=wait,

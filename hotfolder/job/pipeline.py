@@ -24,14 +24,14 @@ from hotfolder.comfy.pool import Server, ServerPool
 from hotfolder.config.load import Config, FolderConfig
 from hotfolder.errors import JobError, Parked, ServerError, Stopping
 from hotfolder.job.batchrun import BatchRun
-from hotfolder.job.claim import JobState
 from hotfolder.job.crashguard import MAX_CRASHES, RISKY_PHASES, Gate
 from hotfolder.job.deliver import collect_outputs, deliver_all
-from hotfolder.job.finish import Outcome, finish_done, finish_failed, timings
+from hotfolder.job.finish import finish_done, finish_failed, timings
 from hotfolder.job.images import upload as upload_images
 from hotfolder.job.intake import StillWritten, read_job, verify_content, verify_unchanged, wait_out
 from hotfolder.job.parse import JobSpec
 from hotfolder.job.prepare import Preparer
+from hotfolder.job.state import JobState, Outcome
 from hotfolder.outdir import OutDir
 
 log = structlog.get_logger()
@@ -229,8 +229,8 @@ class Pipeline:
     def submit(self, server: Server, state: JobState, workflow: dict[str, Any]) -> None:
         if self.draining.is_set():
             raise Stopping  # shutting down: submit nothing new
-        with state._upload_lock:
-            upload_images(server.client, server.name, state, workflow, state._images,
+        with state.life.upload_lock:
+            upload_images(server.client, server.name, state, workflow, state.life.images,
                           save=lambda: state.save(self.folder(state.folder)))
         prompt_id = str(uuid.uuid4())
         watch = server.listener.watch(prompt_id, job=state.source, folder=state.folder)
@@ -408,8 +408,9 @@ class Pipeline:
                                    cancelled=self.stop.is_set)
             except ServerError as exc:
                 self.pool.mark_down(server, exc)
-                state._download_tries += 1
-                delay = min(comfy.backoff_initial * 2 ** state._download_tries, comfy.backoff_max)
+                state.life.download_tries += 1
+                delay = min(comfy.backoff_initial * 2 ** state.life.download_tries,
+                            comfy.backoff_max)
                 if park:
                     raise Parked(delay, exc.message) from exc
                 self._wait(delay)

@@ -21,10 +21,10 @@ from hotfolder.comfy.pool import ServerPool
 from hotfolder.config.fields import SEED_MAX
 from hotfolder.config.load import Config, FolderConfig
 from hotfolder.errors import JobError, ServerError, Stopping
-from hotfolder.job.claim import JobState
 from hotfolder.job.companions import attach_images
-from hotfolder.job.deliver import job_stem, safe_prefix_part
+from hotfolder.job.naming import job_stem, safe_prefix_part
 from hotfolder.job.parse import JobSpec
+from hotfolder.job.state import JobState
 from hotfolder.workflow.bindings import (
     check_classes_allowed,
     check_links,

@@ -16,7 +16,7 @@ import structlog
 
 from hotfolder.config.load import FolderConfig
 from hotfolder.fsutil import move
-from hotfolder.job.finish import error_name_for
+from hotfolder.job.naming import error_name_for
 from hotfolder.web.thumbs import safe_name
 
 log = structlog.get_logger()

@@ -1,0 +1,233 @@
+"""What is recorded about a job while it lives in processing/, so a restart resumes it.
+
+`JobState` is the job's record (a hidden JSON file beside it: who owns it, which server and
+prompt_id it went to, what was delivered); a batch's runs are `RunState`s, appended to a
+journal instead, because rewriting one record holding every run after each step would cost
+O(runs²) a batch. `Outcome` is what a finished (or paused) job tells the daemon.
+
+An owner refreshes its lease while the job lives; claim.py decides when a job whose owner is
+gone may be adopted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from hotfolder.config.load import FolderConfig
+from hotfolder.fsutil import write_json
+
+LEASE_SECONDS = 120.0
+
+HOST = socket.gethostname()
+INSTANCE = uuid.uuid4().hex  # this process; a pid alone can be reused after a restart
+
+
+def owner_me() -> dict[str, Any]:
+    return {"host": HOST, "pid": os.getpid(), "instance": INSTANCE}
+
+
+@dataclass
+class Life:
+    """What a job holds while this process runs it, never saved: a restart starts afresh."""
+
+    images: Any = None  # the job's images, checked and bound (an images.JobImages)
+    # one upload at a time per job: a batch's runs then share one upload per server (two at
+    # once could each see "not there yet", and ComfyUI may rename a file it is still writing)
+    upload_lock: threading.Lock = field(default_factory=threading.Lock)
+    download_tries: int = 0  # downloads broken off since this life began
+
+
+@dataclass
+class JobState:
+    name: str  # the job file's name inside processing/
+    folder: str
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    source: str = ""  # the name it had in the inbox
+    detected_at: float | None = None
+    claimed_at: float = field(default_factory=time.time)
+    owner: dict[str, Any] = field(default_factory=owner_me)
+    lease_until: float = field(default_factory=lambda: time.time() + LEASE_SECONDS)
+    server: str | None = None
+    prompt_id: str | None = None
+    client_id: str | None = None
+    submitted_at: float | None = None
+    submissions: int = 0
+    seed: int | None = None  # chosen once, so a resubmitted job keeps its seed
+    out_stem: str | None = None  # the outbox base name, chosen before the first download
+    delivered: dict[str, dict[str, Any]] = field(default_factory=dict)  # output key -> file
+    expected: int | None = None  # how many outputs the finished prompt has
+    # claimed (waiting to be prepared, or for a slot) | preparing | submitting | submitted |
+    # delivering | parked
+    # | stopped | being written | batch: …; saved with the record, so a daemon that dies while
+    # a job is in a RISKY_PHASES phase may have died of the job, and `crashes` counts that
+    phase: str = "claimed"
+    # the file (or job folder) as claimed, then as last read: inode, size, mtime (jobfile.py)
+    file: dict[str, Any] | None = None
+    read: dict[str, Any] | None = None  # bytes and sha256 of the job file as it ran
+    reruns: int = 0  # runs repeated because the job file changed while it ran
+    crashes: int = 0
+    uploads: dict[str, dict[str, str]] = field(default_factory=dict)  # server -> file -> name
+    life: Life = field(default_factory=lambda: Life(), repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _closed: bool = field(default=False, repr=False, compare=False)
+    _saved: bool = field(default=False, repr=False, compare=False)
+
+    @staticmethod
+    def path_for(folder: FolderConfig, name: str, suffix: str = ".state.json") -> Path:
+        if len(os.fsencode(name)) > 180:  # keep ".NAME.state.json" under NAME_MAX (255 bytes)
+            name = hashlib.sha1(os.fsencode(name), usedforsecurity=False).hexdigest()
+        return folder.processing / f".{name}{suffix}"
+
+    @staticmethod
+    def inputs_path(folder: FolderConfig, name: str) -> Path:
+        """The hidden folder holding the images a job took from the inbox (companions.py)."""
+        return JobState.path_for(folder, name, ".inputs")
+
+    @staticmethod
+    def journal_for(folder: FolderConfig, name: str) -> Path:
+        """Where a batch job's runs are journalled (see RunState)."""
+        record = JobState.path_for(folder, name)
+        return record.with_name(record.name[: -len(".state.json")] + ".runs.jsonl")
+
+    @property
+    def tag(self) -> str:
+        """Distinguishes this job's ComfyUI output names (its filename_prefix)."""
+        return self.job_id[:8]
+
+    def record(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in _PERSISTED}
+
+    def share_uploads(self, parent: JobState) -> None:
+        """A batch's runs upload each image once per server, for all of them."""
+        self.uploads, self.life.upload_lock = parent.uploads, parent.life.upload_lock
+
+    def save(self, folder: FolderConfig) -> None:
+        """Write the record; a no-op once the job has finished (a late heartbeat must not
+        bring a finished job's record back)."""
+        with self._lock:
+            if not self._closed:
+                write_json(self.path_for(folder, self.name), self.record(), replace=True,
+                           compact=True)
+                self._saved = True
+
+    @property
+    def saved(self) -> bool:
+        return self._saved
+
+    def renew(self, folder: FolderConfig, now: float | None = None) -> None:
+        self.lease_until = (now or time.time()) + LEASE_SECONDS
+        self.save(folder)
+
+    def drop(self, folder: FolderConfig) -> None:
+        with self._lock:
+            self._closed = True
+            self.path_for(folder, self.name).unlink(missing_ok=True)
+            self.journal_for(folder, self.name).unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, folder: FolderConfig, name: str) -> JobState | None:
+        try:
+            data = json.loads(cls.path_for(folder, name).read_text(encoding="utf-8"))
+            known = {k: v for k, v in data.items() if k in _PERSISTED}
+            return cls(**known)
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+_PERSISTED = frozenset(f.name for f in fields(JobState)
+                       if f.name != "life" and not f.name.startswith("_"))
+
+
+# -- a batch's runs -----------------------------------------------------------------------------
+# Each save appends the run's record as one line to `.NAME.runs.jsonl`, fsync'd; loading keeps
+# each run's last line. A line cut short by a crash is skipped: that run resumes from its
+# previous step.
+
+RUN_FIELDS = ("index", "status", "error", "params", "outputs", "job_id", "seed", "server",
+              "prompt_id", "client_id", "submitted_at", "submissions", "out_stem",
+              "delivered", "expected", "phase", "started_at", "finished_at")
+
+
+@dataclass
+class RunState(JobState):
+    index: int = 0  # 1-based, as in the manifest and the output names
+    status: str = "pending"  # pending | done | failed
+    error: dict[str, Any] | None = None  # message, kind, details of a failed run
+    params: dict[str, Any] = field(default_factory=dict)  # the run's own fields and set:
+    outputs: list[str] = field(default_factory=list)  # file names in the batch's folder
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def tag(self) -> str:
+        return f"{self.job_id[:8]}-{self.index:04d}"
+
+    def record(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in RUN_FIELDS}
+
+    def save(self, folder: FolderConfig) -> None:
+        line = json.dumps(self.record(), separators=(",", ":"), ensure_ascii=False,
+                          default=str) + "\n"
+        with self._lock:
+            if self._closed:
+                return
+            fd = os.open(JobState.journal_for(folder, self.name),
+                         os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, line.encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._saved = True
+
+    def renew(self, folder: FolderConfig, now: float | None = None) -> None:
+        """The batch's own record holds the lease."""
+
+    def drop(self, folder: FolderConfig) -> None:
+        with self._lock:
+            self._closed = True
+
+
+def load_runs(folder: FolderConfig, parent: JobState) -> dict[int, RunState]:
+    """Each run's last journal line, as a RunState of `parent` (empty for a new batch)."""
+    runs: dict[int, RunState] = {}
+    try:
+        text = JobState.journal_for(folder, parent.name).read_text(encoding="utf-8")
+    except OSError:
+        return runs
+    for line in text.splitlines():
+        try:
+            data = json.loads(line)
+            run = new_run(parent, int(data["index"]))
+            for key in RUN_FIELDS:
+                if key in data:
+                    setattr(run, key, data[key])
+        except (ValueError, KeyError, TypeError):
+            continue  # the tail of a write cut short
+        runs[run.index] = run
+    return runs
+
+
+def new_run(parent: JobState, index: int) -> RunState:
+    return RunState(name=parent.name, folder=parent.folder, source=parent.source,
+                    job_id=parent.job_id, detected_at=parent.detected_at,
+                    claimed_at=parent.claimed_at, owner=parent.owner, index=index)
+
+
+@dataclass
+class Outcome:
+    status: str  # done | failed | left | parked
+    job_file: Path | None = None
+    outputs: list[Path] = field(default_factory=list)
+    error: str | None = None
+    kind: str | None = None  # the JobError's kind, for a failed job
+    retry_in: float = 0.0  # parked: seconds until the job is picked up again
