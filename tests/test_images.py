@@ -22,10 +22,7 @@ from hotfolder.daemon.status import folder_counts, recent_failed
 from hotfolder.errors import ConfigError, JobError
 from hotfolder.fsutil import apply_mode, move
 from hotfolder.job.companions import (
-    folder_not_ready,
-    job_file_in,
     job_image_files,
-    list_folder,
     sweep,
     take_along,
     take_companions,
@@ -39,10 +36,12 @@ from hotfolder.job.images import (
     upload,
 )
 from hotfolder.job.intake import read_job
+from hotfolder.job.jobfolder import folder_not_ready, job_file_in
 from hotfolder.job.parse import JobSpec, parse_bytes, parse_job
 from hotfolder.job.prune import prune
 from hotfolder.job.state import JobState
 from hotfolder.job.watch import InboxWatcher
+from hotfolder.jobfile import list_folder
 from hotfolder.sim import SimServer
 from hotfolder.sim.catalog import Catalog
 from hotfolder.workflow.bindings import find_bindings

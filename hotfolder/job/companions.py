@@ -1,4 +1,4 @@
-"""The files a job brings besides its own: job folders, and images taken from the inbox.
+"""The images a job brings besides its own file: taken from the inbox, and filed with it.
 
 Images come with a job in three ways:
 
@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from hotfolder.config.fields import Limits
 from hotfolder.config.load import FolderConfig
 from hotfolder.errors import JobError
 from hotfolder.fsutil import apply_mode, move, write_json
@@ -40,10 +39,7 @@ from hotfolder.jobfile import (
     InUse,
     Refused,
     entry_refusal,
-    has_control_chars,
     is_image_name,
-    list_folder,
-    not_utf8,
     open_file,
 )
 from hotfolder.writers import open_for_writing
@@ -53,93 +49,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 
-JOB_FILE_NAMES = ("job.json", "job.yaml", "job.yml", "prompt.txt")
-JOB_FILE_EXTENSIONS = (".txt", ".json", ".yaml", ".yml", ".csv", ".jsonl")
 RECORD = ".inputs.json"  # in processing/.NAME.inputs/: {"job": NAME, "to": "failed"|"done"}
 COMPANION_WAIT_SECONDS = 10.0  # a named image not in the inbox yet is waited for this long
 
 Wait = Callable[[float], None]  # sleeps, or raises when the job must stop waiting
-
-
-def name_problem(name: Any) -> str | None:
-    """Why `name` cannot be a file named by a job (a plain name in the same folder)."""
-    if not isinstance(name, str) or not name:
-        return "expected a file name"
-    if "/" in name or "\\" in name or name in (".", ".."):
-        return f"{name!r} must be a plain file name next to the job, without a path"
-    if name.startswith("."):
-        return f"{name!r} is a hidden name; hidden files are never taken"
-    if has_control_chars(name) or not_utf8(name) or len(os.fsencode(name)) > 255:
-        return f"{name!r} is not a usable file name"
-    return None
-
-
-def parse_images_field(value: Any, problems: list[str]) -> dict[str, str]:
-    """A spec's `images`: one file name (the template's image), or NODE -> file name, where
-    NODE is `image`, `mask`, or a node id, title or class_type."""
-    if value is None:
-        return {}
-    if isinstance(value, str):
-        value = {"image": value}
-    if not isinstance(value, Mapping) or not value:
-        problems.append("images: expected a file name, or a mapping of node (image, mask, or "
-                        "a node id, title or class) to a file name")
-        return {}
-    images: dict[str, str] = {}
-    for ref, name in value.items():
-        problem = name_problem(name)
-        if not isinstance(ref, str) or not ref.strip():
-            problems.append(f"images: {ref!r} is not a node (image, mask, or a node id, title "
-                            "or class)")
-        elif problem:
-            problems.append(f"images.{ref}: {problem}")
-        else:
-            images[ref] = name
-    return images
-
-
-# -- job folders --------------------------------------------------------------------------------
-
-
-def job_file_in(files: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """(the job file of a folder, or None and why not)."""
-    named = [n for n in JOB_FILE_NAMES if n in files]
-    if len(named) > 1:
-        return None, f"it holds both {' and '.join(named)}; keep one"
-    if named:
-        return named[0], None
-    candidates = sorted(n for n in files if not n.startswith(".")
-                        and Path(n).suffix.lower() in JOB_FILE_EXTENSIONS)
-    if len(candidates) == 1:
-        return candidates[0], None
-    if candidates:
-        return None, (f"it holds {len(candidates)} possible job files ({', '.join(candidates)}); "
-                      f"call the one to run {JOB_FILE_NAMES[0]} or {JOB_FILE_NAMES[-1]}")
-    return None, (f"it holds no job file ({', '.join(JOB_FILE_NAMES)}, or one .txt/.json/.yaml "
-                  "file)")
-
-
-def folder_signature(path: Path, limits: Limits) -> tuple[Any, ...]:
-    """Changes whenever anything in the job folder does: the watcher's settle test."""
-    return list_folder(path, limits.max_folder_files).signature
-
-
-def folder_not_ready(path: Path, limits: Limits) -> str | None:
-    """Why a settled directory in the inbox is not (yet) a job to take, or None.
-
-    Limits are not checked here: a folder over them is taken and failed with the reason."""
-    listing = list_folder(path, limits.max_folder_files)
-    if listing.refusal:
-        return listing.refusal
-    if listing.arriving:
-        return f"{listing.arriving!r} in it is still being copied"
-    if not listing.files and not listing.truncated:
-        return "it is empty"
-    name, problem = job_file_in(listing.files)
-    return None if name or listing.truncated else problem
-
-
-# -- binding a job's images (called from Pipeline.prepare) -------------------------------------
 
 
 def attach_images(folder: FolderConfig, state: JobState, spec: JobSpec,

@@ -26,8 +26,8 @@ import structlog
 
 from hotfolder.config.load import FolderConfig
 from hotfolder.errors import JobError
-from hotfolder.job.companions import job_file_in
 from hotfolder.job.finish import supersede_outputs
+from hotfolder.job.jobfolder import job_file_in
 from hotfolder.job.parse import JobSpec, parse_bytes
 from hotfolder.job.state import JobState
 from hotfolder.jobfile import (

@@ -28,8 +28,15 @@ from hotfolder.job.batchspec import (
     runs_from_jsonl,
     runs_from_lines,
 )
-from hotfolder.job.companions import parse_images_field
-from hotfolder.jobfile import InUse, Refused, is_image_name, open_file, read_fd
+from hotfolder.jobfile import (
+    InUse,
+    Refused,
+    has_control_chars,
+    is_image_name,
+    not_utf8,
+    open_file,
+    read_fd,
+)
 from hotfolder.workflow.graph import workflow_format
 from hotfolder.workflow.gui2api.graph import expanded_size, read_workflow
 
@@ -47,6 +54,43 @@ class JobSpec:
     runs: tuple[JobSpec, ...] = ()  # kind "batch": one spec per run
     seed_offset: int = 0  # a run of `count`: added to a fixed default seed
     images: Mapping[str, str] = field(default_factory=dict)  # image/mask/NODE -> file name
+
+
+def name_problem(name: Any) -> str | None:
+    """Why `name` cannot be a file named by a job (a plain name in the same folder)."""
+    if not isinstance(name, str) or not name:
+        return "expected a file name"
+    if "/" in name or "\\" in name or name in (".", ".."):
+        return f"{name!r} must be a plain file name next to the job, without a path"
+    if name.startswith("."):
+        return f"{name!r} is a hidden name; hidden files are never taken"
+    if has_control_chars(name) or not_utf8(name) or len(os.fsencode(name)) > 255:
+        return f"{name!r} is not a usable file name"
+    return None
+
+
+def parse_images_field(value: Any, problems: list[str]) -> dict[str, str]:
+    """A spec's `images`: one file name (the template's image), or NODE -> file name, where
+    NODE is `image`, `mask`, or a node id, title or class_type."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        value = {"image": value}
+    if not isinstance(value, Mapping) or not value:
+        problems.append("images: expected a file name, or a mapping of node (image, mask, or "
+                        "a node id, title or class) to a file name")
+        return {}
+    images: dict[str, str] = {}
+    for ref, name in value.items():
+        problem = name_problem(name)
+        if not isinstance(ref, str) or not ref.strip():
+            problems.append(f"images: {ref!r} is not a node (image, mask, or a node id, title "
+                            "or class)")
+        elif problem:
+            problems.append(f"images.{ref}: {problem}")
+        else:
+            images[ref] = name
+    return images
 
 
 def parse_job(path: Path, limits: Limits | None = None, *, txt_mode: str = "whole") -> JobSpec:

@@ -26,7 +26,7 @@ from watchdog.observers.polling import PollingObserver
 
 from hotfolder.config.load import FolderConfig
 from hotfolder.inotify import native_observer
-from hotfolder.job.companions import folder_not_ready, folder_signature
+from hotfolder.job.jobfolder import folder_not_ready, folder_signature
 from hotfolder.job.ready import HINT_CLOSED, HINT_FOUND, HINT_RENAMED, Pending, Readiness, rule
 from hotfolder.jobfile import is_image_name, refusal
 from hotfolder.mounts import fs_type, needs_polling
