@@ -7,6 +7,7 @@ by itself.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 
@@ -22,6 +23,36 @@ class ConfigError(HotfolderError):
         super().__init__("\n".join(self.problems))
 
 
+class Kind(str, Enum):
+    """Why a job failed, in one word: the `kind` of its error file and a `/metrics` label, so
+    the set is closed and its values are a public interface."""
+
+    JOB = "job"
+    INVALID = "invalid"  # the job file or spec says something impossible
+    UNREADABLE = "unreadable"  # not UTF-8, unreadable, empty
+    CHANGING = "changing"  # the file kept changing while hotfolder read it
+    TOO_LARGE = "too_large"  # over a size, count or depth limit
+    REFUSED = "refused"  # not a file hotfolder may take (a link, a device, a swapped file)
+    PATCH = "patch"  # a field or set: the template cannot take
+    CONVERSION = "conversion"  # a GUI workflow that cannot be converted
+    MISSING_IMAGE = "missing_image"
+    INVALID_IMAGE = "invalid_image"
+    UPLOAD = "upload"
+    REJECTED = "rejected"  # ComfyUI refused the prompt (validation)
+    EXECUTION_ERROR = "execution_error"  # a node failed while running
+    NO_OUTPUT = "no_output"
+    DOWNLOAD = "download"
+    TIMEOUT = "timeout"  # the job time limit
+    SERVER_ERROR = "server_error"  # 5xx answers past the retry budget
+    CANCELLED = "cancelled"
+    CRASHED = "crashed"  # hotfolder died on it too often
+    BATCH_FAILED = "batch_failed"
+    INTERNAL = "internal"  # a bug in hotfolder
+
+    def __str__(self) -> str:  # in messages, logs and labels: the word itself
+        return self.value
+
+
 class JobError(HotfolderError):
     """The job cannot run as given. `message` is written for the person who dropped the file.
 
@@ -30,21 +61,29 @@ class JobError(HotfolderError):
     "fail the job".
     """
 
-    def __init__(self, message: str, *, kind: str = "job", details: dict[str, Any] | None = None,
-                 incomplete: bool = False):
+    def __init__(self, message: str, *, kind: Kind = Kind.JOB,
+                 details: dict[str, Any] | None = None, incomplete: bool = False):
         self.message = message
-        self.kind = kind
+        self.kind = Kind(kind)
         self.details = details or {}
         self.incomplete = incomplete
         super().__init__(message)
 
 
-class ServerError(HotfolderError):
-    """ComfyUI is unreachable, restarting or answered 5xx: try again later.
+class Cancelled(JobError):
+    """A `.cancel` file asked for the job, or its file was taken out of processing/: it ends in
+    failed/ like a job error, but a batch stops its other runs instead of counting it as one
+    run's failure."""
 
-    `retryable` is False once a bounded retry budget is spent (e.g. repeated 5xx); the pipeline
-    then turns it into a job failure carrying the server's own text.
-    """
+    def __init__(self, reason: str, *, details: dict[str, Any] | None = None) -> None:
+        self.reason = reason
+        super().__init__(f"cancelled: {reason}", kind=Kind.CANCELLED, details=details)
+
+
+class ServerError(HotfolderError):
+    """ComfyUI is unreachable, restarting or answered 5xx: try again later. (A bounded number
+    of 5xx answers to one job's submission turns into a job failure carrying the server's own
+    text: see submit.py.)"""
 
     def __init__(self, message: str, *, server: str = "", status: int | None = None,
                  body: str = "") -> None:
@@ -72,3 +111,12 @@ class Parked(Exception):
         self.seconds = seconds
         self.reason = reason
         super().__init__(reason)
+
+
+class PromptLost(HotfolderError):
+    """The server no longer knows the job's prompt (it restarted, or its queue was cleared):
+    submit it again."""
+
+
+class Failover(HotfolderError):
+    """The job's server has been unreachable too long while others answer: run it elsewhere."""

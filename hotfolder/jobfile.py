@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hotfolder.errors import JobError
+from hotfolder.errors import JobError, Kind
 
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -155,7 +155,7 @@ def read_fd(fd: int, st: os.stat_result, limit: int, what: str = "job file",
     """The content behind `fd`, its size checked on the descriptor before anything is read."""
     if st.st_size > limit:
         raise JobError(f"the {what} is {st.st_size} bytes; this folder takes files up to "
-                       f"{limit} ({key})", kind="too_large")
+                       f"{limit} ({key})", kind=Kind.TOO_LARGE)
     chunks, total = [], 0
     while total <= limit:
         chunk = os.read(fd, min(1 << 20, limit + 1 - total))
@@ -165,7 +165,7 @@ def read_fd(fd: int, st: os.stat_result, limit: int, what: str = "job file",
         total += len(chunk)
     if total > limit:
         raise JobError(f"the {what} grew past {limit} bytes while being read ({key})",
-                       kind="too_large")
+                       kind=Kind.TOO_LARGE)
     return b"".join(chunks)
 
 

@@ -23,7 +23,7 @@ import structlog
 import urllib3
 
 from hotfolder.comfy.explain import explain_rejection
-from hotfolder.errors import JobError, ServerError, Stopping
+from hotfolder.errors import JobError, Kind, ServerError, Stopping
 
 log = structlog.get_logger()
 
@@ -163,7 +163,7 @@ class ComfyClient:
                               server=self.name, status=403)
         if response.status_code == 400 and isinstance(answer, Mapping):
             message, problems = explain_rejection(answer, workflow)
-            raise JobError(message, kind="rejected",
+            raise JobError(message, kind=Kind.REJECTED,
                            details={"problems": problems, "comfyui": answer})
         if response.status_code != 200 or not isinstance(answer, Mapping):
             raise ServerError(f"ComfyUI at {self.url} answered POST /prompt with HTTP "
@@ -173,7 +173,7 @@ class ComfyClient:
         if answer.get("node_errors"):
             # ComfyUI dropped the invalid outputs and runs the rest: that is not what was asked
             message, problems = explain_rejection(answer, workflow)
-            raise JobError(message, kind="rejected",
+            raise JobError(message, kind=Kind.REJECTED,
                            details={"problems": problems, "comfyui": answer,
                                     "partial_prompt_id": answer.get("prompt_id")})
         return Submitted(prompt_id=str(answer.get("prompt_id", prompt_id)),
@@ -235,7 +235,7 @@ class ComfyClient:
         with response:
             if response.status_code != 200:
                 raise JobError(f"ComfyUI could not send the output {params['filename']!r} "
-                               f"(HTTP {response.status_code} from /view)", kind="download",
+                               f"(HTTP {response.status_code} from /view)", kind=Kind.DOWNLOAD,
                                details={"output": dict(output), "status": response.status_code})
             try:
                 return self._drain(response, sink.write, limit=max_bytes,
@@ -276,7 +276,7 @@ class ComfyClient:
         if status == 413:
             raise JobError(f"the image {name!r} ({len(data)} bytes) is larger than ComfyUI at "
                            f"{self.url} accepts (its --max-upload-size, 100 MB by default)",
-                           kind="too_large", details={"status": status, "bytes": len(data)})
+                           kind=Kind.TOO_LARGE, details={"status": status, "bytes": len(data)})
         answer: Any = None
         if status == 200:
             try:
@@ -288,7 +288,7 @@ class ComfyClient:
             body = response.text[:500].strip()
             raise JobError(f"ComfyUI at {self.url} did not take the image {name!r}: POST {path} "
                            f"answered HTTP {status}{': ' + body if body else ''}",
-                           kind="upload", details={"status": status, "body": body})
+                           kind=Kind.UPLOAD, details={"status": status, "body": body})
         folder = answer.get("subfolder") or ""
         return f"{folder}/{uploaded}" if isinstance(folder, str) and folder else uploaded
 
@@ -307,7 +307,7 @@ class ComfyClient:
             if limit is not None and total > limit:
                 message = f"{what} is larger than {key} ({limit} bytes); reading stopped"
                 if too_large is JobError:
-                    raise JobError(message, kind="download")
+                    raise JobError(message, kind=Kind.DOWNLOAD)
                 raise ServerError(f"ComfyUI at {self.url}: {message}", server=self.name)
             write(chunk)
             if cancelled is not None and cancelled():

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import ssl
 import threading
 import time
@@ -24,6 +23,8 @@ from typing import Any
 import structlog
 import websocket
 from websocket import continuous_frame, frame_buffer
+
+from hotfolder.retry import Backoff
 
 log = structlog.get_logger()
 
@@ -170,9 +171,6 @@ class CompletionListener:
         """True when messages about this prompt can reach us now."""
         return self._live.is_set() and watch.client_id == self._client_id
 
-    def wait_connected(self, timeout: float) -> bool:
-        return self._live.wait(timeout)
-
     def watch(self, prompt_id: str, *, client_id: str | None = None, job: str = "",
               folder: str = "") -> Watch:
         """Register before POSTing, so no message about the prompt can be missed.
@@ -220,7 +218,7 @@ class CompletionListener:
     # -- the socket loop ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        delay = 0.5
+        reconnect = Backoff(0.5, self.backoff_max, jitter=0.5).start()
         announced_down = False
         while not self._stop.is_set():
             client_id = uuid.uuid4().hex
@@ -238,15 +236,14 @@ class CompletionListener:
                              reason=str(exc) or type(exc).__name__,
                              action="following jobs by polling /history until it connects")
                     announced_down = True
-                self._stop.wait(delay * (0.5 + random.random()))
-                delay = min(delay * 2, self.backoff_max)
+                self._stop.wait(reconnect.next_delay())
                 continue
             ws.cap_messages(self.max_message_bytes)
             with self._lock:
                 self._client_id = client_id
             self._ws = ws
             self._live.set()
-            delay = 0.5
+            reconnect.reset()
             if announced_down:
                 log.info("server.websocket_connected", server=self.name)
             announced_down = False

@@ -7,7 +7,6 @@ server that stops answering is out of rotation until a probe sees it answer agai
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from hotfolder.comfy.client import ComfyClient, TransferLimits
 from hotfolder.comfy.listener import CompletionListener
 from hotfolder.config.load import ComfyConfig, ServerConfig
 from hotfolder.errors import JobError, ServerError
+from hotfolder.retry import Backoff
 
 log = structlog.get_logger()
 
@@ -114,7 +114,8 @@ class Server:
         self.up = True
         self.last_error = ""
         self.next_probe = 0.0
-        self.probe_delay = comfy.backoff_initial
+        # probes of a server that is down back off like every retry, spread by jitter
+        self.probes = Backoff(comfy.backoff_initial, comfy.backoff_max, jitter=0.25).start()
 
 
     def begin_download(self) -> bool:
@@ -230,8 +231,8 @@ class ServerPool:
                 return
             server.up = False
             server.down_since = time.monotonic()
-            server.probe_delay = self.comfy.backoff_initial
-            server.next_probe = time.monotonic() + server.probe_delay
+            server.probes.reset()
+            server.next_probe = time.monotonic() + server.probes.next_delay()
         log.warning("server.unreachable", server=server.name, url=server.url,
                     error=error.message,
                     action="jobs wait and are retried when it answers again")
@@ -255,10 +256,9 @@ class ServerPool:
             if server.client.ping():
                 self.mark_up(server)
             else:
-                server.probe_delay = min(server.probe_delay * 2, self.comfy.backoff_max)
-                server.next_probe = now + server.probe_delay * (0.75 + random.random() / 2)
-                log.debug("server.still_down", server=server.name,
-                          retry_in=round(server.probe_delay, 1))
+                delay = server.probes.next_delay()
+                server.next_probe = now + delay
+                log.debug("server.still_down", server=server.name, retry_in=round(delay, 1))
 
     def check_all(self) -> list[Server]:
         """Ping every server once (at start); mark the silent ones down. Returns those up."""

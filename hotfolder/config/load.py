@@ -23,6 +23,7 @@ from hotfolder.config.problems import Problems, join, patterns
 from hotfolder.config.servers import ServerConfig, parse_servers
 from hotfolder.errors import ConfigError, JobError
 from hotfolder.jobfile import IMAGE_EXTENSIONS
+from hotfolder.retry import Backoff
 from hotfolder.workflow.graph import takes_images, workflow_format
 from hotfolder.workflow.gui2api.graph import read_workflow
 
@@ -53,6 +54,11 @@ class ComfyConfig:
     min_download_rate: int = 10 * 1024  # bytes/s over each 30 s of a download
     delete_history: bool = False
     websocket: bool = True
+
+    @property
+    def backoff(self) -> Backoff:
+        """Waits between tries of a server that is away or failing (retry.py)."""
+        return Backoff(self.backoff_initial, self.backoff_max)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import structlog
 from hotfolder.comfy.pool import ServerPool
 from hotfolder.config.load import Config, FolderConfig, load_config
 from hotfolder.daemon.status import collect, folder_counts, live_doc, status_line, write_live
-from hotfolder.errors import ConfigError, JobError
+from hotfolder.errors import Cancelled, ConfigError
 from hotfolder.fsutil import clear_dead_temps
 from hotfolder.job.claim import CLAIM_RECORD_SECONDS, BeingWritten, Orphans, claim
 from hotfolder.job.companions import sweep as sweep_inputs
@@ -403,8 +403,8 @@ class Daemon:
         for state in running:
             self.pipeline.request_cancel(folder, state)
         for path in waiting:
-            if fail_unclaimed(folder, path, JobError("cancelled: a .cancel file asked for it "
-                                                     "before the job started", kind="cancelled")):
+            if fail_unclaimed(folder, path, Cancelled("a .cancel file asked for it before the job "
+                                                      "started")):
                 self.metrics.finished(folder.name, "failed", "cancelled", seen_at=None,
                                       submitted_at=None, now=time.time())
         if not running and not waiting:

@@ -1,4 +1,4 @@
-"""Run a batch job: each run through the pipeline's own steps, several at once.
+"""Run a batch job: each run through the same stages as a single job, several at once.
 
 Runs share the in-flight window and the server pool with every other job (each takes a slot
 with `acquire`, like a single job), so a 200-run CSV keeps all servers busy without shutting
@@ -15,24 +15,25 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from hotfolder.config.load import FolderConfig
 from hotfolder.credentials import redact
-from hotfolder.errors import JobError, Stopping
+from hotfolder.errors import Cancelled, JobError, Kind, Stopping
 from hotfolder.fsutil import candidates
 from hotfolder.job.companions import job_image_files
+from hotfolder.job.context import Context
+from hotfolder.job.deliver import fetch
 from hotfolder.job.finish import finish_batch, finish_failed, iso_time
 from hotfolder.job.intake import StillWritten, verify_content, verify_unchanged
 from hotfolder.job.naming import job_stem, release_stem
 from hotfolder.job.parse import JobSpec
+from hotfolder.job.prepare import prepare
 from hotfolder.job.state import JobState, Outcome, RunState, load_runs, new_run
+from hotfolder.job.submit import execute
 from hotfolder.outdir import OutDir
-
-if TYPE_CHECKING:
-    from hotfolder.job.pipeline import Pipeline
 
 log = structlog.get_logger()
 
@@ -42,13 +43,13 @@ RECORDED = ("prompt", "negative", "seed", "fields", "set", "workflow", "server",
 
 
 class BatchRun:
-    def __init__(self, pipeline: Pipeline, folder: FolderConfig, state: JobState,
+    def __init__(self, ctx: Context, folder: FolderConfig, state: JobState,
                  spec: JobSpec, record: dict[str, Any]) -> None:
-        self.pipeline, self.folder, self.state, self.spec = pipeline, folder, state, spec
+        self.ctx, self.folder, self.state, self.spec = ctx, folder, state, spec
         self.record = record
         self.stem = job_stem(state.source or state.name)
         self.stopping = False
-        self.cancelled: JobError | None = None
+        self.cancelled: Cancelled | None = None
         self._lock = threading.Lock()
         self._ended = 0
 
@@ -69,11 +70,11 @@ class BatchRun:
             log.info("batch.started", runs=total, to_run=len(todo), folder_out=outbox.path.name,
                      resumed=len(known) > 0)
             if todo:
-                slots = sum(s.limit for s in self.pipeline.pool.eligible(folder.server_tags))
+                slots = sum(s.limit for s in self.ctx.pool.eligible(folder.server_tags))
                 with ThreadPoolExecutor(max_workers=min(len(todo), max(1, slots)),
                                         thread_name_prefix="batch") as pool:
                     list(pool.map(lambda r: self._one(r, outbox), todo))
-                self.pipeline.clear_cancel(folder, state)  # the last run's request, unconsumed
+                self.ctx.clear_cancel(folder, state)  # the last run's request, unconsumed
             if any(r.status == "pending" for r in runs) and not self.cancelled:
                 raise Stopping  # the daemon is stopping: the rest runs after the next start
             return self._finish(runs, outbox)
@@ -88,7 +89,7 @@ class BatchRun:
             key = tuple(sorted(spec.images.items()))
             if key and key not in named:
                 named.add(key)
-                job_image_files(self.folder, self.state, spec, self.pipeline._wait)
+                job_image_files(self.folder, self.state, spec, self.ctx.wait)
 
     def _reserve_dir(self) -> OutDir:
         """`outbox/<job-name>/`, or `<job-name>-2/` …: created exclusively, so it is ours, and
@@ -114,14 +115,14 @@ class BatchRun:
         except OSError as exc:
             raise JobError(f"the batch's output folder {outbox.name}/{path.name}/ is no longer "
                            "a folder hotfolder made (it was replaced, by a link or a file); "
-                           "nothing is written through it", kind="refused") from exc
+                           "nothing is written through it", kind=Kind.REFUSED) from exc
         held.clear_dead_temps()  # downloads cut short when a previous run was killed
         return held
 
     # -- one run ----------------------------------------------------------------------------
 
     def _one(self, run: RunState, outbox: OutDir) -> None:
-        if self.stopping or self.cancelled or self.pipeline.stop.is_set():
+        if self.stopping or self.cancelled or self.ctx.stop.is_set():
             return
         spec = self.spec.runs[run.index - 1]
         record: dict[str, Any] = {"job": self.record["job"], "folder": self.folder.name}
@@ -131,12 +132,11 @@ class BatchRun:
                 self._attempt(run, spec, record, outbox)
             except Stopping:
                 self.stopping = True
+            except Cancelled as exc:
+                self.cancelled = exc
+                # each check takes the request: ask again for the next run in flight
+                self.ctx.request_cancel(self.folder, self.state)
             except JobError as exc:
-                if exc.kind == "cancelled":
-                    self.cancelled = exc
-                    # each check takes the request: ask again for the next run in flight
-                    self.pipeline.request_cancel(self.folder, self.state)
-                    return
                 self._done(run, record, error={"message": exc.message, "kind": exc.kind,
                                                 "details": redact(exc.details)})
                 log.warning("run.failed", kind=exc.kind, reason=exc.message)
@@ -149,16 +149,16 @@ class BatchRun:
 
     def _attempt(self, run: RunState, spec: JobSpec, record: dict[str, Any],
                  outbox: OutDir) -> None:
-        pipeline = self.pipeline
+        ctx = self.ctx
         run.started_at = run.started_at or time.time()
         run.out_stem = run.out_stem or f"{self.stem[:170]}-{run.index:04d}"
-        workflow = pipeline.prepare(self.folder, run, spec, record)
+        workflow = prepare(ctx, self.folder, run, spec, record)
         if run.expected is not None and len(run.delivered) >= run.expected:
             files = list(run.delivered.values())  # delivered before a restart
         else:
-            entry, server = pipeline.execute(self.folder, run, workflow, record)
-            files = pipeline.fetch(self.folder, run, entry, server, workflow, record, outbox,
-                                   park=False)
+            entry, server = execute(ctx, self.folder, run, workflow, record)
+            files = fetch(ctx, self.folder, run, entry, server, workflow, record, outbox,
+                          park=False)
         release_stem(outbox.path, run)
         run.outputs = [f["file"] for f in files]
         self._done(run, record)
@@ -202,10 +202,9 @@ class BatchRun:
         path = outbox / MANIFEST
         files = [outbox / name for r in done for name in r.outputs]
         if self.cancelled:
-            error = JobError(f"{self.cancelled.message}; {len(done)} of {len(runs)} runs had "
-                             f"finished (outputs kept in {folder.outbox.name}/"
-                             f"{outbox.path.name}/)",
-                             kind="cancelled", details={"manifest": str(path)})
+            error = Cancelled(f"{self.cancelled.reason}; {len(done)} of {len(runs)} runs had "
+                              f"finished (outputs kept in {folder.outbox.name}/"
+                              f"{outbox.path.name}/)", details={"manifest": str(path)})
             return finish_failed(folder, state, error, self.record)
         if status == "failed":
             return finish_failed(folder, state, _batch_error(failed, len(runs), outbox.path,
@@ -236,6 +235,6 @@ def _batch_error(failed: list[RunState], total: int, outbox: Path, manifest: Pat
     more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
     which = "every run" if len(failed) == total else f"{len(failed)} of {total} runs"
     return JobError(f"{which} failed: {shown}{more} (each run's result is in "
-                    f"{outbox.parent.name}/{outbox.name}/{MANIFEST})", kind="batch_failed",
+                    f"{outbox.parent.name}/{outbox.name}/{MANIFEST})", kind=Kind.BATCH_FAILED,
                     details={"manifest": str(manifest), "failed_runs": [
                         {"run": r.index, **(r.error or {})} for r in failed]})

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hotfolder.config.fields import JOB_FIELDS, SEED_MAX, Limits, check_field, shown
-from hotfolder.errors import JobError
+from hotfolder.errors import JobError, Kind
 
 BATCH_KEYS = ("count", "prompts", "matrix")
 
@@ -38,7 +38,7 @@ def expand_spec(obj: Mapping[str, Any], limits: Limits) -> list[dict[str, Any]]:
     count = _count(obj.get("count"))
     prompts = _prompts(obj.get("prompts"), limits)
     if prompts is not None and "prompt" in base:
-        raise JobError("a batch spec has both `prompt` and `prompts`; keep one", kind="invalid")
+        raise JobError("a batch spec has both `prompt` and `prompts`; keep one", kind=Kind.INVALID)
     axes = _matrix(obj.get("matrix"), limits)
     total = count * (len(prompts) if prompts is not None else 1) * math.prod(
         len(values) for _, values in axes)
@@ -66,10 +66,10 @@ def expand_spec(obj: Mapping[str, Any], limits: Limits) -> list[dict[str, Any]]:
 
 def check_run_count(total: int, limits: Limits) -> None:
     if total < 1:
-        raise JobError("the batch has no runs", kind="invalid")
+        raise JobError("the batch has no runs", kind=Kind.INVALID)
     if total > limits.max_runs:
         raise JobError(f"the batch asks for {total} runs; this folder allows at most "
-                       f"{limits.max_runs} per job (limits.max_runs)", kind="too_large",
+                       f"{limits.max_runs} per job (limits.max_runs)", kind=Kind.TOO_LARGE,
                        details={"runs": total, "max_runs": limits.max_runs})
 
 
@@ -78,7 +78,7 @@ def _count(value: Any) -> int:
         return 1
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise JobError(f"count: expected a whole number of runs (1 or more), got {shown(value)}",
-                       kind="invalid")
+                       kind=Kind.INVALID)
     return value
 
 
@@ -86,11 +86,11 @@ def _prompts(value: Any, limits: Limits) -> list[str] | None:
     if value is None:
         return None
     if not isinstance(value, list) or not value:
-        raise JobError("prompts: expected a non-empty list of prompt texts", kind="invalid")
+        raise JobError("prompts: expected a non-empty list of prompt texts", kind=Kind.INVALID)
     for i, item in enumerate(value):
         problem = check_field("prompt", item, limits=limits)
         if problem:
-            raise JobError(f"prompts[{i}]: {problem}", kind="invalid")
+            raise JobError(f"prompts[{i}]: {problem}", kind=Kind.INVALID)
     return list(value)
 
 
@@ -99,20 +99,20 @@ def _matrix(value: Any, limits: Limits) -> list[tuple[str, list[Any]]]:
         return []
     if not isinstance(value, Mapping) or not value:
         raise JobError("matrix: expected a mapping of field (or NODE.INPUT) to a list of "
-                       'values, e.g. {"cfg": [5, 7], "steps": [20, 30]}', kind="invalid")
+                       'values, e.g. {"cfg": [5, 7], "steps": [20, 30]}', kind=Kind.INVALID)
     axes = []
     for key, values in value.items():
         if not isinstance(values, list) or not values:
             raise JobError(f"matrix.{key}: expected a non-empty list of values",
-                           kind="invalid")
+                           kind=Kind.INVALID)
         if key in JOB_FIELDS:
             for i, item in enumerate(values):
                 problem = check_field(key, item, limits=limits)
                 if problem:
-                    raise JobError(f"matrix.{key}[{i}]: {problem}", kind="invalid")
+                    raise JobError(f"matrix.{key}[{i}]: {problem}", kind=Kind.INVALID)
         elif not isinstance(key, str) or "." not in key.strip("."):
             raise JobError(f"matrix: {shown(key)} is neither a job field ({', '.join(JOB_FIELDS)}) "
-                           "nor NODE.INPUT (e.g. KSampler.steps)", kind="invalid")
+                           "nor NODE.INPUT (e.g. KSampler.steps)", kind=Kind.INVALID)
         axes.append((str(key), list(values)))
     return axes
 
@@ -125,27 +125,27 @@ def runs_from_csv(text: str, limits: Limits) -> list[dict[str, Any]]:
     except csv.Error as exc:  # e.g. a quoted cell left open at the end: a file cut short?
         why = (f"a cell is longer than {csv.field_size_limit()} characters"
                if "field limit" in str(exc) else str(exc))
-        raise JobError(f"the CSV file cannot be read: {why}", kind="invalid",
+        raise JobError(f"the CSV file cannot be read: {why}", kind=Kind.INVALID,
                        incomplete="end of data" in str(exc)) from exc
     rows = [row for row in rows if any(cell.strip() for cell in row)]
     if not rows:
-        raise JobError("the CSV file is empty", kind="invalid")
+        raise JobError("the CSV file is empty", kind=Kind.INVALID)
     header = [cell.strip() for cell in rows[0]]
     for column, name in enumerate(header, start=1):
         if not name:
-            raise JobError(f"CSV header: column {column} has no name", kind="invalid")
+            raise JobError(f"CSV header: column {column} has no name", kind=Kind.INVALID)
         if name not in JOB_FIELDS and name != "workflow" and "." not in name.strip("."):
             raise JobError(f"CSV header: {shown(name)} is neither a job field "
                            f"({', '.join(JOB_FIELDS)}), `workflow`, nor NODE.INPUT",
-                           kind="invalid")
+                           kind=Kind.INVALID)
     if len(set(header)) != len(header):
-        raise JobError("CSV header: a column name appears twice", kind="invalid")
+        raise JobError("CSV header: a column name appears twice", kind=Kind.INVALID)
     check_run_count(len(rows) - 1, limits)
     runs = []
     for line, row in enumerate(rows[1:], start=2):
         if len(row) > len(header):
             raise JobError(f"CSV line {line}: {len(row)} cells but {len(header)} columns",
-                           kind="invalid")
+                           kind=Kind.INVALID)
         run: dict[str, Any] = {}
         for name, cell in zip(header, row, strict=False):
             cell = cell.strip()
@@ -170,15 +170,15 @@ def runs_from_jsonl(text: str, limits: Limits) -> list[dict[str, Any]]:
         except ValueError as exc:
             why = ("a number has more than 4300 digits" if "Exceeds the limit" in str(exc)
                    else str(exc)[:200])
-            raise JobError(f"JSONL line {n}: not valid JSON ({why})", kind="invalid",
+            raise JobError(f"JSONL line {n}: not valid JSON ({why})", kind=Kind.INVALID,
                            incomplete=n == lines[-1][0]) from exc
         except RecursionError as exc:
-            raise JobError(f"JSONL line {n}: nested too deeply", kind="invalid") from exc
+            raise JobError(f"JSONL line {n}: nested too deeply", kind=Kind.INVALID) from exc
         if not isinstance(obj, Mapping):
-            raise JobError(f"JSONL line {n}: expected a job spec object", kind="invalid")
+            raise JobError(f"JSONL line {n}: expected a job spec object", kind=Kind.INVALID)
         if is_batch_spec(obj):
             raise JobError(f"JSONL line {n}: count, prompts and matrix are for one spec "
-                           "file; in JSONL each line is one run", kind="invalid")
+                           "file; in JSONL each line is one run", kind=Kind.INVALID)
         runs.append({"_where": f"JSONL line {n}", **obj})
     return runs
 

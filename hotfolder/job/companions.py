@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from hotfolder.config.load import FolderConfig
-from hotfolder.errors import JobError
+from hotfolder.errors import JobError, Kind
 from hotfolder.fsutil import apply_mode, move, write_json
 from hotfolder.job.claim import owner_gone
 from hotfolder.job.images import bind, describe_bound
@@ -81,7 +81,7 @@ def job_image_files(folder: FolderConfig, state: JobState, spec: JobSpec,
         raise JobError("in this folder (image_mode: per-file) every image dropped alone is a "
                        "job of its own, so a job file cannot take images from the inbox: put the "
                        "job file and its images together in a folder and drop that",
-                       kind="invalid")
+                       kind=Kind.INVALID)
     base = take_companions(folder, state, set(spec.images.values()), wait)
     return {ref: (name, base / name) for ref, name in spec.images.items()}
 
@@ -100,7 +100,7 @@ def take_companions(folder: FolderConfig, state: JobState, names: set[str], wait
     own = {state.source, state.name}
     for name in wanted:
         if name in own:
-            raise JobError(f"images: names the job file itself ({name})", kind="invalid")
+            raise JobError(f"images: names the job file itself ({name})", kind=Kind.INVALID)
     limit = wait_seconds if wait_seconds is not None else max(COMPANION_WAIT_SECONDS,
                                                               3 * folder.settle_seconds)
     _settle(folder, wanted, limit, wait)
@@ -112,7 +112,7 @@ def take_companions(folder: FolderConfig, state: JobState, names: set[str], wait
             move_into(folder.inbox / name, base / name)
         except FileNotFoundError as exc:
             raise JobError(f"the image {name} named by this job was taken by another job "
-                           "before this one", kind="missing_image") from exc
+                           "before this one", kind=Kind.MISSING_IMAGE) from exc
     log.info("job.images_taken", files=wanted)
     return base
 
@@ -130,7 +130,7 @@ def _settle(folder: FolderConfig, names: list[str], limit: float, wait: Wait) ->
                 continue
             if entry_refusal(name, st):
                 raise JobError(f"the image {name} named by this job is refused: "
-                               f"{entry_refusal(name, st)}", kind="refused")
+                               f"{entry_refusal(name, st)}", kind=Kind.REFUSED)
             current[name] = (st.st_size, st.st_mtime_ns, st.st_ino)
             if _being_written(folder, name):  # its writer is still at it: not settled yet
                 current[name] = (-1, time.monotonic_ns(), st.st_ino)
@@ -144,7 +144,7 @@ def _settle(folder: FolderConfig, names: list[str], limit: float, wait: Wait) ->
                              if is_image_name(p.name) and not p.name.startswith("."))[:10]
             raise JobError(f"the job names {', '.join(missing)}, which is not in the inbox "
                            f"(waited {limit:g} s; images there: {', '.join(present) or 'none'})",
-                           kind="missing_image", details={"missing": missing})
+                           kind=Kind.MISSING_IMAGE, details={"missing": missing})
         wait(min(0.1, max(folder.settle_seconds / 4, 0.02)))
 
 

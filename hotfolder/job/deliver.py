@@ -1,12 +1,15 @@
 """Bring a finished prompt's files into the outbox, named after the job, never half-written.
 
 Every output entry of `type: output` under every key of every output node is fetched (images,
-gifs, videos, audio, …); `temp` outputs (PreviewImage) only when the folder asks for them.
+gifs, videos, audio, …); `temp` outputs (PreviewImage) only when the folder asks for them. A
+server whose download breaks off (or crawls) is marked down and the job is parked, its worker
+freed, to go on where it left off; a server never has more downloads going than slots.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
@@ -14,12 +17,78 @@ from typing import Any
 import structlog
 
 from hotfolder.comfy.client import ComfyClient
-from hotfolder.errors import JobError
+from hotfolder.comfy.explain import explain_history_failure
+from hotfolder.comfy.pool import Server
+from hotfolder.config.load import FolderConfig
+from hotfolder.errors import JobError, Kind, Parked, ServerError
+from hotfolder.job.context import Context
+from hotfolder.job.finish import timings
 from hotfolder.job.naming import reserve_stem
 from hotfolder.job.state import JobState
 from hotfolder.outdir import OutDir
 
 log = structlog.get_logger()
+
+
+def fetch(ctx: Context, folder: FolderConfig, state: JobState, entry: dict[str, Any],
+          server: Server, workflow: Mapping[str, Any], record: dict[str, Any],
+          outbox: OutDir, *, park: bool = True) -> list[dict[str, Any]]:
+    """The finished prompt's outputs, downloaded into `outbox` (or why there are none).
+
+    `park`: a single job is parked when its server cannot deliver now (its worker is freed);
+    a batch's run waits here instead, in the batch's own threads."""
+    status = entry.get("status") if isinstance(entry.get("status"), Mapping) else {}
+    if status.get("status_str") == "error":
+        message, details = explain_history_failure(entry, workflow)
+        raise JobError(message, kind=Kind.EXECUTION_ERROR, details=details)
+    outputs = collect_outputs(entry, include_temp=folder.include_temp_outputs)
+    if not outputs:
+        raise JobError("the workflow produced no output: ComfyUI finished it but reported "
+                       "no saved files (does it end in a SaveImage or another save node?)",
+                       kind=Kind.NO_OUTPUT)
+    completed_at = time.time()
+    state.phase, state.expected = "delivering", len(outputs)  # saved by deliver_all
+    log.info("job.completed", server=server.name, prompt_id=state.prompt_id,
+             outputs=len(outputs))
+    comfy = ctx.config.comfy
+    if len(outputs) > comfy.max_outputs:
+        raise JobError(f"the workflow produced {len(outputs)} output files; a job may have "
+                       f"at most {comfy.max_outputs} (comfy.max_outputs)", kind=Kind.DOWNLOAD)
+    files = _download_all(ctx, folder, state, server, outputs, outbox, park)
+    if comfy.delete_history and state.prompt_id:
+        try:
+            server.client.delete_history(state.prompt_id)
+        except ServerError as exc:
+            log.warning("job.history_delete_failed", error=exc.message)
+    record["timings"] = timings(state, completed_at)
+    return files
+
+
+def _download_all(ctx: Context, folder: FolderConfig, state: JobState, server: Server,
+                  outputs: list[dict[str, Any]], outbox: OutDir,
+                  park: bool) -> list[dict[str, Any]]:
+    comfy = ctx.config.comfy
+    while True:
+        if not server.begin_download():
+            if park:
+                raise Parked(1.0, f"{server.name} has {server.limit} downloads going")
+            ctx.wait(0.5)
+            continue
+        try:
+            return deliver_all(server.client, outputs, outbox, state,
+                               save=lambda: state.save(folder), file_mode=folder.file_mode,
+                               max_bytes=comfy.max_output_bytes,
+                               max_total=comfy.max_job_output_bytes,
+                               cancelled=ctx.stop.is_set)
+        except ServerError as exc:
+            ctx.pool.mark_down(server, exc)
+            state.life.download_tries += 1
+            delay = comfy.backoff.delay(state.life.download_tries + 1)
+            if park:
+                raise Parked(delay, exc.message) from exc
+            ctx.wait(delay)
+        finally:
+            server.end_download()
 
 
 def collect_outputs(entry: Mapping[str, Any], *, include_temp: bool) -> list[dict[str, Any]]:
@@ -51,7 +120,7 @@ def check_output_names(outputs: list[dict[str, Any]]) -> None:
             if "\x00" in value or value.startswith(("/", "\\")) or ".." in parts \
                     or re.match(r"^[A-Za-z]:", value):
                 raise JobError(f"ComfyUI reported an output with an unsafe {key} {value!r} "
-                               "(a '..', an absolute path or a NUL); refused", kind="download")
+                               "(a '..', an absolute path or a NUL); refused", kind=Kind.DOWNLOAD)
 
 
 def deliver_all(client: ComfyClient, outputs: list[dict[str, Any]], outdir: OutDir,
@@ -105,12 +174,12 @@ def deliver_all(client: ComfyClient, outputs: list[dict[str, Any]], outdir: OutD
 
 def _too_much(max_total: int | None) -> None:
     raise JobError(f"the job's outputs together are larger than comfy.max_job_output_bytes "
-                   f"({max_total} bytes); the rest was not downloaded", kind="download")
+                   f"({max_total} bytes); the rest was not downloaded", kind=Kind.DOWNLOAD)
 
 
 def _extension(filename: str) -> str:
     suffix = PurePosixPath(filename).suffix.lower()
     if not re.fullmatch(r"\.[a-z0-9]{1,8}", suffix):
         raise JobError(f"ComfyUI reported an output with an unusable name {filename!r}",
-                       kind="download")
+                       kind=Kind.DOWNLOAD)
     return suffix

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import structlog
 
-from hotfolder.errors import JobError
+from hotfolder.errors import JobError, Kind
 from hotfolder.jobfile import InUse, Refused, open_below, open_file
 from hotfolder.workflow.bindings import Target, bindings_for, resolve_node
 from hotfolder.workflow.graph import is_link, node_label
@@ -125,13 +125,13 @@ def _open_plain(path: Path, name: str, trusted: Path | None = None) -> BinaryIO:
         else:
             fd, _ = open_file(path.parent, path.name)
     except FileNotFoundError as exc:
-        raise JobError(f"the image {name} is missing", kind="missing_image") from exc
+        raise JobError(f"the image {name} is missing", kind=Kind.MISSING_IMAGE) from exc
     except Refused as exc:
         raise JobError(f"{name} is not a plain file (a link, FIFO or device): refused "
-                       f"({exc.reason})", kind="invalid_image") from exc
+                       f"({exc.reason})", kind=Kind.INVALID_IMAGE) from exc
     except (InUse, OSError) as exc:
         raise JobError(f"cannot read the image {name}: {getattr(exc, 'strerror', None) or exc} "
-                       "(a symbolic link is never followed)", kind="invalid_image") from exc
+                       "(a symbolic link is never followed)", kind=Kind.INVALID_IMAGE) from exc
     return os.fdopen(fd, "rb")
 
 
@@ -156,14 +156,14 @@ def check_image(path: Path, *, name: str, max_bytes: int,
 def _check_size(size: int, name: str, max_bytes: int) -> None:
     if size > max_bytes:
         raise JobError(f"the image {name} is {size} bytes; this folder takes images "
-                       f"up to {max_bytes} bytes (limits.max_image_bytes)", kind="too_large")
+                       f"up to {max_bytes} bytes (limits.max_image_bytes)", kind=Kind.TOO_LARGE)
 
 
 def _sniffed(head: bytes, name: str) -> str:
     kind = sniff(head)
     if kind is None:
         raise JobError(f"{name} is not an image: it looks like {describe(head)}. Images "
-                       "may be PNG, JPEG, WebP, GIF, BMP or TIFF", kind="invalid_image",
+                       "may be PNG, JPEG, WebP, GIF, BMP or TIFF", kind=Kind.INVALID_IMAGE,
                        details={"file": name, "first_bytes": head[:16].hex()})
     return kind
 
@@ -184,11 +184,11 @@ def _verify(fh: Any, name: str, kind: str, size: int) -> ImageInfo:
                 image.verify()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise JobError(f"{name} has too many pixels to be a sensible input ({exc})",
-                       kind="invalid_image") from exc
+                       kind=Kind.INVALID_IMAGE) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
             IndexError) as exc:
         raise JobError(f"{name} starts like a {kind} image but cannot be read ({exc}); is it "
-                       "complete?", kind="invalid_image", details={"file": name}) from exc
+                       "complete?", kind=Kind.INVALID_IMAGE, details={"file": name}) from exc
     return ImageInfo(kind, width, height, mode, size)
 
 
@@ -299,19 +299,19 @@ def _targets(workflow: Mapping[str, Any], ref: str, overrides: Mapping[str, tupl
         if not targets:
             raise JobError(f"the workflow {template_name!r} has no {cls} node to take {file_name}"
                            f" (or a bindings.{ref} in the config); name the node that should "
-                           "take it in images:", kind="patch")
+                           "take it in images:", kind=Kind.PATCH)
         if len(targets) > 1 and ref not in overrides:
             nodes = ", ".join(node_label(workflow, nid) for nid, _ in targets)
             raise JobError(f"the workflow {template_name!r} has {len(targets)} {cls} nodes "
                            f"({nodes}): name the one that takes {file_name} in images: (by id or "
                            f"title), or set workflows.{template_name}.bindings.{ref}",
-                           kind="patch")
+                           kind=Kind.PATCH)
         return ref, targets
     node_id = resolve_node(workflow, ref)
     inputs = workflow[node_id].get("inputs", {})
     if "image" not in inputs or is_link(inputs["image"]):
         raise JobError(f"images: {node_label(workflow, node_id)} has no image file input to take "
-                       f"{file_name}; name a LoadImage or LoadImageMask node", kind="patch")
+                       f"{file_name}; name a LoadImage or LoadImageMask node", kind=Kind.PATCH)
     kind = "mask" if workflow[node_id].get("class_type") == "LoadImageMask" else "image"
     return kind, [(node_id, "image")]
 
@@ -384,7 +384,7 @@ def _send(client: ComfyClient, item: Bound, images: JobImages, done: Mapping[str
                                                                       original.info.height):
         raise JobError(f"the mask {item.file} is {size[0]}x{size[1]} pixels but the image "
                        f"{original.file} is {original.info.width}x{original.info.height}: a mask "
-                       "must have its image's size", kind="invalid_image")
+                       "must have its image's size", kind=Kind.INVALID_IMAGE)
     folder, _, name = done[original.key].rpartition("/")
     return client.upload_mask(data, name=item.upload_name, subfolder=UPLOAD_SUBFOLDER,
                               original={"filename": name, "subfolder": folder, "type": "input"})

@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 
 from hotfolder.config.load import FolderConfig
-from hotfolder.errors import JobError
+from hotfolder.errors import JobError, Kind
 from hotfolder.job.finish import supersede_outputs
 from hotfolder.job.jobfolder import job_file_in
 from hotfolder.job.parse import JobSpec, parse_bytes
@@ -78,7 +78,7 @@ def read_job(folder: FolderConfig, state: JobState, *, settled: bool = False,
         entry = os.lstat(folder.processing / state.name)
     except FileNotFoundError as exc:
         raise JobError("cancelled: its file was removed from processing/",
-                       kind="cancelled") from exc
+                       kind=Kind.CANCELLED) from exc
     try:
         if stat_module.S_ISDIR(entry.st_mode):
             return _read_folder(folder, state, settled=settled, final=final)
@@ -86,7 +86,7 @@ def read_job(folder: FolderConfig, state: JobState, *, settled: bool = False,
     except (Refused, InUse) as exc:
         reason = exc.reason if isinstance(exc, Refused) else "another program holds it"
         raise JobError(f"the entry in processing/ is no longer one hotfolder may read "
-                       f"({reason}); it was not read", kind="refused") from exc
+                       f"({reason}); it was not read", kind=Kind.REFUSED) from exc
     try:
         if is_image_name(state.name):  # an image dropped alone: checked when it is bound
             _tie(state, file_print(st), settled, folder.settle_seconds)
@@ -110,17 +110,17 @@ def _read_folder(folder: FolderConfig, state: JobState, *, settled: bool,
         listing = list_folder(fd, limits.max_folder_files)
         _tie(state, folder_print(st, listing.signature), settled, folder.settle_seconds)
         if listing.refusal:
-            raise JobError(f"the job folder is refused: {listing.refusal}", kind="refused")
+            raise JobError(f"the job folder is refused: {listing.refusal}", kind=Kind.REFUSED)
         if listing.truncated or len(listing.files) > limits.max_folder_files:
             raise JobError(f"the job folder holds more than {limits.max_folder_files} files "
-                           "(limits.max_folder_files)", kind="too_large")
+                           "(limits.max_folder_files)", kind=Kind.TOO_LARGE)
         if listing.total_bytes > limits.max_folder_bytes:
             raise JobError(f"the job folder holds {listing.total_bytes} bytes; this folder "
                            f"takes job folders up to {limits.max_folder_bytes} "
-                           "(limits.max_folder_bytes)", kind="too_large")
+                           "(limits.max_folder_bytes)", kind=Kind.TOO_LARGE)
         name, problem = job_file_in(listing.files)
         if name is None:
-            raise JobError(f"the job folder cannot run: {problem}", kind="invalid")
+            raise JobError(f"the job folder cannot run: {problem}", kind=Kind.INVALID)
         try:
             file_fd, file_st = open_file(fd, name)
         except (Refused, InUse, FileNotFoundError) as exc:
@@ -148,7 +148,7 @@ def _tie(state: JobState, seen: dict[str, Any], settled: bool, window: float) ->
     claimed = state.file
     if claimed is not None and not same_inode(claimed, seen):
         raise JobError("the entry in processing/ is no longer the file that was claimed (it "
-                       "was replaced); the replacement was not read", kind="refused")
+                       "was replaced); the replacement was not read", kind=Kind.REFUSED)
     if claimed is not None and not settled and not _same_version(claimed, seen):
         raise StillWritten("the job file changed after it was claimed", window)
     state.file = seen
@@ -183,14 +183,14 @@ def _folder_images(spec: JobSpec, name: str, files: Mapping[str, Any]) -> JobSpe
     if missing:
         present = sorted(n for n in files if is_image_name(n)) or ["none"]
         raise JobError(f"{name} names {', '.join(missing)}, not in the job folder (images in "
-                       f"it: {', '.join(present)})", kind="missing_image")
+                       f"it: {', '.join(present)})", kind=Kind.MISSING_IMAGE)
     if not images:
         found = sorted(n for n in files if is_image_name(n) and not n.startswith("."))
         if len(found) > 1:
             raise JobError(f"the job folder holds {len(found)} images ({', '.join(found)}); say "
                            f"which goes where with images: in {name}, e.g. "
                            f'{{"images": {{"image": "{found[0]}", "mask": "{found[1]}"}}}}',
-                           kind="invalid")
+                           kind=Kind.INVALID)
         if found:
             images = {"image": found[0]}
     return dataclasses.replace(spec, images=images)
@@ -262,7 +262,7 @@ def await_stable(folder: FolderConfig, state: JobState, window: float, *, credit
         check()
         current = current_print(folder, state.name)
         if current is None:
-            raise JobError("cancelled: its file was removed from processing/", kind="cancelled")
+            raise JobError("cancelled: its file was removed from processing/", kind=Kind.CANCELLED)
         if current != last or (ask_writers and _held_open(folder, state.name)):
             last, since = current, time.monotonic()
 
@@ -293,7 +293,7 @@ def wait_out(folder: FolderConfig, state: JobState, again: StillWritten, record:
         if state.reruns > MAX_RERUNS:
             raise JobError(f"the job file kept changing while the job ran ({MAX_RERUNS} runs "
                            "were made on content that had changed by their end); finish "
-                           "writing it, then drop it again", kind="changing")
+                           "writing it, then drop it again", kind=Kind.CHANGING)
         superseded = supersede_outputs(folder, state)
         record["reran"] = {"reason": again.why, "run": state.reruns + 1,
                            "previous": {**(state.read or {}), "prompt_id": state.prompt_id,

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from hotfolder.config.fields import JOB_FIELDS, Limits, check_field, shown
-from hotfolder.errors import JobError
+from hotfolder.errors import JobError, Kind
 from hotfolder.job.batchspec import (
     BATCH_KEYS,
     expand_spec,
@@ -102,10 +102,10 @@ def parse_job(path: Path, limits: Limits | None = None, *, txt_mode: str = "whol
     try:
         fd, st = open_file(path.parent, path.name)
     except Refused as exc:
-        raise JobError(f"cannot read the job file: {exc.reason}", kind="refused") from exc
+        raise JobError(f"cannot read the job file: {exc.reason}", kind=Kind.REFUSED) from exc
     except (InUse, OSError) as exc:
         raise JobError(f"cannot read the job file: {getattr(exc, 'strerror', None) or exc}",
-                       kind="unreadable") from exc
+                       kind=Kind.UNREADABLE) from exc
     try:
         data = read_fd(fd, st, limits.max_job_bytes)
     finally:
@@ -120,17 +120,17 @@ def decode_text(data: bytes) -> str:
             return data.decode("utf-16")
         except UnicodeDecodeError as exc:
             raise JobError("the file starts like UTF-16 text but is not valid UTF-16; save "
-                           "it as UTF-8", kind="unreadable",
+                           "it as UTF-8", kind=Kind.UNREADABLE,
                            incomplete=exc.reason == "truncated data") from exc
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         cut = exc.reason == "unexpected end of data"  # a character cut in half at the end
         raise JobError(f"the file is not UTF-8 text (bad byte at offset {exc.start}); "
-                       "save it as UTF-8", kind="unreadable", incomplete=cut) from exc
+                       "save it as UTF-8", kind=Kind.UNREADABLE, incomplete=cut) from exc
     if "\x00" in text:
         raise JobError("the file contains NUL bytes: it looks binary, not text",
-                       kind="unreadable")
+                       kind=Kind.UNREADABLE)
     return text
 
 
@@ -141,7 +141,7 @@ def parse_bytes(name: str, data: bytes, limits: Limits | None = None, *,
     suffix = Path(name).suffix.lower()
     if not text.strip():
         what = {".txt": "prompt file", ".csv": "CSV file"}.get(suffix, "file")
-        raise JobError(f"the {what} is empty", kind="invalid", incomplete=True)
+        raise JobError(f"the {what} is empty", kind=Kind.INVALID, incomplete=True)
     if suffix == ".txt" and txt_mode == "lines":
         return _batch(runs_from_lines(text, limits), limits)
     if suffix == ".csv":
@@ -152,7 +152,7 @@ def parse_bytes(name: str, data: bytes, limits: Limits | None = None, *,
         prompt = text.strip()
         problem = check_field("prompt", prompt, limits=limits)
         if problem:
-            raise JobError(f"the prompt {problem}", kind="invalid")
+            raise JobError(f"the prompt {problem}", kind=Kind.INVALID)
         return JobSpec(kind="prompt", fields={"prompt": prompt})
     if suffix == ".json":
         obj = _load_json(text)
@@ -160,7 +160,7 @@ def parse_bytes(name: str, data: bytes, limits: Limits | None = None, *,
         obj = _load_yaml(text)
     else:
         raise JobError(f"{suffix or 'files without an extension'} is not a job format",
-                       kind="invalid")
+                       kind=Kind.INVALID)
     return parse_object(obj, limits)
 
 
@@ -176,7 +176,8 @@ def parse_object(obj: Any, limits: Limits | None = None) -> JobSpec:
     if kind is not None:
         return JobSpec(kind="workflow", workflow=obj, source_format=kind)
     if not isinstance(obj, Mapping):
-        raise JobError(f"a job spec must be a mapping of fields, got {_kind(obj)}", kind="invalid")
+        raise JobError(f"a job spec must be a mapping of fields, got {_kind(obj)}",
+                       kind=Kind.INVALID)
     if is_batch_spec(obj):
         # the shared fields first, so a typo there is reported once, not once per run
         _parse_spec({k: v for k, v in obj.items() if k not in BATCH_KEYS}, limits)
@@ -189,10 +190,10 @@ def _check_api_size(workflow: Mapping[str, Any], limits: Limits) -> None:
                 for value in node["inputs"].values() if isinstance(value, list))
     if len(workflow) > limits.max_nodes:
         raise JobError(f"the workflow has {len(workflow)} nodes; this folder takes workflows of "
-                       f"up to {limits.max_nodes} (limits.max_nodes)", kind="too_large")
+                       f"up to {limits.max_nodes} (limits.max_nodes)", kind=Kind.TOO_LARGE)
     if links > limits.max_links:
         raise JobError(f"the workflow has {links} links; this folder takes workflows of up to "
-                       f"{limits.max_links} (limits.max_links)", kind="too_large")
+                       f"{limits.max_links} (limits.max_links)", kind=Kind.TOO_LARGE)
 
 
 def _batch(runs: list[dict[str, Any]], limits: Limits) -> JobSpec:
@@ -231,7 +232,7 @@ def _parse_spec(obj: Mapping[str, Any], limits: Limits) -> JobSpec:
     images = parse_images_field(obj.get("images"), problems)
     if problems:
         raise JobError("the job spec is invalid: " + "; ".join(problems)
-                       + f". Known fields: {', '.join(SPEC_KEYS)}", kind="invalid",
+                       + f". Known fields: {', '.join(SPEC_KEYS)}", kind=Kind.INVALID,
                        details={"problems": problems})
     return JobSpec(kind="spec", fields=fields, template=template, sets=sets, images=images)
 
@@ -288,14 +289,14 @@ def _load_json(text: str) -> Any:
     try:
         return json.loads(text, object_pairs_hook=_unique_pairs, parse_constant=_no_constants)
     except _UniqueKeyError as exc:
-        raise JobError(f"invalid JSON: {exc}", kind="invalid") from exc
+        raise JobError(f"invalid JSON: {exc}", kind=Kind.INVALID) from exc
     except json.JSONDecodeError as exc:
         raise JobError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
-                       kind="invalid", incomplete=True) from exc
+                       kind=Kind.INVALID, incomplete=True) from exc
     except RecursionError as exc:
-        raise JobError("invalid JSON: nested too deeply", kind="invalid") from exc
+        raise JobError("invalid JSON: nested too deeply", kind=Kind.INVALID) from exc
     except ValueError as exc:
-        raise JobError(f"invalid JSON: {number_problem(exc)}", kind="invalid") from exc
+        raise JobError(f"invalid JSON: {number_problem(exc)}", kind=Kind.INVALID) from exc
 
 
 class _JobLoader(yaml.SafeLoader):
@@ -356,12 +357,12 @@ def _unfolded_size(root: yaml.Node, budget: int) -> int:
             if sizes[id(node)] > budget:
                 raise JobError(f"invalid YAML: its aliases (*name) unfold it to more than "
                                f"{budget} values; write the values out instead",
-                               kind="too_large")
+                               kind=Kind.TOO_LARGE)
             continue
         if id(node) in sizes:
             continue
         if id(node) in on_path:
-            raise JobError("invalid YAML: an alias (*name) contains itself", kind="invalid")
+            raise JobError("invalid YAML: an alias (*name) contains itself", kind=Kind.INVALID)
         on_path.add(id(node))
         stack.append((node, True))
         stack.extend((c, False) for c in children if id(c) not in sizes)
@@ -377,12 +378,12 @@ def _load_yaml(text: str) -> Any:
         _unfolded_size(node, YAML_NODE_BUDGET)
         return loader.construct_document(node)
     except yaml.YAMLError as exc:  # PyYAML quotes at most a short snippet of the line
-        raise JobError(f"invalid YAML: {str(exc)[:600]}".replace("\n", " "), kind="invalid",
+        raise JobError(f"invalid YAML: {str(exc)[:600]}".replace("\n", " "), kind=Kind.INVALID,
                        incomplete=True) from exc
     except RecursionError as exc:
-        raise JobError("invalid YAML: nested too deeply", kind="invalid") from exc
+        raise JobError("invalid YAML: nested too deeply", kind=Kind.INVALID) from exc
     except ValueError as exc:  # a number too long to convert
-        raise JobError(f"invalid YAML: {number_problem(exc)}", kind="invalid") from exc
+        raise JobError(f"invalid YAML: {number_problem(exc)}", kind=Kind.INVALID) from exc
     finally:
         loader.dispose()
 

@@ -13,7 +13,7 @@ import fnmatch
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from hotfolder.errors import JobError
+from hotfolder.errors import JobError, Kind
 from hotfolder.workflow.graph import is_link, node_title
 
 Target = tuple[str, str]  # (node id, input name)
@@ -43,29 +43,29 @@ def resolve_node(workflow: Mapping[str, Any], ref: str) -> str:
         return by_title[0]
     if len(by_title) > 1:
         raise JobError(f"{len(by_title)} nodes are titled {ref!r} (ids "
-                       f"{', '.join(by_title)}): address one by its id", kind="patch")
+                       f"{', '.join(by_title)}): address one by its id", kind=Kind.PATCH)
     by_class = [nid for nid, node in workflow.items() if node.get("class_type") == ref]
     if len(by_class) == 1:
         return by_class[0]
     if len(by_class) > 1:
         raise JobError(f"the workflow has {len(by_class)} {ref} nodes (ids "
-                       f"{', '.join(by_class)}): address one by its id or title", kind="patch")
+                       f"{', '.join(by_class)}): address one by its id or title", kind=Kind.PATCH)
     raise JobError(f"no node with id, title or class {ref!r} in the workflow; nodes are: "
                    + ", ".join(f"{nid} {_label(node)}" for nid, node in workflow.items()),
-                   kind="patch")
+                   kind=Kind.PATCH)
 
 
 def resolve_target(workflow: Mapping[str, Any], target: str) -> Target:
     """`NODE.INPUT`, split at the last dot: titles may contain dots, input names never do."""
     ref, _, input_name = target.rpartition(".")
     if not ref or not input_name:
-        raise JobError(f"{target!r} is not NODE.INPUT", kind="patch")
+        raise JobError(f"{target!r} is not NODE.INPUT", kind=Kind.PATCH)
     node_id = resolve_node(workflow, ref)
     inputs = workflow[node_id].get("inputs", {})
     if input_name not in inputs:
         raise JobError(f"node {node_id} {_label(workflow[node_id])} has no input "
                        f"{input_name!r}; its inputs are: {', '.join(inputs) or 'none'}",
-                       kind="patch")
+                       kind=Kind.PATCH)
     return node_id, input_name
 
 
@@ -126,7 +126,7 @@ def patch_workflow(base: Mapping[str, Any], *, template_name: str,
         if is_link(current):
             raise JobError(f"set {target}: input {input_name!r} of node {node_id} "
                            f"{_label(workflow[node_id])} is connected to node {current[0]}; "
-                           "set the value on that node instead", kind="patch")
+                           "set the value on that node instead", kind=Kind.PATCH)
         workflow[node_id]["inputs"][input_name] = value
     _apply_values(workflow, bindings, last, optional, template_name)
     return workflow
@@ -142,7 +142,7 @@ def _apply_values(workflow: dict[str, Any], bindings: Mapping[str, list[Target]]
                 continue
             raise JobError(f"the workflow template {template_name!r} has no place for the field "
                            f"{field!r}; remove it from the job, or add a binding for it under "
-                           f"workflows.{template_name}.bindings in the config", kind="patch")
+                           f"workflows.{template_name}.bindings in the config", kind=Kind.PATCH)
         for node_id, input_name in targets:
             workflow[node_id]["inputs"][input_name] = value
 
@@ -213,11 +213,11 @@ def check_links(workflow: Mapping[str, Any]) -> None:
         inputs = node.get("inputs", {})
         if not isinstance(inputs, Mapping):
             raise JobError(f"node {nid} {_label(node)}: 'inputs' must be a mapping",
-                           kind="invalid")
+                           kind=Kind.INVALID)
         for key, value in inputs.items():
             if is_link(value) and value[0] not in workflow:
                 raise JobError(f"node {nid} {_label(node)}, input {key!r} is linked to node "
-                               f"{value[0]}, which is not in the workflow", kind="invalid")
+                               f"{value[0]}, which is not in the workflow", kind=Kind.INVALID)
 
 
 def check_sets_allowed(workflow: Mapping[str, Any], sets: Mapping[str, Any],
@@ -229,7 +229,7 @@ def check_sets_allowed(workflow: Mapping[str, Any], sets: Mapping[str, Any],
         by_class = f"{workflow[node_id].get('class_type')}.{input_name}"
         if not any(fnmatch.fnmatchcase(name, p) for p in patterns for name in (target, by_class)):
             raise JobError(f"set {target}: this folder does not allow changing {by_class} "
-                           f"(allowed: {', '.join(patterns) or 'nothing'})", kind="refused")
+                           f"(allowed: {', '.join(patterns) or 'nothing'})", kind=Kind.REFUSED)
 
 
 def check_classes_allowed(workflow: Mapping[str, Any], denied: Iterable[str]) -> None:
@@ -238,4 +238,4 @@ def check_classes_allowed(workflow: Mapping[str, Any], denied: Iterable[str]) ->
         cls = str(node.get("class_type", ""))
         if any(fnmatch.fnmatchcase(cls, p) for p in patterns):
             raise JobError(f"node {nid} {_label(node)}: the class {cls} is not allowed in this "
-                           "folder (deny_classes)", kind="refused")
+                           "folder (deny_classes)", kind=Kind.REFUSED)

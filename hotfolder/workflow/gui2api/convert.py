@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hotfolder.errors import JobError
+from hotfolder.errors import JobError, Kind
 from hotfolder.workflow.graph import is_link
 from hotfolder.workflow.gui2api.flatten import Exec, Flat, LinkTo, Value, node_label
 from hotfolder.workflow.gui2api.graph import MODE_BYPASS, MODE_MUTED, read_workflow
@@ -112,7 +112,7 @@ def _refuse_group_nodes(gui: Mapping[str, Any]) -> None:
         raise JobError("this workflow uses group nodes (the editor's older way of grouping, "
                        f"{', '.join(sorted(map(str, groups)))}), which hotfolder does not "
                        "convert; in ComfyUI convert them to subgraphs, or export with "
-                       "\"Save (API Format)\"", kind="conversion")
+                       "\"Save (API Format)\"", kind=Kind.CONVERSION)
 
 
 def _check_known(runs: list[Exec], object_info: Mapping[str, Any]) -> None:
@@ -188,6 +188,6 @@ def _error(head: str, problems: list[str]) -> JobError:
     shown = problems[:MAX_LISTED]
     more = len(problems) - len(shown)
     text = "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
-    return JobError(f"cannot convert the GUI workflow: {head}: {text}", kind="conversion",
+    return JobError(f"cannot convert the GUI workflow: {head}: {text}", kind=Kind.CONVERSION,
                     details={"problems": problems})
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hotfolder.errors import JobError
+from hotfolder.errors import JobError, Kind
 from hotfolder.workflow.gui2api.detect import VIRTUAL_TYPES
 from hotfolder.workflow.gui2api.graph import (
     MODE_BYPASS,
@@ -126,7 +126,7 @@ class Flat:
             if subgraph is not None:
                 if subgraph.id in active:
                     raise JobError(f"the GUI workflow is malformed: subgraph '{subgraph.name}' "
-                                   "contains itself", kind="invalid")
+                                   "contains itself", kind=Kind.INVALID)
                 ex.instance_values = _instance_values(node, subgraph)
                 self._expand(subgraph, (*path, node.id), ex, active | {subgraph.id})
 
@@ -164,7 +164,7 @@ class Flat:
                 raise JobError(f"cannot convert the GUI workflow: {ex.label()} has "
                                f"\"{PRIMITIVE_REPLACE}\" switched on, and hotfolder does not do "
                                "the editor's %date% and %node.widget% replacements",
-                               kind="conversion")
+                               kind=Kind.CONVERSION)
             for link_id in node.outputs[0].links:
                 link = ex.graph.links.get(link_id)
                 target = ex.graph.nodes.get(link.target_id) if link else None
@@ -296,7 +296,7 @@ def _visit(seen: set[tuple[str, str, int]] | None, ex: Exec, side: str,
     key = (ex.id, side, slot)
     if key in seen:
         raise JobError(f"cannot convert the GUI workflow: its links run in a circle through "
-                       f"{ex.label()}", kind="conversion")
+                       f"{ex.label()}", kind=Kind.CONVERSION)
     seen.add(key)
     return seen
 

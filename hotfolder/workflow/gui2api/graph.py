@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hotfolder.errors import JobError
+from hotfolder.errors import JobError, Kind
 
 SUBGRAPH_INPUT = "-10"  # the id of a subgraph's input node in its links
 SUBGRAPH_OUTPUT = "-20"
@@ -216,7 +216,7 @@ def _io(raw: Any, where: str) -> tuple[GraphIO, ...]:
 
 
 def _bad(what: str) -> JobError:
-    return JobError(f"the GUI workflow is malformed: {what}", kind="invalid")
+    return JobError(f"the GUI workflow is malformed: {what}", kind=Kind.INVALID)
 
 
 def expanded_size(workflow: Workflow, *, max_nodes: int, max_links: int,
@@ -229,7 +229,7 @@ def expanded_size(workflow: Workflow, *, max_nodes: int, max_links: int,
     def size(graph: Graph, depth: int, active: frozenset[str]) -> tuple[int, int]:
         if depth > max_depth:
             raise JobError(f"the GUI workflow nests subgraphs more than {max_depth} deep "
-                           "(limits.max_depth)", kind="too_large")
+                           "(limits.max_depth)", kind=Kind.TOO_LARGE)
         if graph.id in sizes:
             return sizes[graph.id]
         nodes, links = len(graph.nodes), len(graph.links)
@@ -239,15 +239,15 @@ def expanded_size(workflow: Workflow, *, max_nodes: int, max_links: int,
                 continue
             if inner.id in active:
                 raise JobError(f"the GUI workflow is malformed: subgraph '{inner.name}' "
-                               "contains itself", kind="invalid")
+                               "contains itself", kind=Kind.INVALID)
             sub_nodes, sub_links = size(inner, depth + 1, active | {inner.id})
             nodes, links = nodes + sub_nodes, links + sub_links
             if nodes > max_nodes:
                 raise JobError(f"the GUI workflow expands to more than {max_nodes} nodes once "
-                               "its subgraphs are unfolded (limits.max_nodes)", kind="too_large")
+                               "its subgraphs are unfolded (limits.max_nodes)", kind=Kind.TOO_LARGE)
             if links > max_links:
                 raise JobError(f"the GUI workflow expands to more than {max_links} links once "
-                               "its subgraphs are unfolded (limits.max_links)", kind="too_large")
+                               "its subgraphs are unfolded (limits.max_links)", kind=Kind.TOO_LARGE)
         sizes[graph.id] = (nodes, links)
         return nodes, links
 
