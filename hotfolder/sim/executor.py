@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hotfolder.sim.graph import ExecutionList, is_link, signatures
+from hotfolder.sim.imagefiles import encode_jpeg
 from hotfolder.sim.imaging import ImageBatch, blend_towards_grey, resize
-from hotfolder.sim.jpeg import encode_jpeg
 from hotfolder.sim.nodes import SAMPLERS, planned_steps, run_node
 from hotfolder.sim.outputs import OUTPUT_NODES
 

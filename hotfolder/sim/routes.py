@@ -7,7 +7,6 @@ answers bare 400/403/404), because a robust client has to be tested against exac
 
 from __future__ import annotations
 
-import io
 import json
 import mimetypes
 import os
@@ -19,8 +18,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hotfolder.sim.catalog import MODEL_FOLDERS, models_in
-from hotfolder.sim.jpeg import encode_jpeg
-from hotfolder.sim.png import PngError, decode_png, encode_png
+from hotfolder.sim.imagefiles import (
+    PngError,
+    alpha_png,
+    decode_png,
+    encode_jpeg,
+    encode_png,
+    save_with_mask_alpha,
+)
 from hotfolder.sim.validate import PromptCrash, validate_prompt
 from hotfolder.sim.web import Request, Response, empty, json_response, parse_multipart, trouble
 
@@ -183,11 +188,7 @@ def get_view(sim: SimServer, req: Request) -> Response:
             return Response(200, encode_png(width, height, rgb), "image/png", headers)
         elif channel == "a":
             width, height, _, alpha = decode_png(data)
-            rgba = bytearray(width * height * 4)
-            rgba[3::4] = alpha
-            return Response(
-                200, encode_png(width, height, bytes(rgba), alpha=True), "image/png", headers
-            )
+            return Response(200, alpha_png(width, height, alpha), "image/png", headers)
     except PngError:
         pass
     content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
@@ -233,17 +234,7 @@ def post_upload_mask(sim: SimServer, req: Request) -> Response:
             folder = full
         source = os.path.join(folder, filename)
         if os.path.isfile(source):
-            from PIL import Image
-            from PIL.PngImagePlugin import PngInfo
-
-            with Image.open(source) as original:
-                metadata = PngInfo()
-                for key, value in getattr(original, "text", {}).items():
-                    metadata.add_text(key, value)
-                composite = original.convert("RGBA")
-            with Image.open(io.BytesIO(data)) as mask:
-                composite.putalpha(mask.convert("RGBA").getchannel("A"))
-            composite.save(path, compress_level=4, pnginfo=metadata)
+            save_with_mask_alpha(source, data, path)
 
     try:
         return _image_upload(sim, parts, save)
