@@ -9,18 +9,19 @@ whose sid is the prompt's client_id; progress messages reach everyone when there
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from hotfolder.sim.catalog import Catalog
+from hotfolder.sim.faults import FaultState
 from hotfolder.sim.graph import ExecutionList, is_link, signatures
+from hotfolder.sim.hub import SocketHub
 from hotfolder.sim.imagefiles import encode_jpeg
 from hotfolder.sim.imaging import ImageBatch, blend_towards_grey, resize
 from hotfolder.sim.nodes import SAMPLERS, planned_steps, run_node
 from hotfolder.sim.outputs import OUTPUT_NODES
-
-if TYPE_CHECKING:
-    from hotfolder.sim.engine import Engine
 
 OOM_MESSAGE = (
     "Allocation on device \nThis error means you ran out of memory on your GPU.\n\nTIPS: If the "
@@ -41,15 +42,32 @@ class InjectedFailure(Exception):
         self.frames = frames
 
 
-
 def history_lag(job_seconds: float) -> float:
     """The pause between `execution_success` and the history entry; part of job_seconds."""
     return min(0.02, max(0.0, float(job_seconds)) * 0.1)
+
 
 @dataclass
 class CacheEntry:
     outputs: tuple[Any, ...]
     ui: dict[str, Any] | None
+
+
+class EngineState(Protocol):
+    """What a run uses of the engine (`engine.Engine`, which imports this module)."""
+
+    catalog: Catalog
+    hub: SocketHub
+    faults: FaultState
+    input_dir: str
+    output_dir: str
+    temp_dir: str
+    job_seconds: float
+    preview_method: str | None
+    cache: dict[str, CacheEntry]
+    interrupt_event: threading.Event
+    client_id: str | None  # client of the running prompt, for a reconnect's replay
+    last_node_id: str | None
 
 
 def _format_value(value: Any) -> Any:
@@ -91,7 +109,7 @@ def _exception_frames(class_type: str) -> list[str]:
 class PromptRun:
     """Executes one queue item on the engine's single worker thread."""
 
-    def __init__(self, engine: Engine, item: list[Any]) -> None:
+    def __init__(self, engine: EngineState, item: list[Any]) -> None:
         self.engine = engine
         self.hub = engine.hub
         self.catalog = engine.catalog

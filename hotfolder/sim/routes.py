@@ -15,9 +15,10 @@ import re
 import sys
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hotfolder.sim.catalog import MODEL_FOLDERS, models_in
+from hotfolder.sim.context import SimContext
 from hotfolder.sim.imagefiles import (
     PngError,
     alpha_png,
@@ -29,10 +30,7 @@ from hotfolder.sim.imagefiles import (
 from hotfolder.sim.validate import PromptCrash, validate_prompt
 from hotfolder.sim.web import Request, Response, empty, json_response, parse_multipart, trouble
 
-if TYPE_CHECKING:
-    from hotfolder.sim.server import SimServer
-
-Handler = Callable[["SimServer", Request], Response]
+Handler = Callable[[SimContext, Request], Response]
 COMFYUI_VERSION = "0.3.64"
 MAX_UPLOAD_SIZE = 100 * 1024 * 1024
 FEATURES = {"supports_preview_metadata": True, "max_upload_size": MAX_UPLOAD_SIZE}
@@ -53,7 +51,7 @@ def _no_prompt() -> Response:
     return json_response({"error": error, "node_errors": {}}, 400)
 
 
-def post_prompt(sim: SimServer, req: Request) -> Response:
+def post_prompt(sim: SimContext, req: Request) -> Response:
     engine = sim.engine
     if sim.fault_state.take_http_5xx():
         sim.counters["http_5xx_injected"] += 1
@@ -84,16 +82,16 @@ def post_prompt(sim: SimServer, req: Request) -> Response:
     return json_response({"prompt_id": prompt_id, "number": number, "node_errors": node_errors})
 
 
-def get_prompt(sim: SimServer, req: Request) -> Response:
+def get_prompt(sim: SimContext, req: Request) -> Response:
     return json_response(sim.engine.queue_info())
 
 
-def get_queue(sim: SimServer, req: Request) -> Response:
+def get_queue(sim: SimContext, req: Request) -> Response:
     running, pending = sim.engine.current_queue()
     return json_response({"queue_running": running, "queue_pending": pending})
 
 
-def post_queue(sim: SimServer, req: Request) -> Response:
+def post_queue(sim: SimContext, req: Request) -> Response:
     data = req.json()
     if _field(data, "clear"):
         sim.engine.clear_pending()
@@ -103,17 +101,17 @@ def post_queue(sim: SimServer, req: Request) -> Response:
     return empty(200)
 
 
-def get_history(sim: SimServer, req: Request) -> Response:
+def get_history(sim: SimContext, req: Request) -> Response:
     max_items = int(req.query["max_items"]) if "max_items" in req.query else None
     offset = int(req.query["offset"]) if "offset" in req.query else -1
     return json_response(sim.engine.get_history(max_items=max_items, offset=offset))
 
 
-def get_history_item(sim: SimServer, req: Request) -> Response:
+def get_history_item(sim: SimContext, req: Request) -> Response:
     return json_response(sim.engine.get_history(req.params["prompt_id"]))
 
 
-def post_history(sim: SimServer, req: Request) -> Response:
+def post_history(sim: SimContext, req: Request) -> Response:
     data = req.json()
     if _field(data, "clear"):
         sim.engine.clear_history()
@@ -123,18 +121,18 @@ def post_history(sim: SimServer, req: Request) -> Response:
     return empty(200)
 
 
-def post_interrupt(sim: SimServer, req: Request) -> Response:
+def post_interrupt(sim: SimContext, req: Request) -> Response:
     data = req.json_or({})
     sim.engine.interrupt(data.get("prompt_id"))
     return empty(200)
 
 
-def post_free(sim: SimServer, req: Request) -> Response:
+def post_free(sim: SimContext, req: Request) -> Response:
     req.json_or({})
     return empty(200)
 
 
-def _annotated(name: str, sim: SimServer) -> tuple[str, str | None]:
+def _annotated(name: str, sim: SimContext) -> tuple[str, str | None]:
     for suffix, folder in (
         ("[output]", sim.output_dir),
         ("[input]", sim.input_dir),
@@ -145,7 +143,7 @@ def _annotated(name: str, sim: SimServer) -> tuple[str, str | None]:
     return name, None
 
 
-def get_view(sim: SimServer, req: Request) -> Response:
+def get_view(sim: SimContext, req: Request) -> Response:
     query = req.query
     if "filename" not in query:
         return empty(404)
@@ -195,7 +193,7 @@ def get_view(sim: SimServer, req: Request) -> Response:
     return Response(200, data, content_type, headers)
 
 
-def post_upload_image(sim: SimServer, req: Request) -> Response:
+def post_upload_image(sim: SimContext, req: Request) -> Response:
     try:
         parts = parse_multipart(req.headers.get("content-type", ""), req.body)
     except ValueError:
@@ -203,7 +201,7 @@ def post_upload_image(sim: SimServer, req: Request) -> Response:
     return _image_upload(sim, parts)
 
 
-def post_upload_mask(sim: SimServer, req: Request) -> Response:
+def post_upload_mask(sim: SimContext, req: Request) -> Response:
     """Like /upload/image, except that what is saved is a copy of `original_ref` (a file in
     the input, output or temp folder) whose alpha channel is the uploaded image's alpha.
 
@@ -242,7 +240,7 @@ def post_upload_mask(sim: SimServer, req: Request) -> Response:
         return trouble()  # aiohttp's answer to an exception in the handler
 
 
-def _image_upload(sim: SimServer, parts: dict[str, Any],
+def _image_upload(sim: SimContext, parts: dict[str, Any],
                   save: Callable[[bytes, str], None] | None = None) -> Response:
     """ComfyUI's `image_upload`: the naming, duplicate and traversal rules of both routes."""
 
@@ -288,17 +286,17 @@ def _image_upload(sim: SimServer, parts: dict[str, Any],
     return json_response({"name": filename, "subfolder": subfolder, "type": kind})
 
 
-def get_object_info(sim: SimServer, req: Request) -> Response:
+def get_object_info(sim: SimContext, req: Request) -> Response:
     return json_response(sim.catalog.all())
 
 
-def get_object_info_class(sim: SimServer, req: Request) -> Response:
+def get_object_info_class(sim: SimContext, req: Request) -> Response:
     name = req.params["node_class"]
     info = sim.catalog.info(name)
     return json_response({} if info is None else {name: info})
 
 
-def get_system_stats(sim: SimServer, req: Request) -> Response:
+def get_system_stats(sim: SimContext, req: Request) -> Response:
     ram = 16 * 1024**3
     device = {
         "name": "hotfolder-sim (simulated GPU)",
@@ -333,24 +331,24 @@ def get_system_stats(sim: SimServer, req: Request) -> Response:
     return json_response({"system": system, "devices": [device]})
 
 
-def get_features(sim: SimServer, req: Request) -> Response:
+def get_features(sim: SimContext, req: Request) -> Response:
     return json_response(dict(FEATURES))
 
 
-def get_models(sim: SimServer, req: Request) -> Response:
+def get_models(sim: SimContext, req: Request) -> Response:
     return json_response(list(MODEL_FOLDERS))
 
 
-def get_models_folder(sim: SimServer, req: Request) -> Response:
+def get_models_folder(sim: SimContext, req: Request) -> Response:
     files = models_in(req.params["folder"])
     return empty(404) if files is None else json_response(files)
 
 
-def get_embeddings(sim: SimServer, req: Request) -> Response:
+def get_embeddings(sim: SimContext, req: Request) -> Response:
     return json_response([])
 
 
-def get_root(sim: SimServer, req: Request) -> Response:
+def get_root(sim: SimContext, req: Request) -> Response:
     html = (
         b"<!doctype html><title>ComfyUI simulator</title><p>hotfolder ComfyUI API simulator "
         b"(no web UI). See /system_stats, /object_info, /queue, /history.</p>"
@@ -358,18 +356,18 @@ def get_root(sim: SimServer, req: Request) -> Response:
     return Response(200, html, "text/html; charset=utf-8")
 
 
-def get_sim_faults(sim: SimServer, req: Request) -> Response:
+def get_sim_faults(sim: SimContext, req: Request) -> Response:
     return json_response(sim.fault_state.snapshot())
 
 
-def post_sim_faults(sim: SimServer, req: Request) -> Response:
+def post_sim_faults(sim: SimContext, req: Request) -> Response:
     try:
         return json_response(sim.fault_state.update(req.json()))
     except ValueError as exc:
         return json_response({"error": str(exc)}, 400)
 
 
-def get_sim_stats(sim: SimServer, req: Request) -> Response:
+def get_sim_stats(sim: SimContext, req: Request) -> Response:
     return json_response(sim.stats())
 
 
