@@ -1,4 +1,4 @@
-"""A stdlib-only simulator of the ComfyUI HTTP + WebSocket API, faithful to real captures.
+"""A simulator of the ComfyUI HTTP + WebSocket API (no GPU, no ComfyUI), faithful to captures.
 
 Used by the test suite, the benchmarks and `hotfolder demo` (no GPU needed)::
 

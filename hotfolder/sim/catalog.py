@@ -112,9 +112,6 @@ class Catalog:
     def __contains__(self, class_type: object) -> bool:
         return isinstance(class_type, str) and class_type in self._base
 
-    def names(self) -> list[str]:
-        return list(self._base)
-
     def info(self, class_type: str) -> dict[str, Any] | None:
         """One node's object_info entry, a fresh copy safe to hand out or mutate."""
         base = self._base.get(class_type)
@@ -127,10 +124,6 @@ class Catalog:
 
     def all(self) -> dict[str, Any]:
         return {name: self.info(name) for name in self._base}
-
-    def spec(self, class_type: str) -> dict[str, Any]:
-        """The read-only definition used by validation and execution (no copy)."""
-        return self._base[class_type]
 
     def inputs(self, class_type: str) -> dict[str, list[Any]]:
         """Required then optional inputs, name -> [type, options]."""

@@ -39,7 +39,7 @@ def _fraction(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hotfolder sim",
-        description="A stdlib-only simulator of the ComfyUI HTTP + WebSocket API (no GPU needed).",
+        description="A simulator of the ComfyUI HTTP + WebSocket API (no GPU needed).",
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"

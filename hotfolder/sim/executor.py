@@ -9,42 +9,35 @@ whose sid is the prompt's client_id; progress messages reach everyone when there
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from hotfolder.sim.catalog import Catalog
+from hotfolder.sim.failures import (
+    current_inputs,
+    node_failure,
+    out_of_memory,
+    type_and_traceback,
+)
+from hotfolder.sim.faults import FaultState
 from hotfolder.sim.graph import ExecutionList, is_link, signatures
+from hotfolder.sim.hub import SocketHub
+from hotfolder.sim.imagefiles import encode_jpeg
 from hotfolder.sim.imaging import ImageBatch, blend_towards_grey, resize
-from hotfolder.sim.jpeg import encode_jpeg
 from hotfolder.sim.nodes import SAMPLERS, planned_steps, run_node
 from hotfolder.sim.outputs import OUTPUT_NODES
-
-if TYPE_CHECKING:
-    from hotfolder.sim.engine import Engine
-
-OOM_MESSAGE = (
-    "Allocation on device \nThis error means you ran out of memory on your GPU.\n\nTIPS: If the "
-    "workflow worked before you might have accidentally set the batch_size to a large number."
-)
 
 
 class Interrupted(Exception):
     """POST /interrupt reached this node (or the simulator is stopping)."""
 
 
-class InjectedFailure(Exception):
-    """A fault from `Faults.error_rate` / `fail_next`, shaped like a real node exception."""
-
-    def __init__(self, type_name: str, message: str, frames: list[str]) -> None:
-        super().__init__(message)
-        self.type_name = type_name
-        self.frames = frames
-
-
-
 def history_lag(job_seconds: float) -> float:
     """The pause between `execution_success` and the history entry; part of job_seconds."""
     return min(0.02, max(0.0, float(job_seconds)) * 0.1)
+
 
 @dataclass
 class CacheEntry:
@@ -52,46 +45,27 @@ class CacheEntry:
     ui: dict[str, Any] | None
 
 
-def _format_value(value: Any) -> Any:
-    if value is None or isinstance(value, (int, float, bool, str)):
-        return value
-    return str(value)
+class EngineState(Protocol):
+    """What a run uses of the engine (`engine.Engine`, which imports this module)."""
 
-
-def _frames(*lines: tuple[str, int, str, str]) -> list[str]:
-    return [
-        f'  File "{path}", line {line}, in {func}\n    {code}\n' for path, line, func, code in lines
-    ]
-
-
-_EXECUTE_FRAME = (
-    "execution.py",
-    496,
-    "execute",
-    "output_data, output_ui, has_subgraph, has_pending_tasks = await get_output_data(...)",
-)
-
-
-def _exception_frames(class_type: str) -> list[str]:
-    if class_type == "SaveImage":
-        return _frames(
-            _EXECUTE_FRAME,
-            (
-                "nodes.py",
-                1590,
-                "save_images",
-                "full_output_folder, filename, counter, subfolder, filename_prefix = "
-                "folder_paths.get_save_image_path(...)",
-            ),
-            ("folder_paths.py", 397, "get_save_image_path", "raise Exception(err)"),
-        )
-    return _frames(_EXECUTE_FRAME, ("execution.py", 277, "process_inputs", "result = f(**inputs)"))
+    catalog: Catalog
+    hub: SocketHub
+    faults: FaultState
+    input_dir: str
+    output_dir: str
+    temp_dir: str
+    job_seconds: float
+    preview_method: str | None
+    cache: dict[str, CacheEntry]
+    interrupt_event: threading.Event
+    client_id: str | None  # client of the running prompt, for a reconnect's replay
+    last_node_id: str | None
 
 
 class PromptRun:
     """Executes one queue item on the engine's single worker thread."""
 
-    def __init__(self, engine: Engine, item: list[Any]) -> None:
+    def __init__(self, engine: EngineState, item: list[Any]) -> None:
         self.engine = engine
         self.hub = engine.hub
         self.catalog = engine.catalog
@@ -173,20 +147,7 @@ class PromptRun:
         for step in range(1, steps + 1):
             self._spend(self.step_seconds)
             if node_id == self.fail_node and step >= self.fail_step:
-                raise InjectedFailure(
-                    "torch.OutOfMemoryError",
-                    OOM_MESSAGE,
-                    _frames(
-                        _EXECUTE_FRAME,
-                        ("comfy/samplers.py", 1035, "sample", "output = executor.execute(...)"),
-                        (
-                            "comfy/model_management.py",
-                            1121,
-                            "cast_to",
-                            "r = torch.empty_like(weight)",
-                        ),
-                    ),
-                )
+                raise out_of_memory()
             self._progress_state(node_id, step, steps, "running")
             preview = None
             if preview_source is not None:
@@ -340,11 +301,7 @@ class PromptRun:
         )
         self._spend(0.0)  # interrupt check at the node boundary
         if node_id == self.fail_node and class_type not in SAMPLERS:
-            raise InjectedFailure(
-                "RuntimeError",
-                f"Simulated failure in {class_type} (hotfolder simulator fault injection)",
-                _exception_frames(class_type),
-            )
+            raise node_failure(class_type)
         if class_type not in SAMPLERS:
             self._spend(self.node_seconds)
         ui = None
@@ -364,43 +321,25 @@ class PromptRun:
         self.executed.append(node_id)
         return CacheEntry(outputs, ui)
 
-    def _current_inputs(self) -> dict[str, list[Any]]:
-        """The failing node's inputs as ComfyUI reports them (non-scalars as strings)."""
-        node_id = self.current or ""
-        class_type = self._class(node_id)
-        values = {k: [_format_value(v)] for k, v in self.inputs.items()}
-        hidden = self.catalog.hidden(class_type) if class_type in self.catalog else {}
-        for name, kind in hidden.items():
-            if kind == "PROMPT":
-                values[name] = [str(self.prompt)]
-            elif kind == "EXTRA_PNGINFO":
-                values[name] = [self.extra_data.get("extra_pnginfo")]
-            elif kind == "UNIQUE_ID":
-                values[name] = [node_id]
-        return values
-
     def _report_error(self, exc: Exception) -> None:
-        if isinstance(exc, InjectedFailure):
-            type_name, frames = exc.type_name, exc.frames
-        else:
-            klass = type(exc)
-            type_name = (
-                klass.__qualname__
-                if klass.__module__ == "builtins"
-                else f"{klass.__module__}.{klass.__qualname__}"
-            )
-            frames = _exception_frames(self._class(self.current))
+        class_type = self._class(self.current)
+        type_name, frames = type_and_traceback(exc, class_type)
+        node_id = self.current or ""
+        inputs_class = self._class(node_id)
+        hidden = self.catalog.hidden(inputs_class) if inputs_class in self.catalog else {}
         self._add_message(
             "execution_error",
             {
                 "prompt_id": self.prompt_id,
                 "node_id": self.current,
-                "node_type": self._class(self.current),
+                "node_type": class_type,
                 "executed": list(self.executed),
                 "exception_message": str(exc),
                 "exception_type": type_name,
                 "traceback": frames,
-                "current_inputs": self._current_inputs(),
+                "current_inputs": current_inputs(
+                    node_id, self.inputs, hidden, self.prompt, self.extra_data
+                ),
                 "current_outputs": list(self.prompt),
             },
         )

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 from hotfolder.sim import imaging
 from hotfolder.sim.catalog import strip_annotation
+from hotfolder.sim.imagefiles import PngError, decode_png
 from hotfolder.sim.imaging import ImageBatch, Latent, Thing
-from hotfolder.sim.png import PngError, decode_png
 
 SAMPLERS = ("KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced")
 DEFAULT_STEPS = 20

@@ -13,8 +13,8 @@ import os
 import time
 from typing import Any, Protocol
 
+from hotfolder.sim.imagefiles import encode_png
 from hotfolder.sim.imaging import ImageBatch
-from hotfolder.sim.png import encode_png
 
 
 class OutputContext(Protocol):

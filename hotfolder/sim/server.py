@@ -27,7 +27,7 @@ from hotfolder.sim.catalog import Catalog
 from hotfolder.sim.engine import Engine
 from hotfolder.sim.faults import Faults, FaultState
 from hotfolder.sim.hub import SocketHub
-from hotfolder.sim.png import encode_png
+from hotfolder.sim.imagefiles import encode_png
 from hotfolder.sim.web import Request, Response, empty, method_not_allowed, not_found, trouble
 from hotfolder.sim.websocket import WebSocket, accept_key
 

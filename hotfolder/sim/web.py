@@ -46,14 +46,6 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class HttpError(Exception):
-    """Raise from a route to answer with this response."""
-
-    def __init__(self, response: Response) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
 def json_response(data: Any, status: int = 200) -> Response:
     return Response(status, json.dumps(data).encode("utf-8"), JSON_TYPE)
 
@@ -79,7 +71,6 @@ class Part:
     name: str
     filename: str | None
     data: bytes
-    content_type: str | None = None
 
 
 _PARAM = re.compile(r';\s*([A-Za-z0-9_*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
@@ -120,5 +111,5 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, Part]:
         name = disposition.get("name")
         if name is None or name in parts:
             continue
-        parts[name] = Part(name, disposition.get("filename"), data, headers.get("content-type"))
+        parts[name] = Part(name, disposition.get("filename"), data)
     return parts
