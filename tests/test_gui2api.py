@@ -12,9 +12,10 @@ import pytest
 
 from hotfolder.errors import JobError, ServerError
 from hotfolder.job.parse import parse_bytes
+from hotfolder.workflow.graph import is_gui_workflow
 from hotfolder.workflow.gui2api.cache import ObjectInfoCache
 from hotfolder.workflow.gui2api.convert import build, convert
-from hotfolder.workflow.gui2api.detect import is_gui_workflow, node_types
+from hotfolder.workflow.gui2api.detect import node_types
 from hotfolder.workflow.gui2api.widgets import dynamic_prompt
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -14,9 +14,8 @@ from typing import Any, TextIO
 from hotfolder.comfy.client import ComfyClient
 from hotfolder.errors import JobError, ServerError
 from hotfolder.job.parse import decode_text
-from hotfolder.workflow.graph import workflow_format
+from hotfolder.workflow.graph import is_gui_workflow, workflow_format
 from hotfolder.workflow.gui2api.convert import convert
-from hotfolder.workflow.gui2api.detect import is_gui_workflow
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 

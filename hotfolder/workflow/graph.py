@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from hotfolder.workflow.gui2api.detect import is_gui_workflow
-
 Workflow = Mapping[str, Any] | None
 
 
@@ -50,6 +48,13 @@ def node_label(workflow: Workflow, node_id: str, class_type: str | None = None) 
     if title and title != class_type:
         label += f" '{title}'"
     return f"{label} ({class_type})" if class_type else label
+
+
+def is_gui_workflow(data: Any) -> bool:
+    """A workflow saved with the editor's "Save": a `nodes` list next to `links` (+
+    `definitions.subgraphs`); the API format maps node ids to `class_type` + `inputs`. Both
+    are JSON objects, so the shape decides."""
+    return isinstance(data, Mapping) and isinstance(data.get("nodes"), list) and "links" in data
 
 
 def workflow_format(obj: Any) -> Literal["api", "gui"] | None:

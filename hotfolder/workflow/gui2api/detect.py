@@ -1,8 +1,6 @@
-"""Telling a GUI-format save from an API workflow, and what a GUI save needs from a server.
-
-The editor's "Save" writes `nodes` + `links` (+ `definitions.subgraphs`); the API format is a
-mapping of node id to `class_type` + `inputs`. Both are JSON objects, so the shape decides.
-"""
+"""What a GUI save needs from a server: the node types it uses (to tell whether cached node
+definitions are stale), without the frontend's own virtual nodes. (Telling a GUI save from an
+API workflow is `workflow.graph.is_gui_workflow`.)"""
 
 from __future__ import annotations
 
@@ -12,11 +10,6 @@ from typing import Any
 # Node types that exist only in ComfyUI's web frontend: never sent to the server.
 VIRTUAL_TYPES = frozenset({"Reroute", "PrimitiveNode", "Note", "MarkdownNote"})
 NOTE_TYPES = frozenset({"Note", "MarkdownNote"})
-
-
-def is_gui_workflow(data: Any) -> bool:
-    """A workflow saved with the editor's "Save": a `nodes` list next to `links`."""
-    return isinstance(data, Mapping) and isinstance(data.get("nodes"), list) and "links" in data
 
 
 def subgraph_ids(data: Mapping[str, Any]) -> set[str]:
