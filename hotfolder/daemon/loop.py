@@ -9,14 +9,9 @@ once. SIGHUP re-reads the config.
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import queue
 import signal
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +19,9 @@ import structlog
 
 from hotfolder.comfy.pool import ServerPool
 from hotfolder.config.load import Config, FolderConfig, load_config
-from hotfolder.daemon.status import collect, folder_counts, live_doc, status_line, write_live
+from hotfolder.daemon.live import LiveStatus
+from hotfolder.daemon.status import collect, folder_counts, status_line
+from hotfolder.daemon.workers import Work, Workers
 from hotfolder.errors import Cancelled, ConfigError
 from hotfolder.fsutil import clear_dead_temps
 from hotfolder.job.claim import CLAIM_RECORD_SECONDS, BeingWritten, Orphans, claim
@@ -50,19 +47,8 @@ ORPHAN_SCAN_SECONDS = 5.0
 HEARTBEAT_SECONDS = LEASE_SECONDS / 4
 PRUNE_SECONDS = 3600.0
 STATUS_SECONDS = 1.0  # how often the live status is looked at
-STATUS_REFRESH_SECONDS = 5.0  # rewritten at least this often (status files older than 15 s
-# mean "daemon not running")
 HEALTH_STALE_SECONDS = 60.0  # /healthz fails when the loop has not proved itself for this long
 # (the unit's WatchdogSec: a blocking probe of a silent server can hold the loop ~30 s)
-
-
-@dataclass
-class _Work:
-    folder: FolderConfig
-    path: Path | None = None  # an inbox file to claim
-    state: JobState | None = None  # or a job already in processing/ (resumed)
-    detected_at: float | None = None
-    ready_by: str | None = None  # what said the file was complete (watch.py)
 
 
 def ensure_folders(config: Config) -> None:
@@ -85,20 +71,11 @@ class Daemon:
         self.pipeline = Pipeline(config, self.pool, self.stop, self.draining)
         self.wake = threading.Event()  # the observer, a signal: tick now
         self.watcher = InboxWatcher(config.folders, self._ready, self._cancel, wake=self.wake)
-        self.work: queue.Queue[_Work | None] = queue.Queue()
+        self.workers = Workers(self._handle, self.stop)
         self.orphans = Orphans()
-        self.active: dict[tuple[str, str], JobState] = {}  # (folder, name) -> jobs we own
-        self._outstanding = 0
-        # jobs waiting for their server without holding a worker: (due, order, work)
-        self._parked: list[tuple[float, int, _Work]] = []
-        self._park_order = itertools.count()
-        self._lock = threading.Lock()
         self._next = {"orphans": 0.0, "heartbeat": 0.0, "prune": 0.0, "status": 0.0}
-        self.counts = {"done": 0, "failed": 0, "left": 0}
-        self.workers: list[threading.Thread] = []
         self._drain_deadline: float | None = None
-        self._status_key = ""
-        self._status_due = 0.0
+        self.live = LiveStatus()
         self.metrics = JobMetrics()
         self.web: WebServer | None = None
         self._loop_ok_at: float | None = None  # when the loop last found everything alive
@@ -167,17 +144,14 @@ class Daemon:
         if self._drain_deadline is None:
             self._drain_deadline = now + self.config.stop_grace_seconds
             self.notifier.stopping()
-            with self._lock:
-                running = len(self.active)
-            log.info("daemon.stopping", running=running,
+            log.info("daemon.stopping", running=self.workers.running(),
                      grace_seconds=self.config.stop_grace_seconds,
                      note="nothing new is claimed; jobs on ComfyUI may finish")
-        with self._lock:
-            busy = bool(self.active)
-        if busy and now < self._drain_deadline:
+        running = self.workers.running()
+        if running and now < self._drain_deadline:
             return False
-        if busy:
-            log.info("daemon.grace_over", left=len(self.active),
+        if running:
+            log.info("daemon.grace_over", left=running,
                      note="left in processing/ with their state, resumed at the next start")
         return True
 
@@ -185,30 +159,22 @@ class Daemon:
         self.stop.set()
         self.watcher.stop()
         self.pool.close()
-        for _ in self.workers:
-            self.work.put(None)  # wake idle workers now rather than at their next timeout
-        deadline = time.monotonic() + 10  # for all of them: a worker in a network read
-        for worker in self.workers:  # notices the stop at its next byte or time-out
-            if worker.is_alive():
-                worker.join(timeout=max(0.1, deadline - time.monotonic()))
+        self.workers.join(10.0)
         self._write_status(force=True)
         if self.web is not None:
             self.web.stop()
-        log.info("daemon.stopped", **self.counts)
+        log.info("daemon.stopped", **self.workers.counts)
 
     def _healthy(self) -> bool:
-        return (self.watcher.alive() and all(w.is_alive() for w in self.workers)
+        return (self.watcher.alive() and self.workers.alive()
                 and all(s.listener.alive() for s in self.pool.servers))
 
     def _busy(self) -> bool:
-        with self._lock:
-            working = self._outstanding > 0
-        return (working or not self.watcher.quiet() or self.draining.is_set()
+        return (self.workers.busy() or not self.watcher.quiet() or self.draining.is_set()
                 or self.reload_requested.is_set())
 
     def _idle(self) -> bool:
-        with self._lock:
-            return self._outstanding == 0 and not self._parked and self.watcher.idle()
+        return self.workers.idle() and self.watcher.idle()
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -231,12 +197,7 @@ class Daemon:
         ignore_lease_breaks()  # before any file is asked about its writers (writers.py)
 
     def _add_workers(self) -> None:
-        wanted = sum(s.limit for s in self.pool.servers if not s.retired) + 2
-        while len(self.workers) < wanted:
-            worker = threading.Thread(target=self._worker, name=f"worker-{len(self.workers)}",
-                                      daemon=True)
-            self.workers.append(worker)
-            worker.start()
+        self.workers.grow(sum(s.limit for s in self.pool.servers if not s.retired) + 2)
 
     # -- reload (SIGHUP) ---------------------------------------------------------------------------
 
@@ -275,7 +236,7 @@ class Daemon:
     # -- housekeeping ---------------------------------------------------------------------------
 
     def _housekeeping(self, now: float) -> None:
-        self._unpark(now)
+        self.workers.unpark(now)
         wall = time.time()
         for folder, state in self._owned():
             if not state.saved and wall - state.claimed_at >= CLAIM_RECORD_SECONDS:
@@ -297,55 +258,18 @@ class Daemon:
             self.notifier.status(self._status_line())
 
     def _owned(self) -> list[tuple[FolderConfig, JobState]]:
-        with self._lock:
-            states = list(self.active.items())
-        return [(self.pipeline.folder(f), s) for (f, _), s in states]
+        return [(self.pipeline.folder(f), s) for f, s in self.workers.owned()]
 
     def _write_status(self, force: bool = False) -> None:
-        """Rewrite the live status when it changed, or every few seconds to show we live.
-
-        An idle daemon with nothing new to say then costs next to nothing (no JSON, no fsync
-        every second on a NAS)."""
-        servers = self.pool.describe()
-        now = time.time()
-        writing = self.watcher.being_written(now)
-        key = repr((servers, [(s.name, s.phase, s.server, s.prompt_id,
-                               self.pool.progress(s.server, s.prompt_id))
-                              for _, s in self._owned()],
-                    [(f, [(w["file"], w["writers"]) for w in files])
-                     for f, files in sorted(writing.items())]))
-        if not force and key == self._status_key and now < self._status_due:
-            return
-        self._status_key, self._status_due = key, now + STATUS_REFRESH_SECONDS
-        jobs_by_folder = self._live_jobs()
-        for folder in self.config.folders:
-            try:
-                write_live(folder, jobs_by_folder.get(folder.name, []), servers,
-                           writing.get(folder.name, []))
-            except OSError as exc:
-                log.warning("status.write_failed", folder=folder.name, error=str(exc))
-
-    def _live_jobs(self) -> dict[str, list[dict[str, Any]]]:
-        """Our jobs in flight by folder, as the status document lists them."""
-        jobs_by_folder: dict[str, list[dict[str, Any]]] = {}
-        now = time.time()
-        for folder, state in self._owned():
-            jobs_by_folder.setdefault(folder.name, []).append({
-                "job": state.source or state.name, "name": state.name, "phase": state.phase,
-                "server": state.server, "prompt_id": state.prompt_id,
-                "progress": self.pool.progress(state.server, state.prompt_id),
-                "age_seconds": round(now - state.claimed_at, 1)})
-        return jobs_by_folder
+        self.live.write(self.config.folders, self._owned(), self.pool, self.watcher, force=force)
 
     # -- what the status page and /metrics show --------------------------------------------------
 
     def status_document(self) -> dict[str, Any]:
         """`hotfolder status --json`'s document, with the live part from memory."""
-        servers, jobs = self.pool.describe(), self._live_jobs()
-        writing = self.watcher.being_written()
-        return collect(self.config, probe=False, live={
-            f.name: live_doc(f, jobs.get(f.name, []), servers, writing.get(f.name, []))
-            for f in self.config.folders})
+        return collect(self.config, probe=False,
+                       live=self.live.documents(self.config.folders, self._owned(), self.pool,
+                                                self.watcher))
 
     def health(self) -> dict[str, Any]:
         """Healthy while the loop keeps finding its threads alive (what the watchdog pings)."""
@@ -358,8 +282,7 @@ class Daemon:
                 "loop_age_seconds": None if age is None else round(age, 3)}
 
     def metrics_text(self) -> str:
-        with self._lock:
-            running = Counter(name for name, _ in self.active)
+        running = self.workers.running_by_folder()
         folders = {f.name: (folder_counts(f)["waiting"], running.get(f.name, 0))
                    for f in self.config.folders}
         errors = {(s.name, operation, kind): n for s in self.pool.servers
@@ -369,35 +292,30 @@ class Daemon:
                                             healthy=self.health()["healthy"]))
 
     def _status_line(self) -> str:
-        with self._lock:
-            running = len(self.active)
-            waiting = max(0, self._outstanding - running)
-        counts = {"running": running, "waiting": waiting, **self.counts}
+        counts = {"running": self.workers.running(), "waiting": self.workers.waiting(),
+                  **self.workers.counts}
         return status_line(counts, self.pool.describe())
 
     def _adopt_orphans(self, at_start: bool = False) -> None:
         for folder in self.config.folders:
-            with self._lock:
-                busy = {name for (f, name) in self.active if f == folder.name}
+            busy = {s.name for f, s in self.workers.owned() if f == folder.name}
             for state in self.orphans.scan(folder, busy, at_start=at_start):
                 log.info("job.resuming", job=state.source, folder=folder.name,
                          prompt_id=state.prompt_id, server=state.server, phase=state.phase)
-                with self._lock:
-                    self.active[(folder.name, state.name)] = state
-                self._enqueue(_Work(folder, state=state))
+                self.workers.own(folder, state)
+                self.workers.enqueue(Work(folder, state=state))
 
     # -- work -------------------------------------------------------------------------------------
 
     def _ready(self, folder: FolderConfig, path: Path, detected_at: float,
                ready_by: str | None = None) -> None:
-        self._enqueue(_Work(folder, path=path, detected_at=detected_at, ready_by=ready_by))
+        self.workers.enqueue(Work(folder, path=path, detected_at=detected_at, ready_by=ready_by))
 
     def _cancel(self, folder: FolderConfig, cancel_file: Path) -> None:
         """`NAME.cancel` in the inbox: stop the job NAME (or NAME.ext), wherever it is."""
         target = cancel_file.name[: -len(".cancel")]
-        with self._lock:
-            running = [s for (f, _), s in self.active.items() if f == folder.name
-                       and target in _names(s.source) | _names(s.name)]
+        running = [s for f, s in self.workers.owned() if f == folder.name
+                   and target in _names(s.source) | _names(s.name)]
         waiting = [p for p in folder.inbox.iterdir() if p != cancel_file
                    and target in (p.name, p.stem) and _plain(p)]  # a file or a job folder
         for state in running:
@@ -412,29 +330,7 @@ class Daemon:
                      reason="no waiting or running job has that name")
         cancel_file.unlink(missing_ok=True)
 
-    def _enqueue(self, work: _Work) -> None:
-        with self._lock:
-            self._outstanding += 1
-        self.work.put(work)
-
-    def _worker(self) -> None:
-        while not self.stop.is_set():
-            try:
-                work = self.work.get(timeout=30.0)  # shutdown wakes idle workers (None)
-            except queue.Empty:
-                continue
-            if work is None:
-                continue
-            try:
-                outcome = self._handle(work)
-                if outcome is not None:
-                    with self._lock:
-                        self.counts[outcome.status] += 1
-            finally:
-                with self._lock:
-                    self._outstanding -= 1
-
-    def _handle(self, work: _Work) -> Outcome | None:
+    def _handle(self, work: Work) -> Outcome | None:
         state = work.state
         if state is None:
             assert work.path is not None
@@ -442,11 +338,11 @@ class Daemon:
                 self.watcher.release(work.path)
                 return None  # stays in the inbox for the next start
             try:
-                with self._lock:  # registered before the rename: never seen as an orphan
+                with self.workers.lock:  # owned before the rename: never seen as an orphan
                     state = claim(work.folder, work.path, work.detected_at,
                                   ask_writers=work.folder.ready == "auto")
                     if state is not None:
-                        self.active[(work.folder.name, state.name)] = state
+                        self.workers.active[(work.folder.name, state.name)] = state
             except BeingWritten:
                 self.watcher.look_again(work.path)  # it waits for its writer to close it
                 return None
@@ -467,10 +363,7 @@ class Daemon:
             outcome = self.pipeline.run(work.folder, state)
             if outcome.status == "parked":  # still ours: picked up again when it is due
                 parked = True
-                with self._lock:
-                    heapq.heappush(self._parked, (time.monotonic() + outcome.retry_in,
-                                                  next(self._park_order),
-                                                  _Work(work.folder, state=state)))
+                self.workers.park(Work(work.folder, state=state), outcome.retry_in)
                 return None
             self.metrics.finished(work.folder.name, outcome.status, outcome.kind,
                                   seen_at=state.detected_at or state.claimed_at,
@@ -478,17 +371,7 @@ class Daemon:
             return outcome
         finally:
             if not parked:
-                with self._lock:
-                    self.active.pop((work.folder.name, state.name), None)
-
-    def _unpark(self, now: float) -> None:
-        """Parked jobs whose time has come go back to the workers."""
-        while True:
-            with self._lock:
-                if not self._parked or self._parked[0][0] > now:
-                    return
-                _, _, work = heapq.heappop(self._parked)
-            self._enqueue(work)
+                self.workers.release(work.folder, state)
 
 
 def _names(name: str) -> set[str]:

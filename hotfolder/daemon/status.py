@@ -12,7 +12,6 @@ from __future__ import annotations
 import heapq
 import json
 import os
-import socket
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -22,7 +21,6 @@ from typing import Any
 from hotfolder.comfy.client import ComfyClient
 from hotfolder.config.load import Config, FolderConfig, ServerConfig
 from hotfolder.credentials import redact
-from hotfolder.fsutil import write_json
 from hotfolder.job.naming import error_name_for
 
 STATUS_FILE = ".hotfolder-status.json"
@@ -53,21 +51,6 @@ def folder_counts(folder: FolderConfig) -> dict[str, int]:
         "done": count(folder.done, is_job),
         "failed": count(folder.failed, lambda n: is_job(n) and not n.endswith(".error.json")),
     }
-
-
-def live_doc(folder: FolderConfig, jobs: list[dict[str, Any]], servers: list[dict[str, Any]],
-             being_written: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The daemon's live part for one folder: its jobs in flight, the files in its inbox a
-    writer still holds open (so a stuck writer is visible), and the servers."""
-    return {"pid": os.getpid(), "host": socket.gethostname(), "updated_at": time.time(),
-            "folder": folder.name, "jobs": jobs, "being_written": being_written or [],
-            "servers": servers}
-
-
-def write_live(folder: FolderConfig, jobs: list[dict[str, Any]], servers: list[dict[str, Any]],
-               being_written: list[dict[str, Any]] | None = None) -> None:
-    write_json(status_path(folder), live_doc(folder, jobs, servers, being_written),
-               replace=True)
 
 
 def _read_live(folder: FolderConfig) -> dict[str, Any] | None:
