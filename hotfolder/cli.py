@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder import __version__
-from hotfolder.config.load import Config, find_config, load_config
+from hotfolder.config.load import find_config, load_config
+from hotfolder.config.model import Config
 from hotfolder.errors import ConfigError
 
 EX_CONFIG = 78  # sysexits.h: systemd's RestartPreventExitStatus=78 stops a crash loop on it

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hotfolder.config.load import FolderConfig
+from hotfolder.config.model import FolderConfig
 from hotfolder.errors import JobError
 from hotfolder.fsutil import apply_mode
 from hotfolder.job import claim as claim_module

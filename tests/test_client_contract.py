@@ -30,7 +30,7 @@ import pytest
 import websocket
 
 from hotfolder.comfy.client import ComfyClient, QueueState, Submitted
-from hotfolder.comfy.explain import explain_history_failure
+from hotfolder.comfy.failure import explain_history_failure
 from hotfolder.comfy.listener import CompletionListener
 from hotfolder.errors import JobError, ServerError
 from hotfolder.job.deliver import collect_outputs

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from hotfolder.comfy.explain import (
+from hotfolder.comfy.explain import explain_rejection
+from hotfolder.comfy.failure import (
     explain_execution_error,
     explain_history_failure,
     explain_interrupted,
-    explain_rejection,
-    node_label,
 )
+from hotfolder.workflow.graph import node_label
 from hotfolder.workflow.nodeinfo import closest, suggest_choices
 
 FIXTURES = Path(__file__).parent / "fixtures" / "comfy-api"

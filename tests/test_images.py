@@ -17,7 +17,8 @@ import requests
 from PIL import Image
 
 from hotfolder.config.fields import Limits
-from hotfolder.config.load import FolderConfig, parse_config
+from hotfolder.config.load import parse_config
+from hotfolder.config.model import FolderConfig
 from hotfolder.daemon.status import folder_counts, recent_failed
 from hotfolder.errors import ConfigError, JobError
 from hotfolder.fsutil import apply_mode, move
@@ -27,14 +28,8 @@ from hotfolder.job.companions import (
     take_along,
     take_companions,
 )
-from hotfolder.job.images import (
-    bind,
-    check_image,
-    describe,
-    mask_bytes,
-    sniff,
-    upload,
-)
+from hotfolder.job.imagefiles import check_image, describe, mask_bytes, sniff
+from hotfolder.job.images import bind, upload
 from hotfolder.job.intake import read_job
 from hotfolder.job.jobfolder import folder_not_ready, job_file_in
 from hotfolder.job.parse import JobSpec, parse_bytes, parse_job

@@ -16,7 +16,8 @@ import pytest
 import requests
 from PIL import Image
 
-from hotfolder.config.load import Config, parse_config
+from hotfolder.config.load import parse_config
+from hotfolder.config.model import Config
 from hotfolder.daemon.loop import Daemon, ensure_folders
 from hotfolder.daemon.status import collect
 from hotfolder.web.server import WebServer

@@ -39,7 +39,6 @@ _MISSING_CLASS_RE = re.compile(r"node (.+?) does not exist")
 _LIST_LENGTH_RE = re.compile(r"\(list of length (\d+)\)")
 
 
-
 # ---------------------------------------------------------------- POST /prompt rejections
 
 
@@ -101,7 +100,7 @@ def _explain_node_error(ctx: _Ctx) -> dict[str, Any]:
     kind = str(ctx.err.get("type") or "")
     sentence = _NODE_HANDLERS.get(kind, _generic)(ctx)
     said = _comfy_said(ctx.err)
-    return {"node_id": ctx.node_id, "node_title": _title(ctx.workflow, ctx.node_id),
+    return {"node_id": ctx.node_id, "node_title": title_or_none(ctx.workflow, ctx.node_id),
             "class_type": ctx.class_type, "input": ctx.input, "value": ctx.value, "type": kind,
             "message": ctx.err.get("message", ""), "details": ctx.err.get("details", ""),
             **ctx.found, "explanation": f"{sentence} {said}" if said else sentence}
@@ -111,11 +110,11 @@ def _limit_sentence(ctx: _Ctx, which: str, words: str) -> str:
     _, options = spec_parts(ctx.extra.get("input_config"))
     found = re.search(rf"{which} of (\S+)", str(ctx.err.get("message", "")))
     limit = options.get(which, found.group(1) if found else "?")
-    return f"{ctx.where}: {_fmt(ctx.value)} is {words} of {limit}."
+    return f"{ctx.where}: {fmt_value(ctx.value)} is {words} of {limit}."
 
 
 def _not_in_list(ctx: _Ctx) -> str:
-    head = f"{ctx.where}: {_fmt(ctx.value)} is not one of the server's choices."
+    head = f"{ctx.where}: {fmt_value(ctx.value)} is not one of the server's choices."
     choices = combo_choices(ctx.extra.get("input_config"))
     if choices is None:
         sections = class_inputs(ctx.object_info, ctx.class_type)
@@ -134,7 +133,7 @@ def _bad_type(ctx: _Ctx) -> str:
     if not isinstance(kind, str):
         found = re.search(r"to an? (\S+) value", str(ctx.err.get("message", "")))
         kind = found.group(1) if found else "value of the right type"
-    return f"{ctx.where}: {_fmt(ctx.value)} is not a valid {kind}."
+    return f"{ctx.where}: {fmt_value(ctx.value)} is not a valid {kind}."
 
 
 def _type_mismatch(ctx: _Ctx) -> str:
@@ -150,9 +149,9 @@ def _custom_failed(ctx: _Ctx) -> str:
     reason = str(ctx.err.get("details") or "").strip()
     if ctx.input and reason.startswith(f"{ctx.input} - "):
         reason = reason[len(ctx.input) + 3:]
-    value = f"{_fmt(ctx.value)} " if ctx.value is not None else ""
+    value = f"{fmt_value(ctx.value)} " if ctx.value is not None else ""
     sentence = f"{ctx.where}: {value}was refused by the node's own check"
-    sentence += f": {_clip(reason)}." if reason and reason != ctx.input else "."
+    sentence += f": {clip(reason)}." if reason and reason != ctx.input else "."
     if "invalid image file" in reason.lower():
         sentence += " The file is not in ComfyUI's input folder; upload it first."
     return sentence
@@ -170,7 +169,7 @@ def _link_exception(ctx: _Ctx) -> str:
         sentence = _slot_out_of_range(ctx, links)
     else:
         what = f"{exc_type}: {message}" if exc_type else message
-        sentence = f"{ctx.label}: ComfyUI hit an error while checking it ({_clip(what)})."
+        sentence = f"{ctx.label}: ComfyUI hit an error while checking it ({clip(what)})."
     if ctx.found.get("input") in ctx.inputs:
         ctx.found["value"] = ctx.inputs[ctx.found["input"]]
     via = ctx.extra.get("linked_node")
@@ -218,7 +217,7 @@ def _slot_out_of_range(ctx: _Ctx, links: Mapping[str, Any]) -> str:
 
 def _generic(ctx: _Ctx) -> str:
     kind = ctx.err.get("type") or "an unnamed error"
-    value = f" (value {_fmt(ctx.value)})" if ctx.input and ctx.value is not None else ""
+    value = f" (value {fmt_value(ctx.value)})" if ctx.input and ctx.value is not None else ""
     return f"{ctx.where}{value}: ComfyUI reported {kind}."
 
 
@@ -229,11 +228,11 @@ _NODE_HANDLERS: dict[str, Callable[[_Ctx], str]] = {
     "value_not_in_list": _not_in_list,
     "invalid_input_type": _bad_type,
     "return_type_mismatch": _type_mismatch,
-    "bad_linked_input": lambda c: (f"{c.where}: {_fmt(c.value)} is not a valid link; a link "
+    "bad_linked_input": lambda c: (f"{c.where}: {fmt_value(c.value)} is not a valid link; a link "
                                    f'is ["<node id>", <output index>].'),
     "custom_validation_failed": _custom_failed,
     "dependency_cycle": lambda c: (f"{c.label} is part of a loop of links "
-                                   f"({_clip(str(c.err.get('details', '')))})."),
+                                   f"({clip(str(c.err.get('details', '')))})."),
     "exception_during_inner_validation": _link_exception,
     "exception_during_validation": _link_exception,
 }
@@ -248,7 +247,7 @@ def _explain_top_error(error: Mapping[str, Any], workflow: Workflow,
     found = _NODE_ID_RE.search(details)
     node_id = str(extra.get("node_id") or (found.group(1) if found else "")) or None
     problem: dict[str, Any] = {
-        "node_id": node_id, "node_title": _title(workflow, node_id) if node_id else None,
+        "node_id": node_id, "node_title": title_or_none(workflow, node_id) if node_id else None,
         "class_type": None, "input": None, "value": None, "type": kind, "message": message,
         "details": details}
     if kind in ("invalid_prompt", "missing_node_type") and node_id is not None:
@@ -264,10 +263,10 @@ def _explain_top_error(error: Mapping[str, Any], workflow: Workflow,
                          '"Export (API)" instead.')
     elif kind == "prompt_outputs_failed_validation":
         sentence = "every output node failed validation" + (
-            f": {_clip(details)}." if details else ", and ComfyUI gave no reason.")
+            f": {clip(details)}." if details else ", and ComfyUI gave no reason.")
     else:
         said = ": ".join(t for t in dict.fromkeys((message, details)) if t)
-        sentence = _clip(said or "no reason given").rstrip(".") + (f" ({kind})." if kind else ".")
+        sentence = clip(said or "no reason given").rstrip(".") + (f" ({kind})." if kind else ".")
     problem["explanation"] = sentence
     return problem
 
@@ -292,72 +291,10 @@ def _missing_class(problem: dict[str, Any], message: str, extra: Mapping[str, An
     return sentence
 
 
-# ---------------------------------------------------------------- execution-time failures
-
-
-def explain_execution_error(data: Mapping[str, Any],
-                            workflow: Workflow) -> tuple[str, dict[str, Any]]:
-    """Explain `execution_error`, leaving out `current_inputs` (tensor dumps) and all but the
-    last 3 traceback frames: the error file is for a person, not a debugger."""
-    node_id = str(data.get("node_id"))
-    class_type = data.get("node_type") if isinstance(data.get("node_type"), str) else None
-    label = node_label(workflow, node_id, class_type) if "node_id" in data else "a node"
-    exc_type = str(data.get("exception_type") or "error")
-    lines = [ln.strip().lstrip("*").strip() for ln in str(data.get("exception_message") or "")
-             .splitlines()]
-    lines = [re.sub(r"^ERROR:\s*", "", ln, flags=re.IGNORECASE) for ln in lines if ln]
-    short = _clip("; ".join(ln.rstrip(".") for ln in lines[:3]) or "no message")
-    summary = (f"ComfyUI failed while running {label}: {exc_type}: {short}."
-               f"{_hint(exc_type, short, workflow, node_id)}")
-    return summary, {
-        "node_id": node_id, "node_title": _title(workflow, node_id), "class_type": class_type,
-        "exception_type": exc_type, "exception_message": "\n".join(lines[:10]),
-        "traceback": _short_traceback(data.get("traceback")),
-        "executed": list(data.get("executed") or []), "prompt_id": data.get("prompt_id")}
-
-
-def explain_interrupted(data: Mapping[str, Any], workflow: Workflow) -> tuple[str, dict[str, Any]]:
-    """An interrupt is a cancellation, not a fault in the workflow; say so."""
-    node_id = str(data["node_id"]) if data.get("node_id") is not None else None
-    class_type = data.get("node_type") if isinstance(data.get("node_type"), str) else None
-    where = f" while {node_label(workflow, node_id, class_type)} was running" if node_id else ""
-    summary = (f"ComfyUI interrupted the job{where}; it was cancelled (by hotfolder or on the "
-               f"ComfyUI server) before it finished.")
-    return summary, {
-        "node_id": node_id, "node_title": _title(workflow, node_id) if node_id else None,
-        "class_type": class_type, "executed": list(data.get("executed") or []),
-        "prompt_id": data.get("prompt_id")}
-
-
-def explain_history_failure(entry: Mapping[str, Any],
-                            workflow: Workflow) -> tuple[str, dict[str, Any]]:
-    """Explain a history entry with status_str "error" from its status messages.
-
-    The entry carries the prompt that ran; it names the nodes when the caller has no workflow.
-    """
-    prompt = entry.get("prompt")
-    if workflow is None and isinstance(prompt, list) and len(prompt) > 2:
-        workflow = prompt[2] if isinstance(prompt[2], Mapping) else None
-    status = entry.get("status") if isinstance(entry.get("status"), Mapping) else {}
-    events = {str(m[0]): m[1] for m in status.get("messages") or []
-              if isinstance(m, (list, tuple)) and len(m) == 2 and isinstance(m[1], Mapping)}
-    if "execution_error" in events:
-        return explain_execution_error(events["execution_error"], workflow)
-    if "execution_interrupted" in events:
-        return explain_interrupted(events["execution_interrupted"], workflow)
-    status_str = status.get("status_str")
-    details = {"status_str": status_str, "completed": status.get("completed"),
-               "events": list(events)}
-    if status_str == "success":
-        return "ComfyUI reports that this job succeeded; there is no failure to explain.", details
-    return (f"ComfyUI marked the job as failed (status {status_str!r}) without saying why; "
-            f"the ComfyUI server log may have the reason."), details
-
-
 # ---------------------------------------------------------------- small helpers
 
 
-def _title(workflow: Workflow, node_id: str) -> str | None:
+def title_or_none(workflow: Workflow, node_id: str) -> str | None:
     return node_title(node_of(workflow, node_id)) or None
 
 
@@ -373,7 +310,7 @@ def _comfy_said(err: Mapping[str, Any]) -> str:
     message = str(err.get("message") or "").strip()
     details = str(err.get("details") or "").strip()
     said = f"{message}: {details}" if message and details else message or details
-    return f'(ComfyUI said: "{_clip(said)}")' if said else ""
+    return f'(ComfyUI said: "{clip(said)}")' if said else ""
 
 
 def _dropped(node_errors: Mapping[str, Any], workflow: Workflow) -> str:
@@ -386,34 +323,10 @@ def _dropped(node_errors: Mapping[str, Any], workflow: Workflow) -> str:
     return f"{noun} " + ", ".join(node_label(workflow, o) for o in outputs)
 
 
-def _short_traceback(frames: Any) -> list[str]:
-    """The last 3 frames, each as one "File ..., line N, in f: code" line without ^^^ marks."""
-    short = []
-    for frame in frames[-3:] if isinstance(frames, list) else []:
-        parts = [p.strip() for p in str(frame).splitlines() if set(p.strip()) - set("^~ ")]
-        short.append(": ".join(parts[:2]))
-    return short
+def fmt_value(value: Any) -> str:
+    return clip(repr(value), 120)
 
 
-def _hint(exc_type: str, message: str, workflow: Workflow, node_id: str) -> str:
-    lowered = message.lower()
-    if "outofmemory" in exc_type.lower() or "out of memory" in lowered:
-        return " The server ran out of memory; try a smaller image size or batch."
-    if "outside the output folder" in lowered:
-        prefix = inputs_of(node_of(workflow, node_id)).get("filename_prefix")
-        shown = f" {_fmt(prefix)}" if isinstance(prefix, str) else ""
-        return (f" The filename_prefix{shown} points outside ComfyUI's output folder; "
-                f"remove '..' and absolute paths from it.")
-    return ""
-
-
-def _fmt(value: Any) -> str:
-    return _clip(repr(value), 120)
-
-
-
-
-
-def _clip(text: str, limit: int = MAX_TEXT) -> str:
+def clip(text: str, limit: int = MAX_TEXT) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -16,7 +16,8 @@ import structlog
 
 from hotfolder.comfy.client import ComfyClient, TransferLimits
 from hotfolder.comfy.listener import CompletionListener
-from hotfolder.config.load import ComfyConfig, ServerConfig
+from hotfolder.config.model import ComfyConfig
+from hotfolder.config.servers import ServerConfig
 from hotfolder.errors import JobError, ServerError
 from hotfolder.retry import Backoff
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from hotfolder.comfy.client import ComfyClient
-from hotfolder.config.load import Config
+from hotfolder.config.model import Config
 from hotfolder.credentials import redact
 from hotfolder.errors import JobError, ServerError
 from hotfolder.workflow.bindings import find_bindings

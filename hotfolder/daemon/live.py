@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import structlog
 
 from hotfolder.comfy.pool import ServerPool
-from hotfolder.config.load import FolderConfig
+from hotfolder.config.model import FolderConfig
 from hotfolder.daemon.status import status_path
 from hotfolder.fsutil import write_json
 from hotfolder.job.state import JobState

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from hotfolder.comfy.pool import ServerPool
-from hotfolder.config.load import Config, FolderConfig, load_config
+from hotfolder.config.load import load_config
+from hotfolder.config.model import Config, FolderConfig
 from hotfolder.daemon.live import LiveStatus
 from hotfolder.daemon.status import collect, folder_counts, status_line
 from hotfolder.daemon.workers import Work, Workers

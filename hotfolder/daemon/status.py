@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder.comfy.client import ComfyClient
-from hotfolder.config.load import Config, FolderConfig, ServerConfig
+from hotfolder.config.model import Config, FolderConfig
+from hotfolder.config.servers import ServerConfig
 from hotfolder.credentials import redact
 from hotfolder.job.naming import error_name_for
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from hotfolder.config.load import FolderConfig
+from hotfolder.config.model import FolderConfig
 from hotfolder.credentials import redact
 from hotfolder.errors import Cancelled, JobError, Kind, Stopping
 from hotfolder.fsutil import candidates

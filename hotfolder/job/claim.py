@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hotfolder.config.load import FolderConfig
+from hotfolder.config.model import FolderConfig
 from hotfolder.fsutil import candidates, pid_alive
 from hotfolder.job.crashguard import RISKY_PHASES
 from hotfolder.job.state import HOST, INSTANCE, JobState, owner_me

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from hotfolder.config.load import FolderConfig
+from hotfolder.config.model import FolderConfig
 from hotfolder.errors import JobError, Kind
 from hotfolder.fsutil import apply_mode, move, write_json
 from hotfolder.job.claim import owner_gone

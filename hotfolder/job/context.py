@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from hotfolder.comfy.pool import Server, ServerPool
-from hotfolder.config.load import Config, FolderConfig
+from hotfolder.config.model import Config, FolderConfig
 from hotfolder.errors import Cancelled, ServerError
 from hotfolder.job.crashguard import Gate
 from hotfolder.job.state import JobState

@@ -17,9 +17,9 @@ from typing import Any
 import structlog
 
 from hotfolder.comfy.client import ComfyClient
-from hotfolder.comfy.explain import explain_history_failure
+from hotfolder.comfy.failure import explain_history_failure
 from hotfolder.comfy.pool import Server
-from hotfolder.config.load import FolderConfig
+from hotfolder.config.model import FolderConfig
 from hotfolder.errors import JobError, Kind, Parked, ServerError
 from hotfolder.job.context import Context
 from hotfolder.job.finish import timings

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from hotfolder.config.load import FolderConfig
+from hotfolder.config.model import FolderConfig
 from hotfolder.credentials import redact
 from hotfolder.errors import JobError
 from hotfolder.fsutil import apply_mode, candidates, move, write_json

@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from hotfolder.config.load import FolderConfig
+from hotfolder.config.model import FolderConfig
 from hotfolder.errors import JobError, Kind
 from hotfolder.job.finish import supersede_outputs
 from hotfolder.job.jobfolder import job_file_in

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from hotfolder.comfy.pool import Server, ServerPool
-from hotfolder.config.load import Config, FolderConfig
+from hotfolder.config.model import Config, FolderConfig
 from hotfolder.errors import JobError, Kind, Parked, Stopping
 from hotfolder.job.batchrun import BatchRun
 from hotfolder.job.context import Context

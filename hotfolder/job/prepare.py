@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from hotfolder.config.fields import SEED_MAX
-from hotfolder.config.load import FolderConfig
+from hotfolder.config.model import FolderConfig
 from hotfolder.errors import JobError, Kind, ServerError, Stopping
 from hotfolder.job.companions import attach_images
 from hotfolder.job.context import Context

@@ -11,7 +11,7 @@ import time
 
 import structlog
 
-from hotfolder.config.load import FolderConfig
+from hotfolder.config.model import FolderConfig
 
 log = structlog.get_logger()
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from hotfolder.config.load import FolderConfig
+from hotfolder.config.model import FolderConfig
 from hotfolder.jobfile import InUse, Refused, list_folder, open_dir, open_file
 from hotfolder.writers import WriterCheck, open_for_writing, writers_of
 

@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from hotfolder.comfy.pool import Server
-from hotfolder.config.load import FolderConfig
+from hotfolder.config.model import FolderConfig
 from hotfolder.errors import Failover, JobError, Kind, PromptLost, ServerError, Stopping
 from hotfolder.job.context import Context
 from hotfolder.job.images import upload as upload_images

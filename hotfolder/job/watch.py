@@ -24,7 +24,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from hotfolder.config.load import FolderConfig
+from hotfolder.config.model import FolderConfig
 from hotfolder.inotify import native_observer
 from hotfolder.job.jobfolder import folder_not_ready, folder_signature
 from hotfolder.job.ready import HINT_CLOSED, HINT_FOUND, HINT_RENAMED, Pending, Readiness, rule

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import structlog
 
-from hotfolder.config.load import FolderConfig
+from hotfolder.config.model import FolderConfig
 from hotfolder.fsutil import move
 from hotfolder.job.naming import error_name_for
 from hotfolder.web.thumbs import safe_name

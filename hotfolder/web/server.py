@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import structlog
 
 from hotfolder.config.http import HttpConfig, is_loopback
-from hotfolder.config.load import Config, FolderConfig
+from hotfolder.config.model import Config, FolderConfig
 from hotfolder.web.actions import ActionError, retry_failed
 from hotfolder.web.thumbs import Thumbnails
 
