@@ -31,7 +31,7 @@ from hotfolder.job.intake import StillWritten, verify_content, verify_unchanged
 from hotfolder.job.naming import job_stem, release_stem
 from hotfolder.job.parse import JobSpec
 from hotfolder.job.prepare import prepare
-from hotfolder.job.state import JobState, Outcome, RunState, load_runs, new_run
+from hotfolder.job.state import JobState, Outcome, Record, RunState, load_runs, new_run
 from hotfolder.job.submit import execute
 from hotfolder.outdir import OutDir
 
@@ -44,7 +44,7 @@ RECORDED = ("prompt", "negative", "seed", "fields", "set", "workflow", "server",
 
 class BatchRun:
     def __init__(self, ctx: Context, folder: FolderConfig, state: JobState,
-                 spec: JobSpec, record: dict[str, Any]) -> None:
+                 spec: JobSpec, record: Record) -> None:
         self.ctx, self.folder, self.state, self.spec = ctx, folder, state, spec
         self.record = record
         self.stem = job_stem(state.source or state.name)
@@ -125,8 +125,8 @@ class BatchRun:
         if self.stopping or self.cancelled or self.ctx.stop.is_set():
             return
         spec = self.spec.runs[run.index - 1]
-        record: dict[str, Any] = {"job": self.record["job"], "folder": self.folder.name}
-        with structlog.contextvars.bound_contextvars(job=record["job"], folder=self.folder.name,
+        record = Record(job=self.record.job, folder=self.folder.name)
+        with structlog.contextvars.bound_contextvars(job=record.job, folder=self.folder.name,
                                                      run=run.index):
             try:
                 self._attempt(run, spec, record, outbox)
@@ -147,7 +147,7 @@ class BatchRun:
                                f"({type(exc).__name__}: {exc}); please report it",
                     "kind": "internal", "details": {}})
 
-    def _attempt(self, run: RunState, spec: JobSpec, record: dict[str, Any],
+    def _attempt(self, run: RunState, spec: JobSpec, record: Record,
                  outbox: OutDir) -> None:
         ctx = self.ctx
         run.started_at = run.started_at or time.time()
@@ -165,9 +165,9 @@ class BatchRun:
         log.info("run.finished", outcome="done", prompt_id=run.prompt_id,
                  outputs=run.outputs)
 
-    def _done(self, run: RunState, record: dict[str, Any],
+    def _done(self, run: RunState, record: Record,
               error: dict[str, Any] | None = None) -> None:
-        run.params = {k: record[k] for k in RECORDED if record.get(k) is not None}
+        run.params = {k: getattr(record, k) for k in RECORDED if getattr(record, k) is not None}
         run.status = "failed" if error else "done"
         run.error = error
         run.finished_at = time.time()
@@ -209,12 +209,13 @@ class BatchRun:
         if status == "failed":
             return finish_failed(folder, state, _batch_error(failed, len(runs), outbox.path,
                                                              path), self.record)
-        return finish_batch(folder, state, {**self.record, "manifest": str(path)}, files,
+        self.record.manifest = str(path)
+        return finish_batch(folder, state, self.record, files,
                             runs=len(runs), failed=len(failed))
 
     def _manifest(self, runs: list[RunState], status: str) -> dict[str, Any]:
         return {
-            "job": self.record["job"], "folder": self.folder.name, "status": status,
+            "job": self.record.job, "folder": self.folder.name, "status": status,
             "job_file": self.state.read,  # size and sha256 of the batch file the runs came from
             "runs_total": len(runs),
             "runs_done": sum(r.status == "done" for r in runs),

@@ -24,14 +24,14 @@ from hotfolder.errors import JobError, Kind, Parked, ServerError
 from hotfolder.job.context import Context
 from hotfolder.job.finish import timings
 from hotfolder.job.naming import reserve_stem
-from hotfolder.job.state import JobState
+from hotfolder.job.state import JobState, Record
 from hotfolder.outdir import OutDir
 
 log = structlog.get_logger()
 
 
 def fetch(ctx: Context, folder: FolderConfig, state: JobState, entry: dict[str, Any],
-          server: Server, workflow: Mapping[str, Any], record: dict[str, Any],
+          server: Server, workflow: Mapping[str, Any], record: Record,
           outbox: OutDir, *, park: bool = True) -> list[dict[str, Any]]:
     """The finished prompt's outputs, downloaded into `outbox` (or why there are none).
 
@@ -60,7 +60,7 @@ def fetch(ctx: Context, folder: FolderConfig, state: JobState, entry: dict[str, 
             server.client.delete_history(state.prompt_id)
         except ServerError as exc:
             log.warning("job.history_delete_failed", error=exc.message)
-    record["timings"] = timings(state, completed_at)
+    record.timings = timings(state, completed_at)
     return files
 
 

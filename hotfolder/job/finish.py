@@ -22,7 +22,7 @@ from hotfolder.errors import JobError
 from hotfolder.fsutil import apply_mode, candidates, move, write_json
 from hotfolder.job.companions import finishing, sidecar_inputs, take_along
 from hotfolder.job.naming import error_name_for, release_stem
-from hotfolder.job.state import JobState, Outcome
+from hotfolder.job.state import JobState, Outcome, Record
 
 log = structlog.get_logger()
 
@@ -48,10 +48,10 @@ def timings(state: JobState, completed_at: float) -> dict[str, Any]:
     }
 
 
-def finish_done(folder: FolderConfig, state: JobState, record: Mapping[str, Any],
+def finish_done(folder: FolderConfig, state: JobState, record: Record,
                 files: list[dict[str, Any]]) -> Outcome:
     assert state.out_stem is not None
-    sidecar = {**record, **sidecar_inputs(state), "status": "done", "outputs": files}
+    sidecar = {**record.as_dict(), **sidecar_inputs(state), "status": "done", "outputs": files}
     # the stem is this job's (reserved): rewriting it after a crash is not a clash
     sidecar_path = write_json(folder.outbox / f"{state.out_stem}.json", sidecar, replace=True)
     apply_mode(sidecar_path, folder.file_mode)
@@ -61,9 +61,9 @@ def finish_done(folder: FolderConfig, state: JobState, record: Mapping[str, Any]
     release_stem(folder.outbox, state)
     state.drop(folder)
     outputs = [folder.outbox / f["file"] for f in files]
-    log.info("job.finished", outcome="done", prompt_id=record.get("prompt_id"),
-             server=record.get("server"), outputs=[p.name for p in outputs],
-             sidecar=sidecar_path.name, seconds=record.get("timings", {}).get("total_seconds"))
+    log.info("job.finished", outcome="done", prompt_id=record.prompt_id,
+             server=record.server, outputs=[p.name for p in outputs],
+             sidecar=sidecar_path.name, seconds=(record.timings or {}).get("total_seconds"))
     return Outcome("done", job_file=job_file, outputs=outputs)
 
 
@@ -81,7 +81,7 @@ def supersede_outputs(folder: FolderConfig, state: JobState) -> list[str]:
     return removed
 
 
-def finish_batch(folder: FolderConfig, state: JobState, record: Mapping[str, Any],
+def finish_batch(folder: FolderConfig, state: JobState, record: Record,
                  outputs: list[Path], *, runs: int, failed: int) -> Outcome:
     """A batch with at least one good run: its manifest is written; the job goes to done/."""
     finishing(folder, state, "done")
@@ -89,24 +89,24 @@ def finish_batch(folder: FolderConfig, state: JobState, record: Mapping[str, Any
     take_along(folder, state, folder.done)  # images the job took from the inbox
     state.drop(folder)
     log.info("job.finished", outcome="done", runs=runs, runs_failed=failed,
-             outputs=len(outputs), manifest=record.get("manifest"))
+             outputs=len(outputs), manifest=record.manifest)
     return Outcome("done", job_file=job_file, outputs=outputs)
 
 
 def finish_failed(folder: FolderConfig, state: JobState, error: JobError,
-                  record: Mapping[str, Any]) -> Outcome:
+                  record: Record) -> Outcome:
     report = {
-        "job": record.get("job", state.source),
+        "job": record.job,
         "error": error.message,
         "kind": error.kind,
         "folder": folder.name,
-        "workflow": record.get("workflow"),
+        "workflow": record.workflow,
         "server": state.server,
         "prompt_id": state.prompt_id,
         "failed_at": iso_time(time.time()),
         "details": error.details,
         **sidecar_inputs(state),
-        **({"job_file": record["job_file"]} if record.get("job_file") else {}),
+        **({"job_file": record.job_file} if record.job_file else {}),
     }
     job_file, error_path = _fail_files(folder, folder.processing / state.name,
                                        state.source or state.name, report)

@@ -29,7 +29,7 @@ from hotfolder.errors import JobError, Kind
 from hotfolder.job.finish import supersede_outputs
 from hotfolder.job.jobfolder import job_file_in
 from hotfolder.job.parse import JobSpec, parse_bytes
-from hotfolder.job.state import JobState
+from hotfolder.job.state import JobState, Record
 from hotfolder.jobfile import (
     InUse,
     Refused,
@@ -280,7 +280,7 @@ def _held_open(folder: FolderConfig, name: str) -> bool:
         os.close(fd)
 
 
-def wait_out(folder: FolderConfig, state: JobState, again: StillWritten, record: dict[str, Any],
+def wait_out(folder: FolderConfig, state: JobState, again: StillWritten, record: Record,
              *, wait: Callable[[float], None], check: Callable[[], None]) -> None:
     """The job file is still being written: the job waits in processing/ until the file is
     stable, then it is read afresh. A job that ran on stale content has its outputs taken back
@@ -295,7 +295,7 @@ def wait_out(folder: FolderConfig, state: JobState, again: StillWritten, record:
                            "were made on content that had changed by their end); finish "
                            "writing it, then drop it again", kind=Kind.CHANGING)
         superseded = supersede_outputs(folder, state)
-        record["reran"] = {"reason": again.why, "run": state.reruns + 1,
+        record.reran = {"reason": again.why, "run": state.reruns + 1,
                            "previous": {**(state.read or {}), "prompt_id": state.prompt_id,
                                         "outputs": superseded}}
         log.warning("job.rerun", reason=again.why, superseded=superseded,

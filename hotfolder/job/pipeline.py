@@ -28,7 +28,7 @@ from hotfolder.job.deliver import fetch
 from hotfolder.job.finish import finish_done, finish_failed, timings
 from hotfolder.job.intake import StillWritten, read_job, verify_content, wait_out
 from hotfolder.job.prepare import prepare
-from hotfolder.job.state import JobState, Outcome
+from hotfolder.job.state import JobState, Outcome, Record
 from hotfolder.job.submit import execute
 from hotfolder.outdir import OutDir
 
@@ -57,8 +57,8 @@ class Pipeline:
 
     def run(self, folder: FolderConfig, state: JobState) -> Outcome:
         path = folder.processing / state.name
-        record: dict[str, Any] = {"job": state.source or state.name, "folder": folder.name}
-        with structlog.contextvars.bound_contextvars(job=record["job"], folder=folder.name):
+        record = Record(job=state.source or state.name, folder=folder.name)
+        with structlog.contextvars.bound_contextvars(job=record.job, folder=folder.name):
             try:
                 return self._attempts(folder, state, record)
             except JobError as exc:
@@ -84,7 +84,7 @@ class Pipeline:
                                  kind=Kind.INTERNAL)
                 return finish_failed(folder, state, error, record)
 
-    def _attempts(self, folder: FolderConfig, state: JobState, record: dict[str, Any]) -> Outcome:
+    def _attempts(self, folder: FolderConfig, state: JobState, record: Record) -> Outcome:
         """Read, run and deliver; again whenever the job file turns out to be still written."""
         if state.crashes >= MAX_CRASHES:
             raise JobError(f"hotfolder stopped while handling this job {state.crashes} times; "
@@ -99,7 +99,7 @@ class Pipeline:
                     self._enter(folder, state, "preparing")
                     _test_fault(state)
                     spec = read_job(folder, state, settled=settled, final=final)
-                    record["job_file"] = state.read
+                    record.job_file = state.read
                     if spec.kind != "batch":
                         workflow = prepare(ctx, folder, state, spec, record)
                     self._enter(folder, state, "claimed")  # prepared: waits for a slot
@@ -108,8 +108,8 @@ class Pipeline:
                 if state.expected is not None and len(state.delivered) >= state.expected:
                     # every output was already delivered before a restart: just finish
                     verify_content(folder, state)
-                    record.update(server=state.server, prompt_id=state.prompt_id,
-                                  timings=timings(state, time.time()))
+                    record.server, record.prompt_id = state.server, state.prompt_id
+                    record.timings = timings(state, time.time())
                     return finish_done(folder, state, record, list(state.delivered.values()))
                 entry, server = execute(ctx, folder, state, workflow, record)
                 return self._deliver(folder, state, entry, server, workflow, record)
@@ -128,7 +128,7 @@ class Pipeline:
             state.save(folder)
 
     def _deliver(self, folder: FolderConfig, state: JobState, entry: dict[str, Any],
-                 server: Server, workflow: Mapping[str, Any], record: dict[str, Any]) -> Outcome:
+                 server: Server, workflow: Mapping[str, Any], record: Record) -> Outcome:
         folder.outbox.mkdir(parents=True, exist_ok=True)
         with self.ctx.gate.passage(suspect=state.crashes > 0), \
                 OutDir(folder.outbox, follow=True) as outbox:  # the configured outbox: ours

@@ -23,7 +23,7 @@ from hotfolder.job.companions import attach_images
 from hotfolder.job.context import Context
 from hotfolder.job.naming import job_stem, safe_prefix_part
 from hotfolder.job.parse import JobSpec
-from hotfolder.job.state import JobState
+from hotfolder.job.state import JobState, Record
 from hotfolder.retry import Backoff
 from hotfolder.workflow.bindings import (
     check_classes_allowed,
@@ -48,7 +48,7 @@ def _check_prompt_size(workflow: Mapping[str, Any], limit: int) -> None:
 
 
 def prepare(ctx: Context, folder: FolderConfig, state: JobState, spec: JobSpec,
-            record: dict[str, Any]) -> dict[str, Any]:
+            record: Record) -> dict[str, Any]:
     """The workflow to submit for this job (or this run of a batch)."""
     prefix = f"hotfolder/{safe_prefix_part(job_stem(state.source or state.name))}-" \
              f"{state.tag}"
@@ -103,16 +103,14 @@ def prepare(ctx: Context, folder: FolderConfig, state: JobState, spec: JobSpec,
         targets = used.get(field_name) or []
         return workflow[targets[0][0]]["inputs"][targets[0][1]] if targets else None
 
-    record.update({
-        "workflow": template_name, "kind": spec.kind, "prompt": first("prompt"),
-        "negative": first("negative"), "seed": first("seed"),
-        "fields": {k: v for k, v in values.items() if k != "filename_prefix"},
-        "set": dict(spec.sets), "filename_prefix": prefix,
-    })
+    record.workflow, record.kind = template_name, spec.kind
+    record.prompt, record.negative, record.seed = first("prompt"), first("negative"), first("seed")
+    record.fields = {k: v for k, v in values.items() if k != "filename_prefix"}
+    record.set, record.filename_prefix = dict(spec.sets), prefix
     return workflow
 
 def to_api(ctx: Context, folder: FolderConfig, state: JobState, gui: Mapping[str, Any],
-           record: dict[str, Any]) -> dict[str, Any]:
+           record: Record) -> dict[str, Any]:
     """A GUI-format workflow converted with the node definitions of a server this job may
     run on: one that is up (the one it is on already, when resumed), else one that is down
     (its cached definitions, or asked again with backoff). A server that cannot be asked
@@ -134,7 +132,7 @@ def to_api(ctx: Context, folder: FolderConfig, state: JobState, gui: Mapping[str
             else:
                 # seeded by the job, so a resumed job picks the same dynamic-prompt options
                 workflow = convert(gui, info, rng=random.Random(state.job_id))
-                record.update(converted_from="gui", converted_with=server.name)
+                record.converted_from, record.converted_with = "gui", server.name
                 log.info("job.converted", server=server.name, nodes=len(workflow))
                 return workflow
         retry.pause(ctx.stop)

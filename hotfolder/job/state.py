@@ -224,6 +224,44 @@ def new_run(parent: JobState, index: int) -> RunState:
 
 
 @dataclass
+class Record:
+    """What the sidecar says about a job (and the manifest about each run of a batch), filled
+    in by the stages as they go: what ran, where, and how long it took."""
+
+    job: str  # the name it was dropped as
+    folder: str
+    job_file: dict[str, Any] | None = None  # bytes and sha256 of the file as it ran
+    reran: dict[str, Any] | None = None  # why it ran again (its file changed), and before
+    # from prepare: the template, what was asked for, the values actually sent
+    workflow: str | None = None
+    kind: str | None = None  # prompt | spec | workflow | image
+    prompt: Any = None
+    negative: Any = None
+    seed: Any = None
+    fields: dict[str, Any] | None = None
+    set: dict[str, Any] | None = None
+    filename_prefix: str | None = None
+    converted_from: str | None = None  # "gui": converted from the editor's Save ...
+    converted_with: str | None = None  # ... with this server's node definitions
+    server: str | None = None
+    prompt_id: str | None = None
+    timings: dict[str, Any] | None = None
+    manifest: str | None = None  # a batch's manifest.json
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the sidecar: what is known so far (what prepare filled in is shown even when it
+        is empty, e.g. a template without a negative prompt)."""
+        prepared = self.workflow is not None
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) is not None
+                or (prepared and f.name in _PREPARED)}
+
+
+_PREPARED = frozenset({"workflow", "kind", "prompt", "negative", "seed", "fields", "set",
+                       "filename_prefix"})
+
+
+@dataclass
 class Outcome:
     status: str  # done | failed | left | parked
     job_file: Path | None = None

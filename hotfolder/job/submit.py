@@ -22,7 +22,7 @@ from hotfolder.errors import Failover, JobError, Kind, PromptLost, ServerError, 
 from hotfolder.job.context import Context
 from hotfolder.job.images import upload as upload_images
 from hotfolder.job.intake import verify_unchanged
-from hotfolder.job.state import JobState
+from hotfolder.job.state import JobState, Record
 from hotfolder.retry import Backoff, Retry
 
 log = structlog.get_logger()
@@ -31,7 +31,7 @@ HISTORY_LAG_TRIES = 40  # `execution_success` arrives before the history entry i
 
 
 def execute(ctx: Context, folder: FolderConfig, state: JobState, workflow: dict[str, Any],
-            record: dict[str, Any]) -> tuple[dict[str, Any], Server]:
+            record: Record) -> tuple[dict[str, Any], Server]:
     """Run the workflow on a server (submitting it, or following it where a previous life of
     the daemon submitted it) and return its history entry and the server."""
     limit = folder.job_timeout or ctx.config.comfy.job_timeout
@@ -62,7 +62,7 @@ def execute(ctx: Context, folder: FolderConfig, state: JobState, workflow: dict[
                         ctx.pool.release(server)
                         server = None
                     continue
-                record.update(server=known.name, prompt_id=state.prompt_id)
+                record.server, record.prompt_id = known.name, state.prompt_id
                 return entry, known
             if server is None:
                 server = ctx.pool.acquire(folder.server_tags)
