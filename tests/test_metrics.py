@@ -2,29 +2,41 @@
 
 from __future__ import annotations
 
+from prometheus_client import Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from hotfolder.errors import JobError, ServerError
 from hotfolder.servers import error_kind
-from hotfolder.web.metrics import Counter, Histogram, JobMetrics, gauge, render
+from hotfolder.web.metrics import JobMetrics, Registry, render
 
 
 def parse(text: str) -> dict[str, object]:
     return {f.name: f for f in text_string_to_metric_families(text)}
 
 
+class Gauges:
+    def collect(self):
+        up = GaugeMetricFamily("x_up", "Up.", labels=("server",))
+        up.add_metric(("gpu1",), 1)
+        up.add_metric(("gpu2",), 0)
+        return [up, GaugeMetricFamily("x_healthy", "Healthy.", value=1)]
+
+
 def test_counter_gauge_and_histogram_round_trip_through_the_parser():
-    counter = Counter("x_events_total", "Events.\nSecond line with a \\ backslash.", ("path",))
+    registry = Registry()
+    counter = Counter("x_events_total", "Events.\nSecond line with a \\ backslash.", ("path",),
+                      registry=registry)
     awkward = 'a "quoted" \\ back\nslash'
-    counter.inc(awkward)
-    counter.inc(awkward, amount=2)
-    counter.ensure("idle")
-    histogram = Histogram("x_seconds", "Durations.", ("folder",), (1, 5))
+    counter.labels(awkward).inc()
+    counter.labels(awkward).inc(2)
+    counter.labels("idle")  # shown at 0 before its first event
+    histogram = Histogram("x_seconds", "Durations.", ("folder",), buckets=(1, 5),
+                          registry=registry)
     for value in (0.5, 3, 3, 100):
-        histogram.observe(value, "main")
-    text = render([counter.family(), histogram.family(),
-                   gauge("x_up", "Up.", ("server",), {("gpu1",): 1, ("gpu2",): 0}),
-                   gauge("x_healthy", "Healthy.", (), {(): 1})])
+        histogram.labels("main").observe(value)
+    registry.register(Gauges())
+    text = generate_latest(registry).decode()
     families = parse(text)
     assert families["x_events"].type == "counter"
     assert families["x_events"].documentation == "Events.\nSecond line with a \\ backslash."
