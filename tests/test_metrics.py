@@ -2,29 +2,43 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+from prometheus_client import REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from hotfolder.comfy.pool import error_kind
 from hotfolder.errors import JobError, ServerError
-from hotfolder.web.metrics import Counter, Histogram, JobMetrics, gauge, render
+from hotfolder.web.metrics import JobMetrics, Registry, render
 
 
 def parse(text: str) -> dict[str, object]:
     return {f.name: f for f in text_string_to_metric_families(text)}
 
 
+class Gauges:
+    def collect(self):
+        up = GaugeMetricFamily("x_up", "Up.", labels=("server",))
+        up.add_metric(("gpu1",), 1)
+        up.add_metric(("gpu2",), 0)
+        return [up, GaugeMetricFamily("x_healthy", "Healthy.", value=1)]
+
+
 def test_counter_gauge_and_histogram_round_trip_through_the_parser():
-    counter = Counter("x_events_total", "Events.\nSecond line with a \\ backslash.", ("path",))
+    registry = Registry()
+    counter = Counter("x_events_total", "Events.\nSecond line with a \\ backslash.", ("path",),
+                      registry=registry)
     awkward = 'a "quoted" \\ back\nslash'
-    counter.inc(awkward)
-    counter.inc(awkward, amount=2)
-    counter.ensure("idle")
-    histogram = Histogram("x_seconds", "Durations.", ("folder",), (1, 5))
+    counter.labels(awkward).inc()
+    counter.labels(awkward).inc(2)
+    counter.labels("idle")  # shown at 0 before its first event
+    histogram = Histogram("x_seconds", "Durations.", ("folder",), buckets=(1, 5),
+                          registry=registry)
     for value in (0.5, 3, 3, 100):
-        histogram.observe(value, "main")
-    text = render([counter.family(), histogram.family(),
-                   gauge("x_up", "Up.", ("server",), {("gpu1",): 1, ("gpu2",): 0}),
-                   gauge("x_healthy", "Healthy.", (), {(): 1})])
+        histogram.labels("main").observe(value)
+    registry.register(Gauges())
+    text = generate_latest(registry).decode()
     families = parse(text)
     assert families["x_events"].type == "counter"
     assert families["x_events"].documentation == "Events.\nSecond line with a \\ backslash."
@@ -75,6 +89,45 @@ def test_job_metrics_count_outcomes_and_times():
     errors = families["hotfolder_server_errors"].samples
     assert [(s.labels, s.value) for s in errors] == [
         ({"server": "gpu2", "operation": "submit", "kind": "unreachable"}, 2)]
+
+
+FAMILIES = ["hotfolder_jobs", "hotfolder_job_failures", "hotfolder_job_duration_seconds",
+            "hotfolder_job_queue_wait_seconds", "hotfolder_jobs_waiting",
+            "hotfolder_jobs_in_flight", "hotfolder_server_up", "hotfolder_server_in_flight",
+            "hotfolder_server_queue_remaining", "hotfolder_server_errors", "hotfolder_healthy"]
+
+
+def test_each_job_metrics_has_its_own_series_and_no_others():
+    first, second = JobMetrics(), JobMetrics()
+    first.finished("main", "done", None, seen_at=1.0, submitted_at=2.0, now=3.0)
+    first.finished("main", "failed", "timeout", seen_at=1.0, submitted_at=2.0, now=3.0)
+    state = {"folders": {"main": (0, 0)}, "servers": [], "server_errors": {}, "healthy": True}
+    text = render(first.families(**state))
+    ones, twos = parse(text), parse(render(second.families(**state)))
+    assert list(ones) == list(twos) == FAMILIES  # no _created, nothing of the process
+    assert "_created" not in text
+    assert {s.value for s in ones["hotfolder_jobs"].samples} == {1}
+    assert {s.value for s in twos["hotfolder_jobs"].samples} == {0}
+    assert twos["hotfolder_job_duration_seconds"].samples == []
+    assert REGISTRY.get_sample_value(
+        "hotfolder_jobs_total", {"folder": "main", "outcome": "done"}) is None
+
+
+def test_concurrent_scrapes_each_show_their_own_state():
+    metrics = JobMetrics()
+
+    def scrape(n: int) -> list[tuple[str, float]]:
+        answers = []
+        for _ in range(25):
+            families = parse(render(metrics.families(
+                folders={f"f{n}": (n, 0)}, servers=[], server_errors={}, healthy=True)))
+            answers += [(s.labels["folder"], s.value)
+                        for s in families["hotfolder_jobs_waiting"].samples]
+        return answers
+
+    with ThreadPoolExecutor(4) as pool:
+        for n, answers in enumerate(pool.map(scrape, range(8))):
+            assert set(answers) == {(f"f{n}", n)}
 
 
 def test_error_kinds():

@@ -1,198 +1,175 @@
-"""Counters, gauges and histograms in the Prometheus text format (version 0.0.4).
+"""The daemon's Prometheus metrics, written by `prometheus_client`.
 
-The daemon's metrics are a handful of series, so they are kept here in a few dozen lines rather
-than through `prometheus_client`, whose global registry and own HTTP server this daemon would
-not use. Counters and histograms are updated as jobs finish; gauges are read from the daemon's
-state at scrape time, so they can never drift from it. Tests check the output with
-`prometheus_client`'s own parser.
+Each `JobMetrics` keeps its series in a registry of its own, never the library's global one:
+that one also carries the library's process and GC collectors and whatever else the process
+imports registers, and two daemons in one process (as in the tests) would count into the same
+series. The daemon's own web server serves `/metrics`; the library's HTTP server is not used.
+
+Counters and histograms are the library's, updated as jobs finish. Gauges (and the servers'
+error counts, which the clients keep) are not stored here at all: a collector builds them from
+the daemon's state passed in at scrape time, so they can never drift from it.
+
+The series are a public interface (dashboards and alerts use them), so they stay those of the
+earlier hand-written writer. The registry drops the `_created` samples the library adds to
+counters and histograms, in its own `collect()` rather than with `disable_created_metrics()`,
+which would change every registry in the process. It also writes whole bucket bounds as before
+(`le="60"`, where the library writes `le="60.0"`): Prometheus 2 keeps the label as written, so
+a new spelling would start new series and leave rules that match `le="60"` without data.
 """
 
 from __future__ import annotations
 
-import math
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-Labels = tuple[str, ...]
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 WAIT_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 14400)
 
 
-@dataclass
-class Family:
-    """One metric: its samples as (name suffix, labels, value)."""
+class Registry(CollectorRegistry):
+    """A private registry whose exposition has no `_created` samples and writes whole bucket
+    bounds without a decimal point."""
 
-    name: str
-    kind: str  # counter | gauge | histogram
-    help: str
-    labelnames: Labels = ()
-    samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
-
-
-class Counter:
-    def __init__(self, name: str, help: str, labelnames: Labels) -> None:
-        assert name.endswith("_total")
-        self.name, self.help, self.labelnames = name, help, labelnames
-        self._values: dict[Labels, float] = {}
-        self._lock = threading.Lock()
-
-    def inc(self, *labels: str, amount: float = 1.0) -> None:
-        with self._lock:
-            self._values[labels] = self._values.get(labels, 0.0) + amount
-
-    def ensure(self, *labels: str) -> None:
-        """Show a series at 0 before its first event, so rate() and alerts see it."""
-        with self._lock:
-            self._values.setdefault(labels, 0.0)
-
-    def value(self, *labels: str) -> float:
-        with self._lock:
-            return self._values.get(labels, 0.0)
-
-    def family(self) -> Family:
-        with self._lock:
-            values = sorted(self._values.items())
-        return Family(self.name, "counter", self.help, self.labelnames,
-                      [("", dict(zip(self.labelnames, k, strict=True)), v) for k, v in values])
+    def collect(self) -> Iterator[Metric]:
+        for metric in super().collect():
+            created, bucket = metric.name + "_created", metric.name + "_bucket"
+            metric.samples = [
+                s._replace(labels={**s.labels, "le": _bound(s.labels["le"])})
+                if s.name == bucket and "le" in s.labels else s
+                for s in metric.samples if s.name != created]
+            yield metric
 
 
-class Histogram:
-    def __init__(self, name: str, help: str, labelnames: Labels,
-                 buckets: Sequence[float]) -> None:
-        self.name, self.help, self.labelnames = name, help, labelnames
-        self.buckets = tuple(sorted(buckets))
-        self._series: dict[Labels, list[float]] = {}  # per-bucket counts, then sum, count
-        self._lock = threading.Lock()
-
-    def observe(self, value: float, *labels: str) -> None:
-        value = max(0.0, value)
-        with self._lock:
-            series = self._series.setdefault(labels, [0.0] * (len(self.buckets) + 2))
-            for i, bound in enumerate(self.buckets):
-                if value <= bound:
-                    series[i] += 1
-            series[-2] += value
-            series[-1] += 1
-
-    def family(self) -> Family:
-        family = Family(self.name, "histogram", self.help, self.labelnames)
-        with self._lock:
-            items = sorted((k, list(v)) for k, v in self._series.items())
-        for key, series in items:
-            labels = dict(zip(self.labelnames, key, strict=True))
-            for bound, count in zip(self.buckets, series, strict=False):
-                family.samples.append(("_bucket", {**labels, "le": _number(bound)}, count))
-            family.samples.append(("_bucket", {**labels, "le": "+Inf"}, series[-1]))
-            family.samples.append(("_sum", labels, series[-2]))
-            family.samples.append(("_count", labels, series[-1]))
-        return family
+def _bound(le: str) -> str:
+    value = float(le)
+    return str(int(value)) if value.is_integer() else le
 
 
-def gauge(name: str, help: str, labelnames: Labels, values: Mapping[Any, float]) -> Family:
-    """A gauge's samples, from label values (a tuple in `labelnames` order) to the value."""
-    return Family(name, "gauge", help, labelnames,
-                  [("", dict(zip(labelnames, k, strict=True)), float(v))
-                   for k, v in values.items()])
+@dataclass(frozen=True)
+class DaemonState:
+    """What the daemon passes in at scrape time: `folders` maps a name to (waiting, in flight);
+    `servers` is the pool's description; `server_errors` counts (server, operation, kind)."""
+
+    folders: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    servers: Sequence[Mapping[str, Any]] = ()
+    server_errors: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    healthy: bool = False
 
 
-def render(families: Iterable[Family]) -> str:
-    """The text exposition format: HELP and TYPE lines, then one line per sample."""
-    lines: list[str] = []
-    for family in families:
-        lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
-        lines.append(f"# TYPE {family.name} {family.kind}")
-        for suffix, labels, value in family.samples:
-            pairs = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
-            lines.append(f"{family.name}{suffix}{{{pairs}}} {_number(value)}" if pairs
-                         else f"{family.name}{suffix} {_number(value)}")
-    return "\n".join(lines) + "\n"
+class StateCollector:
+    """The series read from the daemon's state, for the scrape under way (`state`)."""
+
+    def __init__(self) -> None:
+        self.state: DaemonState | None = None
+
+    def describe(self) -> list[Metric]:
+        return self.families(DaemonState())  # the names, so the registry can refuse clashes
+
+    def collect(self) -> list[Metric]:
+        state = self.state
+        return [] if state is None else self.families(state)
+
+    @staticmethod
+    def families(state: DaemonState) -> list[Metric]:
+        waiting = GaugeMetricFamily("hotfolder_jobs_waiting", "Job files waiting in the inbox.",
+                                    labels=("folder",))
+        in_flight = GaugeMetricFamily("hotfolder_jobs_in_flight", "Jobs this daemon is working "
+                                      "on (claimed, not yet finished).", labels=("folder",))
+        for name, (w, f) in state.folders.items():
+            waiting.add_metric((name,), w)
+            in_flight.add_metric((name,), f)
+        up = GaugeMetricFamily("hotfolder_server_up", "1 while the ComfyUI server answers, 0 "
+                               "while it is unreachable.", labels=("server",))
+        ours = GaugeMetricFamily("hotfolder_server_in_flight", "Our prompts on the server.",
+                                 labels=("server",))
+        queued = GaugeMetricFamily("hotfolder_server_queue_remaining", "The server's own queue "
+                                   "length, from its WebSocket (all clients).", labels=("server",))
+        for s in state.servers:
+            name = str(s["name"])
+            up.add_metric((name,), 1.0 if s.get("up") else 0.0)
+            ours.add_metric((name,), float(s.get("in_flight") or 0))
+            if isinstance(s.get("queue_remaining"), int):
+                queued.add_metric((name,), float(s["queue_remaining"]))
+        errors = CounterMetricFamily("hotfolder_server_errors_total", "Failed submits and "
+                                     "downloads by server, operation and kind (unreachable, "
+                                     "http_5xx, unauthorised, rejected, ...).",
+                                     labels=("server", "operation", "kind"))
+        for key, n in sorted(state.server_errors.items()):
+            errors.add_metric(key, float(n))
+        healthy = GaugeMetricFamily("hotfolder_healthy", "1 while the daemon's main loop and "
+                                    "threads are healthy.", value=1.0 if state.healthy else 0.0)
+        return [waiting, in_flight, up, ours, queued, errors, healthy]
 
 
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
+class Scrape(NamedTuple):
+    """What `render` writes: the metrics, with the daemon's state at scrape time."""
 
-
-def _escape_label(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if math.isnan(value):
-        return "NaN"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
+    metrics: JobMetrics
+    state: DaemonState
 
 
 class JobMetrics:
     """What the daemon records as jobs finish; everything else is read at scrape time."""
 
     def __init__(self) -> None:
+        self.registry = Registry()
         self.jobs = Counter(
             "hotfolder_jobs_total", "Jobs this daemon finished since it started, by folder "
-            "and outcome (done: moved to done/, failed: moved to failed/).", ("folder", "outcome"))
+            "and outcome (done: moved to done/, failed: moved to failed/).", ("folder", "outcome"),
+            registry=self.registry)
         self.failures = Counter(
             "hotfolder_job_failures_total", "Failed jobs by folder and kind of failure "
-            "(invalid, rejected, execution_error, timeout, cancelled, ...).", ("folder", "kind"))
+            "(invalid, rejected, execution_error, timeout, cancelled, ...).", ("folder", "kind"),
+            registry=self.registry)
         self.duration = Histogram(
             "hotfolder_job_duration_seconds", "Seconds from a job's submission to ComfyUI "
             "until its outputs were in the outbox, for jobs done.", ("folder",),
-            DURATION_BUCKETS)
+            buckets=DURATION_BUCKETS, registry=self.registry)
         self.wait = Histogram(
             "hotfolder_job_queue_wait_seconds", "Seconds from a job file being seen in the "
-            "inbox until its submission to ComfyUI.", ("folder",), WAIT_BUCKETS)
+            "inbox until its submission to ComfyUI.", ("folder",), buckets=WAIT_BUCKETS,
+            registry=self.registry)
+        self._state = StateCollector()
+        self.registry.register(self._state)
+        self._scrape_lock = threading.Lock()  # one scrape's state in the collector at a time
 
     def finished(self, folder: str, status: str, kind: str | None, *, seen_at: float | None,
                  submitted_at: float | None, now: float) -> None:
         if status not in ("done", "failed"):
             return  # left in processing/ for the next start: not finished
-        self.jobs.inc(folder, status)
+        self.jobs.labels(folder, status).inc()
         if status == "failed":
-            self.failures.inc(folder, kind or "unknown")
+            self.failures.labels(folder, kind or "unknown").inc()
         if submitted_at is not None:
             if seen_at is not None:
-                self.wait.observe(submitted_at - seen_at, folder)
+                self.wait.labels(folder).observe(max(0.0, submitted_at - seen_at))
             if status == "done":
-                self.duration.observe(now - submitted_at, folder)
+                self.duration.labels(folder).observe(max(0.0, now - submitted_at))
 
     def families(self, *, folders: Mapping[str, tuple[int, int]],
                  servers: Sequence[Mapping[str, Any]],
                  server_errors: Mapping[tuple[str, str, str], int],
-                 healthy: bool) -> list[Family]:
-        """All metrics: `folders` maps a name to (waiting, in flight); `servers` is the
-        pool's description; `server_errors` counts (server, operation, kind)."""
-        for name in folders:
-            self.jobs.ensure(name, "done")
-            self.jobs.ensure(name, "failed")
-        up = {(str(s["name"]),): 1.0 if s.get("up") else 0.0 for s in servers}
-        in_flight = {(str(s["name"]),): float(s.get("in_flight") or 0) for s in servers}
-        queued = {(str(s["name"]),): float(s["queue_remaining"]) for s in servers
-                  if isinstance(s.get("queue_remaining"), int)}
-        errors = Family("hotfolder_server_errors_total", "counter",
-                        "Failed submits and downloads by server, operation and kind "
-                        "(unreachable, http_5xx, unauthorised, rejected, ...).",
-                        ("server", "operation", "kind"),
-                        [("", {"server": s, "operation": o, "kind": k}, float(n))
-                         for (s, o, k), n in sorted(server_errors.items())])
-        return [
-            self.jobs.family(), self.failures.family(), self.duration.family(),
-            self.wait.family(),
-            gauge("hotfolder_jobs_waiting", "Job files waiting in the inbox.", ("folder",),
-                  {(n,): w for n, (w, _) in folders.items()}),
-            gauge("hotfolder_jobs_in_flight", "Jobs this daemon is working on (claimed, "
-                  "not yet finished).", ("folder",), {(n,): f for n, (_, f) in folders.items()}),
-            gauge("hotfolder_server_up", "1 while the ComfyUI server answers, 0 while it is "
-                  "unreachable.", ("server",), up),
-            gauge("hotfolder_server_in_flight", "Our prompts on the server.", ("server",),
-                  in_flight),
-            gauge("hotfolder_server_queue_remaining", "The server's own queue length, from "
-                  "its WebSocket (all clients).", ("server",), queued),
-            errors,
-            gauge("hotfolder_healthy", "1 while the daemon's main loop and threads are "
-                  "healthy.", (), {(): 1.0 if healthy else 0.0}),
-        ]
+                 healthy: bool) -> Scrape:
+        """A scrape of all metrics, for `render`, with the daemon's state (see `DaemonState`)."""
+        for name in folders:  # each folder's outcomes at 0 before its first job, for rate()
+            self.jobs.labels(name, "done")
+            self.jobs.labels(name, "failed")
+        return Scrape(self, DaemonState(folders, servers, server_errors, healthy))
+
+    def exposition(self, state: DaemonState) -> bytes:
+        with self._scrape_lock:
+            self._state.state = state
+            try:
+                return generate_latest(self.registry)
+            finally:
+                self._state.state = None
+
+
+def render(scrape: Scrape) -> str:
+    """The text exposition format (version 0.0.4) of a scrape."""
+    return scrape.metrics.exposition(scrape.state).decode()
