@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hotfolder.comfy.pool import error_kind
 from hotfolder.errors import JobError, ServerError
-from hotfolder.web.metrics import JobMetrics, Registry, render
+from hotfolder.web.metrics import JobMetrics, Registry
 
 
 def parse(text: str) -> dict[str, object]:
@@ -64,9 +64,9 @@ def test_job_metrics_count_outcomes_and_times():
     metrics.finished("main", "left", None, seen_at=100.0, submitted_at=101.0, now=102.0)
     servers = [{"name": "gpu1", "up": True, "in_flight": 1, "queue_remaining": 3},
                {"name": "gpu2", "up": False, "in_flight": 0, "queue_remaining": None}]
-    families = parse(render(metrics.families(
+    families = parse(metrics.render(
         folders={"main": (4, 1), "idle": (0, 0)}, servers=servers,
-        server_errors={("gpu2", "submit", "unreachable"): 2}, healthy=True)))
+        server_errors={("gpu2", "submit", "unreachable"): 2}, healthy=True))
     jobs = {(s.labels["folder"], s.labels["outcome"]): s.value
             for s in families["hotfolder_jobs"].samples}
     assert jobs == {("main", "done"): 1, ("main", "failed"): 2, ("idle", "done"): 0,
@@ -102,8 +102,8 @@ def test_each_job_metrics_has_its_own_series_and_no_others():
     first.finished("main", "done", None, seen_at=1.0, submitted_at=2.0, now=3.0)
     first.finished("main", "failed", "timeout", seen_at=1.0, submitted_at=2.0, now=3.0)
     state = {"folders": {"main": (0, 0)}, "servers": [], "server_errors": {}, "healthy": True}
-    text = render(first.families(**state))
-    ones, twos = parse(text), parse(render(second.families(**state)))
+    text = first.render(**state)
+    ones, twos = parse(text), parse(second.render(**state))
     assert list(ones) == list(twos) == FAMILIES  # no _created, nothing of the process
     assert "_created" not in text
     assert {s.value for s in ones["hotfolder_jobs"].samples} == {1}
@@ -119,8 +119,8 @@ def test_concurrent_scrapes_each_show_their_own_state():
     def scrape(n: int) -> list[tuple[str, float]]:
         answers = []
         for _ in range(25):
-            families = parse(render(metrics.families(
-                folders={f"f{n}": (n, 0)}, servers=[], server_errors={}, healthy=True)))
+            families = parse(metrics.render(
+                folders={f"f{n}": (n, 0)}, servers=[], server_errors={}, healthy=True))
             answers += [(s.labels["folder"], s.value)
                         for s in families["hotfolder_jobs_waiting"].samples]
         return answers

@@ -34,7 +34,7 @@ from hotfolder.job.state import LEASE_SECONDS, JobState, Outcome
 from hotfolder.job.watch import InboxWatcher
 from hotfolder.jobfile import Refused, refusal
 from hotfolder.notify import Notifier
-from hotfolder.web.metrics import JobMetrics, render
+from hotfolder.web.metrics import JobMetrics
 from hotfolder.writers import ignore_lease_breaks
 
 if TYPE_CHECKING:
@@ -288,9 +288,8 @@ class Daemon:
                    for f in self.config.folders}
         errors = {(s.name, operation, kind): n for s in self.pool.servers
                   for (operation, kind), n in s.client.error_counts().items()}
-        return render(self.metrics.families(folders=folders, servers=self.pool.describe(),
-                                            server_errors=errors,
-                                            healthy=self.health()["healthy"]))
+        return self.metrics.render(folders=folders, servers=self.pool.describe(),
+                                   server_errors=errors, healthy=self.health()["healthy"])
 
     def _status_line(self) -> str:
         counts = {"running": self.workers.running(), "waiting": self.workers.waiting(),

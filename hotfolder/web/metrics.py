@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -106,13 +106,6 @@ class StateCollector:
         return [waiting, in_flight, up, ours, queued, errors, healthy]
 
 
-class Scrape(NamedTuple):
-    """What `render` writes: the metrics, with the daemon's state at scrape time."""
-
-    metrics: JobMetrics
-    state: DaemonState
-
-
 class JobMetrics:
     """What the daemon records as jobs finish; everything else is read at scrape time."""
 
@@ -151,25 +144,17 @@ class JobMetrics:
             if status == "done":
                 self.duration.labels(folder).observe(max(0.0, now - submitted_at))
 
-    def families(self, *, folders: Mapping[str, tuple[int, int]],
-                 servers: Sequence[Mapping[str, Any]],
-                 server_errors: Mapping[tuple[str, str, str], int],
-                 healthy: bool) -> Scrape:
-        """A scrape of all metrics, for `render`, with the daemon's state (see `DaemonState`)."""
+    def render(self, *, folders: Mapping[str, tuple[int, int]],
+               servers: Sequence[Mapping[str, Any]],
+               server_errors: Mapping[tuple[str, str, str], int], healthy: bool) -> str:
+        """The text exposition format (version 0.0.4), with the daemon's state at scrape time
+        (see `DaemonState`)."""
         for name in folders:  # each folder's outcomes at 0 before its first job, for rate()
             self.jobs.labels(name, "done")
             self.jobs.labels(name, "failed")
-        return Scrape(self, DaemonState(folders, servers, server_errors, healthy))
-
-    def exposition(self, state: DaemonState) -> bytes:
         with self._scrape_lock:
-            self._state.state = state
+            self._state.state = DaemonState(folders, servers, server_errors, healthy)
             try:
-                return generate_latest(self.registry)
+                return generate_latest(self.registry).decode()
             finally:
                 self._state.state = None
-
-
-def render(scrape: Scrape) -> str:
-    """The text exposition format (version 0.0.4) of a scrape."""
-    return scrape.metrics.exposition(scrape.state).decode()
