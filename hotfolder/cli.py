@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from hotfolder import __version__
 from hotfolder.config.load import find_config, load_config
@@ -119,66 +115,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from hotfolder.comfy.pool import ServerPool
-    from hotfolder.daemon.loop import ensure_folders
-    from hotfolder.fsutil import candidates
-    from hotfolder.job.pipeline import Pipeline
-    from hotfolder.job.state import JobState
+    from hotfolder.commands.submit import run_submit
 
-    config = _load(args)
-    folder = next((f for f in config.folders if f.name == args.folder), None) \
-        if args.folder else config.folders[0]
-    if folder is None:
-        raise ConfigError([f"--folder: no hot folder named {args.folder!r}"])
-    missing = [str(f) for f in args.files if not f.is_file()]
-    if missing:
-        print("hotfolder: no such file: " + ", ".join(missing), file=sys.stderr)  # noqa: T201
-        return 2
-    ensure_folders(config)
-    stop = threading.Event()
-    pool = ServerPool(config.servers, config.comfy, stop)
-    pool.start()
-    pipeline = Pipeline(config, pool, stop)
-    states = []
-    for source in args.files:
-        name = next(n for n in candidates(source.name) if not (folder.processing / n).exists())
-        shutil.copy2(source, folder.processing / name)
-        state = JobState(name=name, folder=folder.name, source=source.name)
-        state.save(folder)
-        states.append(state)
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, len(states))) as executor:
-            outcomes = list(executor.map(lambda s: _run_to_end(pipeline, folder, s), states))
-    except KeyboardInterrupt:
-        stop.set()
-        return 130
-    finally:
-        stop.set()
-        pool.close()
-    for source, outcome in zip(args.files, outcomes, strict=True):
-        if outcome.status == "done":
-            print(f"{source}: done -> " + ", ".join(str(p) for p in outcome.outputs))  # noqa: T201
-        else:
-            print(f"{source}: {outcome.status}: {outcome.error or ''}")  # noqa: T201
-    return 0 if all(o.status == "done" for o in outcomes) else 1
-
-
-def _run_to_end(pipeline: Any, folder: Any, state: Any) -> Any:
-    """One job through the pipeline, waiting out its parked spells (a server's trouble)."""
-    while True:
-        outcome = pipeline.run(folder, state)
-        if outcome.status != "parked" or pipeline.stop.wait(outcome.retry_in):
-            return outcome
+    return run_submit(_load(args), args.files, folder_name=args.folder, out=sys.stdout,
+                      err=sys.stderr)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import json
+    from hotfolder.commands.status import run_status
 
-    from hotfolder.daemon.status import collect, format_text
-
-    doc = collect(load_config(find_config(args.config)))
-    print(json.dumps(doc, indent=2) if args.json else format_text(doc))  # noqa: T201
-    return 0
+    return run_status(load_config(find_config(args.config)), as_json=args.json, out=sys.stdout)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:

@@ -288,7 +288,7 @@ def test_polling_and_ready_settle_wait_out_the_window(tmp_path, leases):
 
 
 def test_status_text_names_a_file_being_written_and_its_writer():
-    from hotfolder.daemon.status import format_text
+    from hotfolder.commands.status import format_text
 
     doc = {"daemon": {"running": True, "pid": 1, "host": "h"}, "servers": [],
            "folders": [{"name": "f", "root": "/hot", "jobs": [],

@@ -192,31 +192,3 @@ def status_line(counts: dict[str, int], servers: Iterable[dict[str, Any]]) -> st
     parts = ", ".join(f"comfy@{s['name']} {'up' if s.get('up') else 'down'}" for s in servers)
     return (f"{counts.get('running', 0)} running, {counts.get('waiting', 0)} waiting, "
             f"{counts.get('done', 0)} done, {counts.get('failed', 0)} failed; {parts}")
-
-
-def format_text(doc: dict[str, Any]) -> str:
-    lines = []
-    daemon = doc["daemon"]
-    if daemon.get("running"):
-        lines.append(f"daemon: running (pid {daemon.get('pid')} on {daemon.get('host')})")
-    else:
-        lines.append("daemon: not running (no fresh status from it)")
-    for folder in doc["folders"]:
-        c = folder["counts"]
-        lines.append(f"folder {folder['name']} ({folder['root']}): {c['waiting']} waiting, "
-                     f"{c['running']} running, {c['done']} done, {c['failed']} failed")
-        for job in folder["jobs"]:
-            progress = job.get("progress")
-            step = f"step {progress['step']}/{progress['steps']}" if progress else job["phase"]
-            lines.append(f"  {job['job']}: {step} on {job.get('server') or '-'}, prompt "
-                         f"{job.get('prompt_id') or '-'}, {job['age_seconds']:.0f} s old")
-        for held in folder.get("being_written", []):
-            who = ", ".join(f"pid {w['pid']} ({w['process']})" for w in held.get("writers", []))
-            lines.append(f"  {held['file']}: being written for {held['seconds']:.0f} s"
-                         + (f" by {who}" if who else "") + "; taken once its writer closes it")
-    for server in doc["servers"]:
-        state = {True: "up", False: "down", None: "unknown"}[server.get("up")]
-        extra = f", {server['queue_remaining']} queued" if "queue_remaining" in server else ""
-        error = f" ({server['last_error']})" if server.get("last_error") else ""
-        lines.append(f"server {server['name']} {server['url']}: {state}{extra}{error}")
-    return "\n".join(lines)
