@@ -2,7 +2,7 @@
 
 Runs share the in-flight window and the server pool with every other job (each takes a slot
 with `acquire`, like a single job), so a 200-run CSV keeps all servers busy without shutting
-out the folder's other drops for long. Each run is journalled (runstate.py): after a restart,
+out the folder's other drops for long. Each run is journalled (state.RunState): after a restart,
 finished runs are kept, runs on a server are followed there, and only the rest are submitted.
 Outputs go to `outbox/<job-name>/`, named `<job-name>-<run>_<n>`, beside a `manifest.json`
 that says, run by run, what was asked, what came out and what went wrong.
