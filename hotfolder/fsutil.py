@@ -48,24 +48,29 @@ def temp_path(directory: Path, name: str) -> Path:
     return directory / temp_name(name)
 
 
-def dead_temp(name: str) -> bool:
-    """A temp name of a writer on this host that no longer runs (or of an earlier us)."""
+def dead_temp(name: str, *, ours_alive: bool = False) -> bool:
+    """A temp name of a writer on this host that no longer runs, or of an earlier process with
+    our pid (pids repeat across restarts, in a container always) unless `ours_alive`: once
+    this process writes, its own temp files are live."""
     match = _TEMP.match(name)
     if not match or match.group(1) != _HOST:
         return False
     pid = int(match.group(2))
-    return pid == os.getpid() or not pid_alive(pid)
+    if pid == os.getpid():
+        return not ours_alive
+    return not pid_alive(pid)
 
 
-def clear_dead_temps(directory: Path) -> int:
-    """Remove temp files of writers on this host that no longer run (killed mid-write)."""
+def clear_dead_temps(directory: Path, *, ours_alive: bool = False) -> int:
+    """Remove temp files of writers on this host that no longer run (killed mid-write).
+    `ours_alive`: this process is already writing (a reload), so its own temps stay."""
     removed = 0
     try:
         entries = list(directory.iterdir())
     except OSError:
         return 0
     for entry in entries:
-        if not dead_temp(entry.name):
+        if not dead_temp(entry.name, ours_alive=ours_alive):
             continue
         if entry.is_dir() and not entry.is_symlink():  # a job folder's copy, or its leftover
             shutil.rmtree(entry, ignore_errors=True)

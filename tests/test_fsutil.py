@@ -88,3 +88,11 @@ def test_move_cut_short_between_link_and_unlink_is_finished_not_doubled(tmp_path
     assert final == dest / "job.txt"
     assert sorted(p.name for p in dest.iterdir()) == ["job.txt"]
     assert not (src_dir / "job.txt").exists()
+
+
+def test_own_temp_files_are_live_once_the_process_writes() -> None:
+    """At start, a temp name with our pid is an earlier process's (pids repeat); on a reload
+    it is this process's own file, half-written right now, and must stay."""
+    name = fsutil.temp_name("job.txt.state.json")
+    assert fsutil.dead_temp(name)
+    assert not fsutil.dead_temp(name, ours_alive=True)

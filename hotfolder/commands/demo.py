@@ -55,7 +55,7 @@ def run_demo(timeout: float = 60.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not _all_finished(folder.done, folder.failed):
         time.sleep(0.2)
-    daemon.stop.set()
+    daemon.request_stop()
     thread.join(timeout=15)
     sim.stop()
     return _report(out, base, folder.done, folder.failed, folder.outbox)

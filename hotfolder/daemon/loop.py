@@ -22,6 +22,7 @@ from hotfolder.config.load import load_config
 from hotfolder.config.model import Config, FolderConfig
 from hotfolder.daemon.live import LiveStatus
 from hotfolder.daemon.status import collect, folder_counts, status_line
+from hotfolder.daemon.wakeup import Wakeup
 from hotfolder.daemon.workers import Work, Workers
 from hotfolder.errors import Cancelled, ConfigError
 from hotfolder.fsutil import clear_dead_temps
@@ -52,11 +53,13 @@ HEALTH_STALE_SECONDS = 60.0  # /healthz fails when the loop has not proved itsel
 # (the unit's WatchdogSec: a blocking probe of a silent server can hold the loop ~30 s)
 
 
-def ensure_folders(config: Config) -> None:
+def ensure_folders(config: Config, *, running: bool = False) -> None:
+    """Create every folder, and clear the halves of files whose writer was killed mid-write
+    (`running`: on a reload, this process's own half-written files are live)."""
     for folder in config.folders:
         for path in folder.all_dirs():
             path.mkdir(parents=True, exist_ok=True)
-            clear_dead_temps(path)  # halves of files whose writer was killed mid-write
+            clear_dead_temps(path, ours_alive=running)
 
 
 class Daemon:
@@ -67,11 +70,12 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.stop = threading.Event()  # abort: leave everything where it is
         self.draining = threading.Event()  # claim and submit nothing new
-        self.reload_requested = threading.Event()
+        self.reload_requested = False
         self.pool = ServerPool(config.servers, config.comfy, self.stop, self.draining)
         self.pipeline = Pipeline(config, self.pool, self.stop, self.draining)
-        self.wake = threading.Event()  # the observer, a signal: tick now
-        self.watcher = InboxWatcher(config.folders, self._ready, self._cancel, wake=self.wake)
+        self.wakeup = Wakeup()  # the observer, a signal, a stop request: tick now
+        self.watcher = InboxWatcher(config.folders, self._ready, self._cancel,
+                                    wake=self.wakeup.wake)
         self.workers = Workers(self._handle, self.stop)
         self.orphans = Orphans()
         self._next = {"orphans": 0.0, "heartbeat": 0.0, "prune": 0.0, "status": 0.0}
@@ -118,8 +122,9 @@ class Daemon:
     def _loop(self) -> int:
         while not self.stop.is_set():
             now = time.monotonic()
-            if self.reload_requested.is_set():
-                self.reload_requested.clear()
+            self._take_signals()
+            if self.reload_requested:
+                self.reload_requested = False
                 self.reload()
             if self.draining.is_set() and self._drained(now):
                 break
@@ -137,8 +142,7 @@ class Daemon:
                 break
             # an idle daemon ticks slowly (its own CPU is most of what it costs then); the
             # observer's first report of a new file, or a signal, wakes it at once
-            self.wake.wait(TICK if self._busy() else IDLE_TICK)
-            self.wake.clear()
+            self.wakeup.wait(TICK if self._busy() else IDLE_TICK)
         return 0
 
     def _drained(self, now: float) -> bool:
@@ -164,6 +168,7 @@ class Daemon:
         self._write_status(force=True)
         if self.web is not None:
             self.web.stop()
+        self.wakeup.close()
         log.info("daemon.stopped", **self.workers.counts)
 
     def _healthy(self) -> bool:
@@ -172,30 +177,29 @@ class Daemon:
 
     def _busy(self) -> bool:
         return (self.workers.busy() or not self.watcher.quiet() or self.draining.is_set()
-                or self.reload_requested.is_set())
+                or self.reload_requested)
 
     def _idle(self) -> bool:
         return self.workers.idle() and self.watcher.idle()
 
     def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        def request_stop(signum: int, _frame: object) -> None:
-            # only events here: logging and joins happen in the loop
-            if self.draining.is_set():
-                self.stop.set()  # a second request: stop now
-            self.draining.set()
-            self.wake.set()
-
-        def request_reload(signum: int, _frame: object) -> None:
-            self.reload_requested.set()
-            self.wake.set()
-
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGHUP, request_reload)
+        self.wakeup.catch(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         ignore_lease_breaks()  # before any file is asked about its writers (writers.py)
+
+    def _take_signals(self) -> None:
+        """Act on the signals received (the handlers only note them: wakeup.py)."""
+        for signum in self.wakeup.take():
+            if signum == signal.SIGHUP:
+                self.reload_requested = True
+            elif self.draining.is_set():
+                self.stop.set()  # a second request: stop now
+            else:
+                self.draining.set()
+
+    def request_stop(self) -> None:
+        """Stop now, from another thread (the demo's, a test's)."""
+        self.stop.set()
+        self.wakeup.wake()
 
     def _add_workers(self) -> None:
         self.workers.grow(sum(s.limit for s in self.pool.servers if not s.retired) + 2)
@@ -210,7 +214,7 @@ class Daemon:
             if path is None:
                 raise ConfigError(["the daemon was not started from a config file"])
             new = load_config(path)
-            ensure_folders(new)
+            ensure_folders(new, running=True)
         except (ConfigError, OSError) as exc:
             problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
             log.error("config.reload_failed", problems=problems,
@@ -226,7 +230,8 @@ class Daemon:
         self.config = new
         self.pipeline.update(new)
         self.watcher.stop()
-        self.watcher = InboxWatcher(new.folders, self._ready, self._cancel, wake=self.wake)
+        self.watcher = InboxWatcher(new.folders, self._ready, self._cancel,
+                                    wake=self.wakeup.wake)
         self.watcher.start()
         self._add_workers()
         log.info("config.reloaded", folders_added=sorted(new_folders - old_folders),

@@ -80,9 +80,9 @@ class _Handler(FileSystemEventHandler):
 class InboxWatcher:
     def __init__(self, folders: Iterable[FolderConfig], on_ready: Ready,
                  on_cancel: Cancel | None = None, *, poll_seconds: float = 1.0,
-                 wake: threading.Event | None = None) -> None:
+                 wake: Callable[[], None] | None = None) -> None:
         self.folders = {f.inbox.resolve(): f for f in folders}
-        self.wake = wake or threading.Event()  # set when the observer reports an inbox path
+        self.wake = wake or (lambda: None)  # called when the observer reports an inbox path
         self.on_ready = on_ready
         self.on_cancel = on_cancel
         self.poll_seconds = poll_seconds
@@ -175,7 +175,7 @@ class InboxWatcher:
             with self._lock:
                 if self._noted.get(path) not in (HINT_CLOSED, HINT_RENAMED, HINT_FOUND):
                     self._noted[path] = kind
-            self.wake.set()
+            self.wake()
 
     def rescan(self, only: Iterable[Path] | None = None) -> None:
         """Queue everything in the inboxes, oldest first (files dropped while we were down)."""
