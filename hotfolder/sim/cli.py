@@ -13,6 +13,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 
 from hotfolder.sim.faults import Faults
@@ -140,10 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         preview_method=None if args.preview_method == "none" else args.preview_method,
         random_seed=args.random_seed,
     )
-    stop = threading.Event()
+    # the handler touches no lock: a second signal could interrupt it inside Event.set(),
+    # which then waits for ever for the lock its own thread holds
+    stop: list[int] = []
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: stop.set())
+            signal.signal(signum, lambda signum, _frame: stop.append(signum))
     try:
         sim.start()
     except OSError as exc:
@@ -154,8 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_port_file(args.port_file, sim.port)
         sys.stdout.write(f"ComfyUI simulator listening on {sim.url}\n")
         sys.stdout.flush()
-        while not stop.wait(0.5):
-            pass
+        while not stop:
+            time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     finally:
