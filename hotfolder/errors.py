@@ -86,11 +86,14 @@ class ServerError(HotfolderError):
     text: see submit.py.)"""
 
     def __init__(self, message: str, *, server: str = "", status: int | None = None,
-                 body: str = "") -> None:
+                 body: str = "", uncertain: bool = False) -> None:
         self.message = message
         self.server = server
         self.status = status
         self.body = body
+        # the request may have reached the server and taken effect all the same (a 5xx, a
+        # time-out or a connection lost after sending): a POST /prompt may have queued it
+        self.uncertain = uncertain
         super().__init__(message)
 
 

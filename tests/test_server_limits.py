@@ -18,8 +18,9 @@ import requests
 import websocket
 from harness import HotFolder, make_config, wait_for
 
-from hotfolder.comfy.client import ComfyClient, TransferLimits
+from hotfolder.comfy.client import ComfyClient
 from hotfolder.comfy.listener import _CappedFrames, _CappedMessages
+from hotfolder.comfy.transport import TransferLimits
 from hotfolder.errors import ServerError
 
 

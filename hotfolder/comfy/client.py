@@ -7,12 +7,8 @@ at fault and will be retried. A 400 is a `JobError` explained in the user's word
 
 from __future__ import annotations
 
-import io
 import json
 import mimetypes
-import os
-import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
@@ -23,23 +19,11 @@ import structlog
 import urllib3
 
 from hotfolder.comfy.explain import explain_rejection
-from hotfolder.errors import JobError, Kind, ServerError, Stopping
+from hotfolder.comfy.transport import Transport, failure_reason, json_or_none
+from hotfolder.errors import JobError, Kind, ServerError
 
 log = structlog.get_logger()
 
-CHUNK = 256 * 1024
-RATE_WINDOW = 30.0  # seconds over which a transfer must keep its minimum rate
-
-
-@dataclass(frozen=True)
-class TransferLimits:
-    """What one server may make the daemon read: JSON answers and WebSocket messages up to
-    `answer_bytes`; an output file within `download_seconds`, never slower than
-    `min_rate` bytes a second over any RATE_WINDOW. A server that breaks them is faulty."""
-
-    answer_bytes: int = 64 * 1024 * 1024
-    download_seconds: float = 3600.0
-    min_rate: int = 10 * 1024
 
 
 @dataclass(frozen=True)
@@ -57,92 +41,13 @@ class QueueState:
         return prompt_id in self.running or prompt_id in self.pending
 
 
-class ComfyClient:
+class ComfyClient(Transport):
     """One server's HTTP API. Safe to share between threads (one session per thread)."""
 
-    def __init__(self, url: str, *, name: str | None = None, timeout: float = 30.0,
-                 headers: Mapping[str, str] | None = None, verify: bool | str = True,
-                 limits: TransferLimits | None = None) -> None:
-        self.url = url.rstrip("/")
-        self.limits = limits or TransferLimits()
-        self.name = name or self.url
-        self.timeout = timeout
-        self.headers = dict(headers or {})
-        self.verify = verify
-        self._local = threading.local()
-        self._verify_setting = _ca_bundle_from_env(verify)
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.jobs_api: bool | None = None  # GET /api/jobs/{id} answers (newer ComfyUI)
 
-    # -- plumbing ---------------------------------------------------------------------------
-
-    def _session(self) -> requests.Session:
-        """A session that reads the environment once, when it is made.
-
-        By default requests looks up proxies, no_proxy, netrc and CA-bundle variables on every
-        request, about a third of the client's CPU time at the job rates hotfolder runs. Here
-        the proxies (honouring no_proxy) and, for `verify: true`, $REQUESTS_CA_BUNDLE or
-        $CURL_CA_BUNDLE are resolved once per session; ~/.netrc is not read (credentials
-        come from the server's config). A config reload makes new clients, so new sessions.
-        """
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.trust_env = False
-            session.proxies.update(requests.utils.get_environ_proxies(self.url))
-            session.headers["User-Agent"] = "hotfolder"
-            session.headers.update(self.headers)
-            self._local.session = session
-        return session
-
-    def _request(self, method: str, path: str, *, stream: bool = False,
-                 **kwargs: Any) -> requests.Response:
-        """One request. Unless `stream`, the whole answer is read here, within
-        `limits.answer_bytes` and `timeout` in all (not only per read): a server that sends
-        hundreds of megabytes, or a byte every few seconds, is faulty (`ServerError`)."""
-        kwargs.setdefault("timeout", self.timeout)
-        kwargs.setdefault("verify", self._verify_setting)
-        try:
-            response = self._session().request(method, self.url + path, stream=True, **kwargs)
-            if not stream:
-                with response:
-                    body = io.BytesIO()
-                    self._drain(response, body.write, limit=self.limits.answer_bytes,
-                                seconds=max(float(kwargs["timeout"]), 1.0),
-                                what=f"its answer to {method} {path}", key="comfy.max_answer_bytes")
-                # what requests would have read itself, so .json() and .text work as usual
-                response._content = body.getvalue()
-        except requests.Timeout as exc:
-            raise ServerError(f"ComfyUI at {self.url} did not answer {method} {path} within "
-                              f"{kwargs['timeout']:g} s", server=self.name) from exc
-        except requests.exceptions.SSLError as exc:
-            raise ServerError(f"ComfyUI at {self.url}: TLS failed ({_reason(exc)}); check "
-                              "the certificate, servers[].ca_bundle or servers[].verify",
-                              server=self.name) from exc
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ServerError(f"ComfyUI at {self.url} is unreachable ({_reason(exc)})",
-                              server=self.name) from exc
-        if response.status_code in (401, 407) or response.status_code >= 500:
-            response.close()  # a streamed answer is not read any further
-        if response.status_code in (401, 407):
-            raise ServerError(f"ComfyUI at {self.url} answered HTTP {response.status_code}: "
-                              "unauthorised - check the server's token, basic_auth or "
-                              "headers in the config", server=self.name,
-                              status=response.status_code)
-        if response.status_code >= 500:
-            body = "" if stream else response.text[:2000]
-            raise ServerError(f"ComfyUI at {self.url} answered {method} {path} with HTTP "
-                              f"{response.status_code}: {body.strip() or '(empty body)'}",
-                              server=self.name, status=response.status_code, body=body)
-        return response
-
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._request(method, path, **kwargs)
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise ServerError(f"ComfyUI at {self.url} answered {method} {path} with HTTP "
-                              f"{response.status_code} and a body that is not JSON",
-                              server=self.name, status=response.status_code,
-                              body=response.text[:2000]) from exc
 
     # -- the API ------------------------------------------------------------------------------
 
@@ -187,6 +92,32 @@ class ComfyClient:
             if isinstance(entry, dict):
                 return entry
         return None
+
+    def where(self, prompt_id: str) -> str:
+        """Where the server has the prompt: "queued", "running", "done" or "unknown".
+
+        Asked of the jobs API where the server has one (it tells "queued" from "never heard
+        of it", which `/history/{id}` answers alike with `{}`); else of /queue and /history.
+        An older ComfyUI answers `/api/jobs/…` with a 404 and an empty body: detected once."""
+        if self.jobs_api is not False:
+            response = self._request("GET", f"/api/jobs/{quote(prompt_id, safe='')}")
+            answer = json_or_none(response)
+            if response.status_code == 200 and isinstance(answer, Mapping) \
+                    and isinstance(answer.get("status"), str):
+                self.jobs_api = True
+                return _JOB_STATUS.get(answer["status"], "done")
+            if response.status_code == 404 and isinstance(answer, Mapping) and "error" in answer:
+                self.jobs_api = True
+                return "unknown"
+            self.jobs_api = False
+        if self.history(prompt_id) is not None:
+            return "done"
+        queue = self.queue()
+        if prompt_id in queue.running:
+            return "running"
+        if prompt_id in queue.pending:
+            return "queued"
+        return "done" if self.history(prompt_id) is not None else "unknown"  # just finished?
 
     def queue(self) -> QueueState:
         answer = self._json("GET", "/queue")
@@ -245,7 +176,7 @@ class ComfyClient:
                                    cancelled=cancelled)
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 raise ServerError(f"download of {params['filename']!r} from {self.url} broke "
-                                  f"off ({_reason(exc)})", server=self.name) from exc
+                                  f"off ({failure_reason(exc)})", server=self.name) from exc
 
     def upload_image(self, data: bytes, *, name: str, subfolder: str = "") -> str:
         """POST /upload/image into the input folder; returns the name LoadImage takes.
@@ -292,39 +223,6 @@ class ComfyClient:
         folder = answer.get("subfolder") or ""
         return f"{folder}/{uploaded}" if isinstance(folder, str) and folder else uploaded
 
-    def _drain(self, response: requests.Response, write: Callable[[bytes], Any], *,
-               limit: int | None, seconds: float, what: str, key: str,
-               too_large: type[Exception] = ServerError,
-               cancelled: Callable[[], bool] | None = None) -> int:
-        """Read the answer's body into `write`: at most `limit` bytes, within `seconds`, and
-        at least `limits.min_rate` bytes a second over each RATE_WINDOW. A read waiting longer
-        than the request timeout for the next byte fails in requests itself."""
-        started = window = time.monotonic()
-        total = in_window = 0
-        while chunk := _read_some(response):
-            total += len(chunk)
-            in_window += len(chunk)
-            if limit is not None and total > limit:
-                message = f"{what} is larger than {key} ({limit} bytes); reading stopped"
-                if too_large is JobError:
-                    raise JobError(message, kind=Kind.DOWNLOAD)
-                raise ServerError(f"ComfyUI at {self.url}: {message}", server=self.name)
-            write(chunk)
-            if cancelled is not None and cancelled():
-                raise Stopping  # the daemon stops: the download is picked up at the next start
-            now = time.monotonic()
-            if now - started > seconds:
-                raise ServerError(f"ComfyUI at {self.url} took longer than {seconds:g} s to send "
-                                  f"{what}; stopped", server=self.name)
-            if now - window >= RATE_WINDOW:
-                if in_window < self.limits.min_rate * (now - window):
-                    raise ServerError(f"ComfyUI at {self.url} sent {what} at "
-                                      f"{in_window / (now - window):.0f} bytes/s, under "
-                                      f"comfy.min_download_rate ({self.limits.min_rate}); "
-                                      "stopped", server=self.name)
-                window, in_window = now, 0
-        return total
-
     def ping(self) -> bool:
         try:
             self.queue_remaining()
@@ -333,24 +231,6 @@ class ComfyClient:
         return True
 
 
-def _ca_bundle_from_env(verify: bool | str) -> bool | str:
-    """`verify: true` means the system's trust, which requests lets these variables name."""
-    if verify is True:
-        return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-    return verify
-
-
-def _read_some(response: requests.Response) -> bytes:
-    """Whatever has arrived (up to CHUNK), not a full CHUNK: a trickling server must not hold
-    one read for hours."""
-    return response.raw.read1(CHUNK, decode_content=True)
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "timed out",
-                   "Connection reset", "Remote end closed", "CERTIFICATE_VERIFY_FAILED",
-                   "certificate verify failed", "WRONG_VERSION_NUMBER"):
-        if marker in text:
-            return marker.lower()
-    return type(exc).__name__
+# the jobs API's statuses, as `where` reports them
+_JOB_STATUS = {"pending": "queued", "in_progress": "running", "completed": "done",
+               "failed": "done", "cancelled": "done"}

@@ -14,8 +14,9 @@ from typing import Any
 
 import structlog
 
-from hotfolder.comfy.client import ComfyClient, TransferLimits
+from hotfolder.comfy.client import ComfyClient
 from hotfolder.comfy.listener import CompletionListener
+from hotfolder.comfy.transport import TransferLimits
 from hotfolder.config.model import ComfyConfig
 from hotfolder.config.servers import ServerConfig
 from hotfolder.errors import JobError, ServerError

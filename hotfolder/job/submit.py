@@ -1,7 +1,14 @@
 """Submit a prepared workflow to a server and follow it until ComfyUI has its history entry.
 
 Completion comes from the server's WebSocket (the listener wakes the job the moment its prompt
-finishes); `/history` and `/queue` are polled as a fallback, rarely while the socket is live.
+finishes); `/history` and `/queue` (or the jobs API) are polled as a fallback, rarely while
+the socket is live.
+
+A job runs once on the GPU: ComfyUI does not refuse a prompt_id it has seen (a second POST
+runs the graph again), and a submission whose answer is lost (a 5xx, a time-out, a connection
+dropped after sending) may have been queued all the same. Such a submission is "unconfirmed":
+its prompt_id is looked up on the server, given a bounded time to appear, and followed if it
+is there; the job is submitted again only once the prompt is known not to be.
 Server trouble never fails a job here: an unreachable server is waited for (and the job moves
 to another server when one answers), a prompt the server forgot is submitted again; only a
 bounded number of 5xx answers to the submission itself, and the job time limit, end a job.
@@ -17,7 +24,7 @@ from typing import Any
 import structlog
 
 from hotfolder.comfy.pool import Server
-from hotfolder.config.model import FolderConfig
+from hotfolder.config.model import ComfyConfig, FolderConfig
 from hotfolder.errors import Failover, JobError, Kind, PromptLost, ServerError, Stopping
 from hotfolder.job.context import Context
 from hotfolder.job.images import upload as upload_images
@@ -34,9 +41,16 @@ def execute(ctx: Context, folder: FolderConfig, state: JobState, workflow: dict[
             record: Record) -> tuple[dict[str, Any], Server]:
     """Run the workflow on a server (submitting it, or following it where a previous life of
     the daemon submitted it) and return its history entry and the server."""
-    limit = folder.job_timeout or ctx.config.comfy.job_timeout
-    retry = ctx.config.comfy.backoff.start()
+    comfy = ctx.config.comfy
+    limit = folder.job_timeout or comfy.job_timeout
+    retry = comfy.backoff.start()
     server: Server | None = None
+    unconfirmed: ServerError | None = None  # the last submission's lost answer
+    appear_by = None
+    if state.phase in ("submitting", "unconfirmed") and state.submitted_at:
+        # submitted by a previous life moments ago: it may still be on its way into the queue
+        left = _appear_seconds(comfy) - (time.time() - state.submitted_at)
+        appear_by = time.monotonic() + left if left > 0 else None
     try:
         while True:
             if ctx.stop.is_set():
@@ -47,17 +61,27 @@ def execute(ctx: Context, folder: FolderConfig, state: JobState, workflow: dict[
                 server = ctx.pool.attach(known)  # resumed: it is in flight there already
             if known is not None and state.prompt_id:
                 try:
-                    entry = follow(ctx, known, state, workflow, limit, folder.server_tags)
+                    entry = follow(ctx, known, state, workflow, limit, folder.server_tags,
+                                   appear_by=appear_by)
                 except PromptLost:
-                    log.warning("job.lost_by_server", server=known.name,
-                                prompt_id=state.prompt_id,
-                                action="the server forgot the prompt (restart?); resubmitting")
+                    appear_by = None
                     state.prompt_id = None
+                    if unconfirmed is not None:  # it never got into the queue: a real failure
+                        log.info("job.submit_not_queued", server=known.name,
+                                 action="submitting again")
+                        exc, unconfirmed = unconfirmed, None
+                        _after_submit_error(ctx, known, exc, retry)
+                        if server is not None and not server.up:
+                            ctx.pool.release(server)
+                            server = None
+                        continue
+                    log.warning("job.lost_by_server", server=known.name,
+                                action="the server forgot the prompt (restart?); resubmitting")
                     continue
                 except Failover:
                     log.warning("job.moved", server=known.name, prompt_id=state.prompt_id,
                                 action="server unreachable; resubmitting on another server")
-                    state.prompt_id = None
+                    state.prompt_id, unconfirmed, appear_by = None, None, None
                     if server is not None:
                         ctx.pool.release(server)
                         server = None
@@ -74,6 +98,10 @@ def execute(ctx: Context, folder: FolderConfig, state: JobState, workflow: dict[
             try:
                 submit(ctx, server, state, workflow)
             except ServerError as exc:
+                if state.prompt_id is not None:  # unconfirmed: follow() looks it up first
+                    unconfirmed = exc
+                    appear_by = time.monotonic() + _appear_seconds(comfy, exc)
+                    continue
                 _after_submit_error(ctx, server, exc, retry)
                 if not server.up:
                     ctx.pool.release(server)
@@ -99,12 +127,19 @@ def submit(ctx: Context, server: Server, state: JobState, workflow: dict[str, An
     state.save(folder)
     try:
         server.client.submit(workflow, prompt_id=prompt_id, client_id=watch.client_id)
-    except (ServerError, JobError) as exc:
-        server.listener.forget(prompt_id)
-        state.prompt_id = None
-        state.phase = "claimed"
+    except ServerError as exc:
+        if not exc.uncertain:
+            _not_submitted(server, state, prompt_id, folder)
+            raise
+        # the server may have queued it: keep the id (and the watch), look it up first
+        state.phase = "unconfirmed"
         state.save(folder)
-        if isinstance(exc, JobError) and exc.details.get("partial_prompt_id"):
+        log.warning("job.submit_unconfirmed", server=server.name, prompt_id=prompt_id,
+                    error=exc.message, action="looking the prompt up before submitting again")
+        raise
+    except JobError as exc:
+        _not_submitted(server, state, prompt_id, folder)
+        if exc.details.get("partial_prompt_id"):
             # ComfyUI queued the valid part of the graph anyway; the job failed, so stop it
             ctx.abandon(server, str(exc.details["partial_prompt_id"]))
         raise
@@ -114,6 +149,23 @@ def submit(ctx: Context, server: Server, state: JobState, workflow: dict[str, An
     state.phase = "submitted"
     log.info("job.submitted", server=server.name, prompt_id=prompt_id,
              submission=state.submissions)
+
+
+def _not_submitted(server: Server, state: JobState, prompt_id: str,
+                   folder: FolderConfig) -> None:
+    server.listener.forget(prompt_id)
+    state.prompt_id = None
+    state.phase = "claimed"
+    state.save(folder)
+
+
+def _appear_seconds(comfy: ComfyConfig, exc: ServerError | None = None) -> float:
+    """How long an unconfirmed prompt is given to show up in the server's queue. ComfyUI's own
+    500 comes after it has done with the request: what it queued is there at once. After a
+    time-out, a lost connection or a proxy's 502/504 it may still be validating the prompt."""
+    if exc is not None and exc.status == 500:
+        return 1.0
+    return max(5.0, comfy.request_timeout)
 
 
 def _after_submit_error(ctx: Context, server: Server, exc: ServerError, retry: Retry) -> None:
@@ -136,9 +188,11 @@ def _after_submit_error(ctx: Context, server: Server, exc: ServerError, retry: R
 
 
 def follow(ctx: Context, server: Server, state: JobState, workflow: Mapping[str, Any],
-           limit: float, tags: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Wait for the prompt's history entry; raise PromptLost if the server forgot it, Failover
-    if it has been away too long while another server answers."""
+           limit: float, tags: tuple[str, ...] = (), *,
+           appear_by: float | None = None) -> dict[str, Any]:
+    """Wait for the prompt's history entry; raise PromptLost if the server does not have it
+    (after `appear_by`, for a submission not confirmed yet), Failover if the server has been
+    away too long while another one answers."""
     assert state.prompt_id is not None
     prompt_id, comfy, client = state.prompt_id, ctx.config.comfy, server.client
     listener = server.listener
@@ -153,6 +207,8 @@ def follow(ctx: Context, server: Server, state: JobState, workflow: Mapping[str,
             wait = max(5.0, comfy.poll_interval * 5) if live else comfy.poll_interval
             if watch.finished:
                 wait = min(0.05 * (lag_tries + 1), comfy.poll_interval)
+            elif appear_by is not None:
+                wait = min(wait, 0.25)  # unconfirmed: look again soon
             watch.wake.wait(wait)
             watch.wake.clear()
             if ctx.stop.is_set():
@@ -171,12 +227,18 @@ def follow(ctx: Context, server: Server, state: JobState, workflow: Mapping[str,
                 if watch.finished and lag_tries < HISTORY_LAG_TRIES:
                     lag_tries += 1
                     continue
-                consult_queue = not live or watch.finished or checks % 5 == 0
-                if consult_queue and prompt_id not in client.queue():
-                    entry = client.history(prompt_id)  # it may have just finished
-                    if entry is not None:
-                        return entry
-                    raise PromptLost
+                if appear_by is not None or not live or watch.finished or checks % 5 == 0:
+                    where = client.where(prompt_id)
+                    if where == "done":
+                        entry = client.history(prompt_id)  # it has just finished
+                        if entry is not None:
+                            return entry
+                    elif where == "unknown":
+                        if appear_by is None or time.monotonic() >= appear_by:
+                            raise PromptLost
+                    elif appear_by is not None:
+                        appear_by = None
+                        _confirmed(ctx, server, state)
                 away.reset()
             except ServerError as exc:
                 ctx.pool.mark_down(server, exc)
@@ -184,7 +246,10 @@ def follow(ctx: Context, server: Server, state: JobState, workflow: Mapping[str,
                 if silent_for >= comfy.failover_seconds and ctx.pool.others_up(server, tags):
                     raise Failover from exc
                 # the job time limit counts the server's time only
-                deadline += away.pause(ctx.stop)
+                waited = away.pause(ctx.stop)
+                deadline += waited
+                if appear_by is not None:
+                    appear_by += waited  # nor does it count against an unconfirmed prompt
                 continue
             if time.monotonic() > deadline:
                 ctx.abandon(server, prompt_id)
@@ -193,3 +258,12 @@ def follow(ctx: Context, server: Server, state: JobState, workflow: Mapping[str,
                                kind=Kind.TIMEOUT, details={"limit_seconds": limit})
     finally:
         listener.forget(prompt_id)
+
+
+def _confirmed(ctx: Context, server: Server, state: JobState) -> None:
+    """An unconfirmed submission turned out to be queued: it is followed, never resubmitted."""
+    ctx.pool.mark_up(server)
+    state.phase = "submitted"
+    state.save(ctx.folder(state.folder))
+    log.info("job.submit_confirmed", server=server.name, prompt_id=state.prompt_id,
+             note="the server had queued it; it is not submitted again")

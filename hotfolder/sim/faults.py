@@ -23,6 +23,11 @@ class Faults:
     fail_next: int = 0  # the next N executions raise
     http_5xx_rate: float = 0.0  # fraction of POST /prompt answered with the plain-text 500
     http_5xx_next: int = 0  # the next N POST /prompt answered with the plain-text 500
+    # fraction of POST /prompt answered with a 500 *after* the prompt was queued (it runs): a
+    # proxy's error, or a server failing between queueing and answering
+    http_5xx_after_queue_rate: float = 0.0
+    http_5xx_after_queue_next: int = 0  # the next N of those
+    prompt_delay_seconds: float = 0.0  # POST /prompt queues (and answers) only after this
     slow_seconds: float = 0.0  # delay before every HTTP answer (not /sim/*)
     trickle_seconds: float = 0.0  # /view answers sent a byte at a time, this far apart
     drop_ws_after: int = 0  # server closes each WebSocket after N text messages; 0 = never
@@ -37,6 +42,9 @@ _FIELD_TYPES: dict[str, type] = {
     "fail_next": int,
     "http_5xx_rate": float,
     "http_5xx_next": int,
+    "http_5xx_after_queue_rate": float,
+    "http_5xx_after_queue_next": int,
+    "prompt_delay_seconds": float,
     "slow_seconds": float,
     "trickle_seconds": float,
     "drop_ws_after": int,
@@ -105,6 +113,14 @@ class FaultState:
                 self.faults.http_5xx_next -= 1
                 return True
             return self._rng.random() < self.faults.http_5xx_rate
+
+    def take_http_5xx_after_queue(self) -> bool:
+        """True when this POST /prompt, its prompt queued, must still answer with a 500."""
+        with self._lock:
+            if self.faults.http_5xx_after_queue_next > 0:
+                self.faults.http_5xx_after_queue_next -= 1
+                return True
+            return self._rng.random() < self.faults.http_5xx_after_queue_rate
 
     def take_execution_failure(self) -> bool:
         """True when the prompt about to execute must end in execution_error."""

@@ -8,6 +8,7 @@ endpoints (`routes_files`) and the route table (`routes`), which imports these h
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -33,6 +34,9 @@ def _no_prompt() -> Response:
 
 def post_prompt(sim: SimContext, req: Request) -> Response:
     engine = sim.engine
+    delay = sim.fault_state.faults.prompt_delay_seconds
+    if delay:
+        time.sleep(delay)  # a server slow to take the prompt: the client may give up first
     if sim.fault_state.take_http_5xx():
         sim.counters["http_5xx_injected"] += 1
         return trouble()
@@ -59,6 +63,9 @@ def post_prompt(sim: SimContext, req: Request) -> Response:
         sim.counters["prompts_rejected"] += 1
         return json_response({"error": error, "node_errors": node_errors}, 400)
     engine.put(number, prompt_id, prompt, extra_data, outputs)
+    if sim.fault_state.take_http_5xx_after_queue():
+        sim.counters["http_5xx_after_queue"] += 1
+        return trouble()  # queued all the same: it runs
     return json_response({"prompt_id": prompt_id, "number": number, "node_errors": node_errors})
 
 

@@ -303,7 +303,8 @@ class SimServer:
             job_seconds=job_seconds,
             preview_method=preview_method,
         )
-        self.counters = {"prompts_rejected": 0, "http_5xx_injected": 0, "uploads": 0}
+        self.counters = {"prompts_rejected": 0, "http_5xx_injected": 0,
+                         "http_5xx_after_queue": 0, "uploads": 0}
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = port
