@@ -2,8 +2,7 @@
 
 Sync clients and NAS users see a file the moment its name appears, so every file is written
 under a hidden temporary name and linked into place; links fail instead of overwriting, which
-is how a name clash becomes a suffix instead of a lost file. Moves fall back to copy + fsync
-when the destination is on another file system (EXDEV).
+is how a name clash becomes a suffix instead of a lost file. (Moves are moves.py's.)
 """
 
 from __future__ import annotations
@@ -159,10 +158,15 @@ def split_name(name: str) -> tuple[str, str]:
     return (stem, dot + ext) if stem else (name, "")
 
 
-def place(tmp: Path, target: Path) -> Path:
-    """Give `tmp` the first free name among target, target-2, …; return the name used."""
+def place(tmp: Path, target: Path, *, before: Callable[[str], None] | None = None) -> Path:
+    """Give `tmp` the first free name among target, target-2, …; return the name used.
+    `before(name)` is told each name just before `tmp` is linked to it."""
     for name in candidates(target.name):
         final = target.with_name(name)
+        if before is not None:
+            if final.exists() or final.is_symlink():
+                continue
+            before(name)
         try:
             os.link(tmp, final)
         except FileExistsError:
@@ -223,146 +227,6 @@ def write_json(target: Path, data: Any, *, replace: bool = False, compact: bool 
     with atomic_writer(target, "w") as (fh, placed):
         fh.write(text)
     return placed[0]
-
-
-def move(src: Path, dest_dir: Path, name: str | None = None) -> Path:
-    """Move `src` into `dest_dir` under a free name, across file systems if need be.
-
-    A name already holding `src` itself (a move cut short between link and unlink) finishes
-    that move instead of making a second copy.
-    """
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    target = dest_dir / (name or src.name)
-    if src.is_dir() and not src.is_symlink():
-        return _move_dir(src, target)
-    try:
-        for candidate in candidates(target.name):
-            final = dest_dir / candidate
-            try:
-                os.link(src, final)
-            except FileExistsError:
-                if _same_file(src, final):
-                    os.unlink(src)
-                    return final
-                continue
-            os.unlink(src)
-            return final
-    except OSError as exc:
-        if exc.errno == errno.EXDEV:
-            return _copy_across(src, target)
-        if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK,
-                         errno.EACCES):
-            return _rename_free(src, target)
-        raise
-    raise AssertionError("unreachable")
-
-
-def _move_dir(src: Path, target: Path) -> Path:
-    """A job folder moves by one rename; across file systems it is copied under a hidden name,
-    renamed into place, and the original is renamed aside before it is removed, so processing/
-    never holds half a folder."""
-    for candidate in candidates(target.name):
-        final = target.with_name(candidate)
-        if final.exists() or final.is_symlink():
-            continue
-        try:
-            os.rename(src, final)
-        except OSError as exc:
-            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                continue
-            if exc.errno != errno.EXDEV:
-                raise
-            return _copy_dir_across(src, target)
-        return final
-    raise AssertionError("unreachable")
-
-
-def _copy_dir_across(src: Path, target: Path) -> Path:
-    tmp = temp_path(target.parent, target.name)
-    try:
-        _copy_tree(src, tmp)
-        for candidate in candidates(target.name):
-            final = target.with_name(candidate)
-            if final.exists() or final.is_symlink():
-                continue
-            try:
-                os.rename(tmp, final)
-            except OSError as exc:
-                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                    continue
-                raise
-            break
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    trash = temp_path(src.parent, src.name)
-    os.rename(src, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-    return final
-
-
-def _copy_tree(src: Path, dest: Path) -> None:
-    """Files copied and synced, links copied as links (never followed), nothing else."""
-    dest.mkdir()
-    for entry in os.scandir(src):
-        info = entry.stat(follow_symlinks=False)
-        out = dest / entry.name
-        if stat.S_ISLNK(info.st_mode):
-            os.symlink(os.readlink(entry.path), out)
-        elif stat.S_ISDIR(info.st_mode):
-            _copy_tree(Path(entry.path), out)
-        elif stat.S_ISREG(info.st_mode):
-            _copy_file(Path(entry.path), out)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def _rename_free(src: Path, target: Path) -> Path:
-    for candidate in candidates(target.name):
-        final = target.with_name(candidate)
-        if not final.exists():
-            os.rename(src, final)
-            return final
-    raise AssertionError("unreachable")
-
-
-def _copy_file(src: Path, out: Path) -> None:
-    """Copy a plain file's content and times, reading it through a descriptor opened without
-    following a link (a link swapped in is never copied through)."""
-    fd = os.open(src, NOFOLLOW_READ)
-    with os.fdopen(fd, "rb") as reader, open(out, "xb") as writer:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, f"{src.name} is not a plain file: not copied")
-        shutil.copyfileobj(reader, writer, 1024 * 1024)
-        writer.flush()
-        os.fsync(writer.fileno())
-        st = os.fstat(fd)
-        os.fchmod(writer.fileno(), stat.S_IMODE(st.st_mode))
-        os.utime(writer.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def _copy_across(src: Path, target: Path) -> Path:
-    if src.is_symlink():  # a link moves as a link, never as its target's content
-        for candidate in candidates(target.name):
-            final = target.with_name(candidate)
-            with contextlib.suppress(FileExistsError):
-                os.symlink(os.readlink(src), final)
-                os.unlink(src)
-                return final
-    tmp = temp_path(target.parent, target.name)
-    try:
-        _copy_file(src, tmp)
-        final = place(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    os.unlink(src)
-    return final
 
 
 def free_stem(directory: Path, stem: str, suffixes: list[str],

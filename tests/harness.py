@@ -57,7 +57,9 @@ class HotFolder:
         return self.base / "hot"
 
     def dir(self, name: str) -> Path:
-        return self.root / name
+        """A subfolder of the (first) hot folder, where the config puts it."""
+        configured = (self.config.get("folders") or [{}])[0].get(name)
+        return Path(configured) if configured else self.root / name
 
     @property
     def config_path(self) -> Path:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 
 import pytest
 
-from hotfolder import fsutil
+from hotfolder import fsutil, moves
 
 
 def test_candidates_put_the_suffix_before_the_extension():
@@ -40,7 +41,7 @@ def test_move_adds_a_suffix_on_clash(tmp_path):
     dest.mkdir()
     (dest / "fox.txt").write_text("first")
     (src_dir / "fox.txt").write_text("second")
-    final = fsutil.move(src_dir / "fox.txt", dest)
+    final = moves.move(src_dir / "fox.txt", dest)
     assert final.name == "fox-2.txt" and final.read_text() == "second"
     assert (dest / "fox.txt").read_text() == "first"
     assert not (src_dir / "fox.txt").exists()
@@ -58,7 +59,7 @@ def test_move_across_file_systems_copies_then_unlinks(tmp_path, monkeypatch):
         return real_link(a, b, *args, **kwargs)
 
     monkeypatch.setattr(fsutil.os, "link", cross_device)
-    final = fsutil.move(src, tmp_path / "done")
+    final = moves.move(src, tmp_path / "done")
     assert final == tmp_path / "done" / "job.txt" and final.read_text() == "payload"
     assert not src.exists()
     assert [p.name for p in (tmp_path / "done").iterdir()] == ["job.txt"]
@@ -84,7 +85,7 @@ def test_move_cut_short_between_link_and_unlink_is_finished_not_doubled(tmp_path
     dest.mkdir()
     (src_dir / "job.txt").write_text("x")
     os.link(src_dir / "job.txt", dest / "job.txt")  # the crash came right after the link
-    final = fsutil.move(src_dir / "job.txt", dest)
+    final = moves.move(src_dir / "job.txt", dest)
     assert final == dest / "job.txt"
     assert sorted(p.name for p in dest.iterdir()) == ["job.txt"]
     assert not (src_dir / "job.txt").exists()
@@ -96,3 +97,30 @@ def test_own_temp_files_are_live_once_the_process_writes() -> None:
     name = fsutil.temp_name("job.txt.state.json")
     assert fsutil.dead_temp(name)
     assert not fsutil.dead_temp(name, ours_alive=True)
+
+
+def test_move_across_file_systems_cut_short_after_the_copy_is_finished_not_doubled(tmp_path):
+    """The copy got its name (recorded beside the original first), then the process died
+    before removing the original: the next move of it only removes the original."""
+    src, dest = tmp_path / "processing" / "job.txt", tmp_path / "done"
+    src.parent.mkdir()
+    dest.mkdir()
+    src.write_text("payload")
+    moves._mark(src, "job.txt")
+    shutil.copy2(src, dest / "job.txt")
+    assert moves.pending(src, dest) == "job.txt"
+    assert moves.move(src, dest) == dest / "job.txt"
+    assert sorted(p.name for p in dest.iterdir()) == ["job.txt"]
+    assert sorted(p.name for p in src.parent.iterdir()) == []  # original and marker gone
+
+
+def test_a_marker_naming_someone_elses_file_is_ignored(tmp_path):
+    src, dest = tmp_path / "processing" / "job.txt", tmp_path / "done"
+    src.parent.mkdir()
+    dest.mkdir()
+    src.write_text("payload")
+    moves._mark(src, "job.txt")
+    (dest / "job.txt").write_text("another job's file, same name")
+    assert moves.pending(src, dest) is None
+    assert moves.move(src, dest) == dest / "job-2.txt"
+    assert (dest / "job.txt").read_text() == "another job's file, same name"

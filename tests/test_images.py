@@ -21,7 +21,7 @@ from hotfolder.config.load import parse_config
 from hotfolder.config.model import FolderConfig
 from hotfolder.daemon.status import folder_counts, recent_failed
 from hotfolder.errors import ConfigError, JobError
-from hotfolder.fsutil import apply_mode, move
+from hotfolder.fsutil import apply_mode
 from hotfolder.job.companions import (
     job_image_files,
     sweep,
@@ -37,6 +37,7 @@ from hotfolder.job.prune import prune
 from hotfolder.job.state import JobState
 from hotfolder.job.watch import InboxWatcher
 from hotfolder.jobfile import list_folder
+from hotfolder.moves import move
 from hotfolder.sim import SimServer
 from hotfolder.sim.catalog import Catalog
 from hotfolder.workflow.bindings import find_bindings

@@ -27,7 +27,7 @@ def _start_tolerating_death(hot: HotFolder) -> subprocess.Popen[bytes]:
 
 
 def test_a_job_that_kills_the_daemon_fails_after_three_deaths(tmp_path, sim, monkeypatch):
-    monkeypatch.setenv("HOTFOLDER_TEST_KILL_ON", "poison.txt")
+    monkeypatch.setenv("HOTFOLDER_TEST_KILL", "start:poison.txt")
     hot = HotFolder(base=tmp_path, server_url=sim.url, config=make_config(tmp_path, sim.url))
     try:
         hot.drop("poison.txt", "a prompt that trips a fatal fault")

@@ -141,6 +141,21 @@ class ComfyClient(Transport):
         answer = self._json("GET", "/object_info")
         return answer if isinstance(answer, dict) else {}
 
+    def cancel(self, prompt_id: str) -> None:
+        """Take the prompt off the queue, or stop it if it runs: with the jobs API where the
+        server has one (it does both, for this prompt only), else by deleting it from the queue
+        and interrupting it (ComfyUI interrupts only the prompt named, if it is the one running).
+        """
+        if self.jobs_api is not False:
+            response = self._request("POST", f"/api/jobs/{quote(prompt_id, safe='')}/cancel")
+            if response.status_code == 200 and isinstance(json_or_none(response), Mapping):
+                self.jobs_api = True
+                return
+            if response.status_code in (404, 405):
+                self.jobs_api = False  # an older ComfyUI (404 or 405 to the newer routes)
+        self.delete_queued(prompt_id)
+        self.interrupt(prompt_id)
+
     def interrupt(self, prompt_id: str) -> None:
         """Interrupts only if this prompt is the one running (ComfyUI ignores it otherwise)."""
         self._request("POST", "/interrupt", json={"prompt_id": prompt_id})

@@ -226,6 +226,9 @@ def _remove_stale_records(folder: FolderConfig, names: set[str]) -> None:
             state = JobState.load(folder, entry.name[1:-len(".state.json")])
             if state is None or owner_gone(state):
                 entry.unlink(missing_ok=True)
+    for entry in folder.processing.glob(".*.moving"):  # a move's marker (moves.py)
+        if not (folder.processing / entry.name[1:-len(".moving")]).exists():
+            entry.unlink(missing_ok=True)
     journals = {JobState.journal_for(folder, n).name for n in names}
     for entry in folder.processing.glob(".*.runs.jsonl"):
         if entry.name not in journals and not entry.with_name(

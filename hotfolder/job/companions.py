@@ -31,7 +31,7 @@ import structlog
 
 from hotfolder.config.model import FolderConfig
 from hotfolder.errors import JobError, Kind
-from hotfolder.fsutil import apply_mode, move, write_json
+from hotfolder.fsutil import apply_mode, write_json
 from hotfolder.job.claim import owner_gone
 from hotfolder.job.images import bind, describe_bound
 from hotfolder.job.state import JobState
@@ -42,6 +42,7 @@ from hotfolder.jobfile import (
     is_image_name,
     open_file,
 )
+from hotfolder.moves import move
 from hotfolder.writers import open_for_writing
 
 if TYPE_CHECKING:

@@ -81,7 +81,6 @@ class Context:
     def abandon(self, server: Server, prompt_id: str) -> None:
         """Take a prompt off a server's queue, or interrupt it if it is running."""
         try:
-            server.client.delete_queued(prompt_id)
-            server.client.interrupt(prompt_id)
+            server.client.cancel(prompt_id)
         except ServerError as exc:
             log.warning("job.abandon_failed", server=server.name, error=exc.message)

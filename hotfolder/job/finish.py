@@ -19,10 +19,11 @@ import structlog
 from hotfolder.config.model import FolderConfig
 from hotfolder.credentials import redact
 from hotfolder.errors import JobError
-from hotfolder.fsutil import apply_mode, candidates, move, write_json
+from hotfolder.fsutil import apply_mode, candidates, write_json
 from hotfolder.job.companions import finishing, sidecar_inputs, take_along
 from hotfolder.job.naming import error_name_for, release_stem
 from hotfolder.job.state import JobState, Outcome, Record
+from hotfolder.moves import move, pending
 
 log = structlog.get_logger()
 
@@ -132,14 +133,16 @@ def _fail_files(folder: FolderConfig, source: Path, name: str,
     Both get one free stem (`fox.txt` + `fox.error.json`, or `fox-2.…`). A job whose file is
     gone (cancelled by deleting it) leaves just the error file.
     """
-    error_name = name
-    for candidate in candidates(name):
+    resumed = pending(source, folder.failed)  # moved there before a crash, not yet removed
+    error_name = error_name_for(resumed) if resumed else name
+    for candidate in [] if resumed else candidates(name):
         error_name = error_name_for(candidate)
         if not (folder.failed / candidate).exists() \
                 and not (folder.failed / error_name).exists():
             name = candidate
             break
-    error_path = write_json(folder.failed / error_name, redact(report))
+    error_path = write_json(folder.failed / error_name, redact(report),
+                            replace=resumed is not None)
     apply_mode(error_path, folder.file_mode)
     if not source.exists():
         return None, error_path

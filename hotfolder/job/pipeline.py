@@ -9,8 +9,6 @@ resumed by the next start.
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 from collections.abc import Mapping
@@ -18,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from hotfolder import crashpoints
 from hotfolder.comfy.pool import Server, ServerPool
 from hotfolder.config.model import Config, FolderConfig
 from hotfolder.errors import JobError, Kind, Parked, Stopping
@@ -97,7 +96,7 @@ class Pipeline:
             try:
                 with ctx.gate.passage(suspect=state.crashes > 0):
                     self._enter(folder, state, "preparing")
-                    _test_fault(state)
+                    crashpoints.reached("start", state.source, state.name)
                     spec = read_job(folder, state, settled=settled, final=final)
                     record.job_file = state.read
                     if spec.kind != "batch":
@@ -135,14 +134,3 @@ class Pipeline:
             files = fetch(self.ctx, folder, state, entry, server, workflow, record, outbox)
         verify_content(folder, state)  # what goes to done/ is what ran, or it runs again
         return finish_done(folder, state, record, files)
-
-
-def _test_fault(state: JobState) -> None:
-    """For tests of the crashed-job guard only: `HOTFOLDER_TEST_KILL_ON=NAME` kills the daemon
-    (SIGKILL, no cleanup) whenever it starts on the job NAME, as a job that trips a fatal
-    fault would."""
-    if _KILL_ON and _KILL_ON in (state.source, state.name):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-_KILL_ON = os.environ.get("HOTFOLDER_TEST_KILL_ON")

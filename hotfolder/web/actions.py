@@ -15,8 +15,8 @@ from pathlib import Path
 import structlog
 
 from hotfolder.config.model import FolderConfig
-from hotfolder.fsutil import move
 from hotfolder.job.naming import error_name_for
+from hotfolder.moves import move
 from hotfolder.web.thumbs import safe_name
 
 log = structlog.get_logger()
