@@ -10,6 +10,7 @@ process) or whose lease ran out (another host) is adopted, again by a rename onl
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import stat
 import time
@@ -158,27 +159,33 @@ def owner_gone(state: JobState, now: float | None = None) -> bool:
 
 
 def adopt(folder: FolderConfig, name: str, state: JobState | None) -> JobState | None:
-    """Take over an orphaned job; None if another process took it first."""
-    record = JobState.path_for(folder, name)
-    if state is None:
-        try:  # no record at all: creating one exclusively is the claim
-            fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return None
+    """Take over an orphaned job; None if another process took it first.
+
+    Each adoption has a generation (the record's, plus one), and only the process that
+    creates that generation's marker exclusively adopts: of several daemons judging the same
+    dead owner (or the same job without a record) at the same instant, the file system picks
+    one. A later look at a record already renewed by the winner sees a live owner, and a
+    stale view of the old one asks for a generation that is taken."""
+    generation = (state.generation if state is not None else 0) + 1
+    marker = JobState.adoption_path(folder, name, generation)
+    try:
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return None
+    try:
+        os.write(fd, json.dumps(owner_me()).encode())
+    finally:
         os.close(fd)
+    if not (folder.processing / name).exists():  # it finished (or left) since it was seen
+        marker.unlink(missing_ok=True)
+        return None
+    if state is None:
         # a job gets its record when it is submitted or has waited a second: one without
         # died between its claim and then, while it was read, parsed and prepared
         state = JobState(name=name, folder=folder.name, source=name, phase="preparing")
-    else:
-        stolen = record.with_name(record.name + f".{INSTANCE[:12]}")
-        try:
-            os.rename(record, stolen)
-        except FileNotFoundError:
-            return None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(stolen)
     if state.phase in RISKY_PHASES:
         state.crashes += 1
+    state.generation = generation
     state.phase = "claimed"
     state.owner = owner_me()
     state.renew(folder)
@@ -226,6 +233,10 @@ def _remove_stale_records(folder: FolderConfig, names: set[str]) -> None:
             state = JobState.load(folder, entry.name[1:-len(".state.json")])
             if state is None or owner_gone(state):
                 entry.unlink(missing_ok=True)
+    for entry in folder.processing.glob(".*.adopted.*"):  # adoption markers (adopt)
+        job = entry.name[1:].rsplit(".adopted.", 1)[0]
+        if job not in names and not (folder.processing / job).exists():
+            entry.unlink(missing_ok=True)
     for entry in folder.processing.glob(".*.moving"):  # a move's marker (moves.py)
         if not (folder.processing / entry.name[1:-len(".moving")]).exists():
             entry.unlink(missing_ok=True)

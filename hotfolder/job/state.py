@@ -75,6 +75,7 @@ class JobState:
     read: dict[str, Any] | None = None  # bytes and sha256 of the job file as it ran
     reruns: int = 0  # runs repeated because the job file changed while it ran
     crashes: int = 0
+    generation: int = 0  # how often the job was adopted: each owner holds its own (claim.adopt)
     uploads: dict[str, dict[str, str]] = field(default_factory=dict)  # server -> file -> name
     life: Life = field(default_factory=lambda: Life(), repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -91,6 +92,11 @@ class JobState:
     def inputs_path(folder: FolderConfig, name: str) -> Path:
         """The hidden folder holding the images a job took from the inbox (companions.py)."""
         return JobState.path_for(folder, name, ".inputs")
+
+    @staticmethod
+    def adoption_path(folder: FolderConfig, name: str, generation: int) -> Path:
+        """Created exclusively by whoever adopts the job for `generation` (claim.adopt)."""
+        return JobState.path_for(folder, name, f".adopted.{generation}")
 
     @staticmethod
     def journal_for(folder: FolderConfig, name: str) -> Path:
@@ -132,6 +138,8 @@ class JobState:
             self._closed = True
             self.path_for(folder, self.name).unlink(missing_ok=True)
             self.journal_for(folder, self.name).unlink(missing_ok=True)
+            for generation in range(self.generation, 0, -1):
+                self.adoption_path(folder, self.name, generation).unlink(missing_ok=True)
 
     @classmethod
     def load(cls, folder: FolderConfig, name: str) -> JobState | None:
