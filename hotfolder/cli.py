@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     service.add_argument("--template", action="store_true",
                          help="install hotfolder@.service (one instance per config)")
     service.add_argument("--root", type=Path, default=Path("/"),
-                         help="install below this directory instead of / (for packaging)")
+                         help="install below this directory instead of / (for packaging: "
+                              "nothing outside it changes; the user comes from sysusers.d)")
     service.add_argument("--no-user", action="store_true", help="do not create the user")
     service.set_defaults(func=cmd_install_service)
     demo = sub.add_parser("demo", help="run the daemon against the built-in simulator")

@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-_HOST = hashlib.sha1(socket.gethostname().encode(), usedforsecurity=False).hexdigest()[:8]
+_HOST = hashlib.sha1((os.environ.get("HOTFOLDER_NODE") or socket.gethostname()).encode(),
+                     usedforsecurity=False).hexdigest()[:8]
 _TEMP = re.compile(r"^\..*\.([0-9a-f]{8})-(\d+)-[0-9a-f]{6}\.tmp$")
 
 
@@ -202,11 +203,14 @@ def atomic_writer(target: Path, mode: str = "wb") -> Iterator[tuple[IO[Any], lis
             os.unlink(tmp)
 
 
-def write_json(target: Path, data: Any, *, replace: bool = False, compact: bool = False) -> Path:
+def write_json(target: Path, data: Any, *, replace: bool = False, compact: bool = False,
+               durable: bool = True) -> Path:
     """Write JSON atomically; `replace` overwrites (state records), else a free name is used.
 
     `compact` is for records only the daemon reads, saved several times a job: without an
     indent, json uses its C encoder, about ten times faster than the indenting one.
+    `durable: False` skips the fsync, for a record a process crash must not lose but a power
+    cut may (the page cache outlives the process).
     """
     if compact:
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
@@ -218,7 +222,8 @@ def write_json(target: Path, data: Any, *, replace: bool = False, compact: bool 
             with open(tmp, "w", encoding="utf-8") as fh:
                 fh.write(text)
                 fh.flush()
-                os.fsync(fh.fileno())
+                if durable:
+                    os.fsync(fh.fileno())
             os.replace(tmp, target)
         finally:
             with contextlib.suppress(FileNotFoundError):

@@ -32,7 +32,7 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def _orphans(hot, round_no: int, count: int) -> list[str]:
+def _orphans(hot, round_no: int, count: int, *, stateless: bool) -> list[str]:
     processing = hot.dir("processing")
     processing.mkdir(parents=True, exist_ok=True)
     names = []
@@ -40,7 +40,7 @@ def _orphans(hot, round_no: int, count: int) -> list[str]:
     for n in range(count):
         name = f"r{round_no}-orphan{n}.txt"
         (processing / name).write_text(f"an orphan {round_no} {n}")
-        if n % 2:  # a record naming a dead owner; the others have none
+        if not (stateless and n % 2):  # a record naming a dead owner, or none at all
             state = JobState(name=name, folder="main", source=name, owner=dead,
                              lease_until=0.0, phase="submitted")
             (processing / f".{name}.state.json").write_text(json.dumps(state.record()))
@@ -59,13 +59,14 @@ def _executions(sim) -> Counter[str]:
     return stems
 
 
-def _rounds(hot, sim, tmp_path, rounds: int) -> None:
+def _rounds(hot, sim, tmp_path, rounds: int, stateless_rounds: int) -> None:
     hot.write_config()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HOTFOLDER_TEST_KILL", None)
     all_names: list[str] = []
     for round_no in range(rounds):
-        names = _orphans(hot, round_no, 6)
+        # a job without a record is given STATELESS_GRACE (10 s) first: only a few rounds
+        names = _orphans(hot, round_no, 6, stateless=round_no < stateless_rounds)
         all_names += names
         with contextlib.ExitStack() as stack:
             logs = [stack.enter_context(open(tmp_path / f"d{round_no}-{i}.log", "wb"))
@@ -91,9 +92,9 @@ def _rounds(hot, sim, tmp_path, rounds: int) -> None:
 
 
 def test_daemons_starting_together_adopt_each_orphan_once(hot, sim, tmp_path):
-    _rounds(hot, sim, tmp_path, rounds=6)
+    _rounds(hot, sim, tmp_path, rounds=4, stateless_rounds=1)
 
 
 @pytest.mark.slow
 def test_daemons_starting_together_adopt_each_orphan_once_soak(hot, sim, tmp_path):
-    _rounds(hot, sim, tmp_path, rounds=40)
+    _rounds(hot, sim, tmp_path, rounds=40, stateless_rounds=4)

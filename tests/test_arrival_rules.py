@@ -136,7 +136,9 @@ def test_the_claim_refuses_links_and_files_being_written(tmp_path, leases):
         with pytest.raises(BeingWritten):
             claim(folder, folder.inbox / "open.txt")
         assert claim(folder, folder.inbox / "open.txt", ask_writers=False) is not None
-    assert list(folder.processing.iterdir()) == [folder.processing / "open.txt"]
+    # the job and the record written with its claim; nothing of the refused ones
+    assert sorted(p.name for p in folder.processing.iterdir()) == [".open.txt.state.json",
+                                                                   "open.txt"]
 
 
 def test_the_claim_is_tied_to_the_inode_it_judged(tmp_path, monkeypatch):

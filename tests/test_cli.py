@@ -108,3 +108,16 @@ def test_install_service_lays_out_unit_config_and_folders(tmp_path, capsys):
     assert main(["install-service", "--root", str(tmp_path), "--no-user", "--template"]) == 0
     assert (tmp_path / "etc/systemd/system/hotfolder@.service").exists()
     assert "systemctl enable --now hotfolder@studio" in capsys.readouterr().out
+
+
+def test_install_service_below_a_root_changes_nothing_outside_it(tmp_path):
+    """For packaging: the host's users and groups stay as they were; the package gets
+    sysusers.d and tmpfiles.d snippets that create the user and its tree on the target."""
+    before = {p: Path(p).read_bytes() for p in ("/etc/passwd", "/etc/group")}
+    assert main(["install-service", "--root", str(tmp_path / "pkg")]) == 0
+    assert {p: Path(p).read_bytes() for p in before} == before
+    sysusers = (tmp_path / "pkg/usr/lib/sysusers.d/hotfolder.conf").read_text()
+    assert sysusers.startswith("u hotfolder - ") and "/srv/hotfolder" in sysusers
+    tmpfiles = (tmp_path / "pkg/usr/lib/tmpfiles.d/hotfolder.conf").read_text()
+    assert "Z /srv/hotfolder - hotfolder hotfolder" in tmpfiles
+    assert (tmp_path / "pkg/etc/systemd/system/hotfolder.service").is_file()

@@ -133,6 +133,12 @@ folders:
 # keep it below systemd's TimeoutStopSec. What is left waits in processing/ for the next start.
 stop_grace_seconds: 30
 
+# Several machines may serve one hot folder (on a NAS). Each renews its jobs' records every
+# lease_seconds / 4; a machine silent for lease_seconds, as the watching machine's own clock
+# measures it (clocks are never compared), is taken for gone and its jobs are taken over.
+# Machines that share a host name (containers) need HOTFOLDER_NODE set to tell them apart.
+lease_seconds: 120
+
 # A status page and Prometheus metrics, served by the daemon (off unless listen is set).
 # Routes: / (the page), /api/status (the `hotfolder status --json` document), /metrics,
 # /healthz (200 while the daemon is healthy; needs no auth). Anyone who reaches the page sees

@@ -48,10 +48,14 @@ def install(*, root: Path = Path("/"), template: bool = False, create_user: bool
     for folder_root in folder_roots(data):
         for sub in ("inbox", "processing", "outbox", "done", "failed"):
             (folder_root / sub).mkdir(parents=True, exist_ok=True)
-    if create_user:
+    steps = []
+    if root.resolve() != Path("/"):
+        # packaging: nothing outside `root` changes; the package creates the user when it is
+        # installed, from these two files, with systemd's own tools
+        steps += _packaged_user(root, user, out)
+    elif create_user:
         _create_user(user, data, out)
     instance = "hotfolder@studio" if template else "hotfolder"
-    steps = []
     if Path(sys.prefix).resolve() != Path(PREFIX):
         steps.append(f"python3 -m venv {PREFIX} && {PREFIX}/bin/pip install "
                      f"/path/to/hotfolder   # this checkout or its wheel: the unit runs "
@@ -62,6 +66,23 @@ def install(*, root: Path = Path("/"), template: bool = False, create_user: bool
               f"journalctl -u {instance} -f"]
     out.write("\nnext steps:\n" + "".join(f"  {s}\n" for s in steps))
     return 0
+
+
+def _packaged_user(root: Path, user: str, out: TextIO) -> list[str]:
+    """sysusers.d and tmpfiles.d snippets below `root` that create the user and give it the
+    hot folder tree; what the package's install script must run."""
+    sysusers = root / "usr" / "lib" / "sysusers.d" / f"{user}.conf"
+    tmpfiles = root / "usr" / "lib" / "tmpfiles.d" / f"{user}.conf"
+    for path in (sysusers, tmpfiles):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    sysusers.write_text(f'u {user} - "hotfolder daemon" {DATA_ROOT} /usr/sbin/nologin\n',
+                        encoding="utf-8")
+    tmpfiles.write_text(f"d {DATA_ROOT} 0750 {user} {user} -\n"
+                        f"Z {DATA_ROOT} - {user} {user} -\n", encoding="utf-8")
+    out.write(f"wrote {sysusers} and {tmpfiles} (the user and the tree's owner: nothing "
+              f"outside {root} was changed)\n")
+    return [f"systemd-sysusers {user}.conf && systemd-tmpfiles --create {user}.conf   "
+            "# in the package's post-install script, on the target machine"]
 
 
 def _create_user(user: str, home: Path, out: TextIO) -> None:

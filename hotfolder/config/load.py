@@ -20,6 +20,7 @@ from hotfolder.config.fields import JOB_FIELDS, Limits, check_field
 from hotfolder.config.http import parse_http
 from hotfolder.config.model import (
     DEFAULT_EXTENSIONS,
+    LEASE_SECONDS,
     SUBFOLDERS,
     ComfyConfig,
     Config,
@@ -72,7 +73,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def parse_config(data: Any, *, base: Path, path: Path | None = None) -> Config:
     p = Problems()
     top = p.mapping(data, "", ("servers", "comfy", "workflows", "folders", "log",
-                              "stop_grace_seconds", "http"))
+                              "stop_grace_seconds", "lease_seconds", "http"))
     servers = parse_servers(top.get("servers"), base, p)
     comfy = _comfy(top.get("comfy"), p)
     templates = _templates(top.get("workflows"), base, p)
@@ -93,7 +94,9 @@ def parse_config(data: Any, *, base: Path, path: Path | None = None) -> Config:
         raise ConfigError(p.lines)
     return Config(path=path, servers=servers, comfy=comfy, templates=templates,
                   folders=folders, log=log,
-                  stop_grace_seconds=p.number(top, "stop_grace_seconds", "", 30.0), http=http)
+                  stop_grace_seconds=p.number(top, "stop_grace_seconds", "", 30.0),
+                  lease_seconds=p.number(top, "lease_seconds", "", LEASE_SECONDS, minimum=2.0),
+                  http=http)
 
 
 def _comfy(value: Any, p: Problems) -> ComfyConfig:

@@ -16,6 +16,8 @@ from hotfolder.config.http import HttpConfig
 from hotfolder.config.servers import ServerConfig
 from hotfolder.retry import Backoff
 
+# how long a job's owner on another machine may stay silent before its jobs are taken over
+LEASE_SECONDS = 120.0
 DEFAULT_EXTENSIONS = (".txt", ".json", ".yaml", ".yml", ".csv", ".jsonl")
 
 
@@ -128,4 +130,5 @@ class Config:
     folders: tuple[FolderConfig, ...]
     log: LogConfig
     stop_grace_seconds: float = 30.0  # keep below systemd's TimeoutStopSec
+    lease_seconds: float = LEASE_SECONDS
     http: HttpConfig = field(default_factory=HttpConfig)  # the status page; off by default

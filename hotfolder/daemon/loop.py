@@ -26,12 +26,12 @@ from hotfolder.daemon.wakeup import Wakeup
 from hotfolder.daemon.workers import Work, Workers
 from hotfolder.errors import Cancelled, ConfigError
 from hotfolder.fsutil import clear_dead_temps
-from hotfolder.job.claim import CLAIM_RECORD_SECONDS, BeingWritten, Orphans, claim
+from hotfolder.job.claim import BeingWritten, Orphans, claim
 from hotfolder.job.companions import sweep as sweep_inputs
 from hotfolder.job.finish import fail_unclaimed
 from hotfolder.job.pipeline import Pipeline
 from hotfolder.job.prune import prune
-from hotfolder.job.state import LEASE_SECONDS, JobState, Outcome
+from hotfolder.job.state import JobState, Outcome
 from hotfolder.job.watch import InboxWatcher
 from hotfolder.jobfile import Refused, refusal
 from hotfolder.notify import Notifier
@@ -46,7 +46,6 @@ log = structlog.get_logger()
 TICK = 0.1
 IDLE_TICK = 0.5  # nothing to settle, nothing running: see _loop
 ORPHAN_SCAN_SECONDS = 5.0
-HEARTBEAT_SECONDS = LEASE_SECONDS / 4
 PRUNE_SECONDS = 3600.0
 STATUS_SECONDS = 1.0  # how often the live status is looked at
 HEALTH_STALE_SECONDS = 60.0  # /healthz fails when the loop has not proved itself for this long
@@ -77,7 +76,7 @@ class Daemon:
         self.watcher = InboxWatcher(config.folders, self._ready, self._cancel,
                                     wake=self.wakeup.wake)
         self.workers = Workers(self._handle, self.stop)
-        self.orphans = Orphans()
+        self.orphans = Orphans(config.lease_seconds)
         self._next = {"orphans": 0.0, "heartbeat": 0.0, "prune": 0.0, "status": 0.0}
         self._drain_deadline: float | None = None
         self.live = LiveStatus()
@@ -229,6 +228,7 @@ class Daemon:
         servers = self.pool.update(new.servers, new.comfy)
         self.config = new
         self.pipeline.update(new)
+        self.orphans.lease_seconds = new.lease_seconds
         self.watcher.stop()
         self.watcher = InboxWatcher(new.folders, self._ready, self._cancel,
                                     wake=self.wakeup.wake)
@@ -243,17 +243,13 @@ class Daemon:
 
     def _housekeeping(self, now: float) -> None:
         self.workers.unpark(now)
-        wall = time.time()
-        for folder, state in self._owned():
-            if not state.saved and wall - state.claimed_at >= CLAIM_RECORD_SECONDS:
-                state.save(folder)  # claimed but waiting (for a slot, a server): see claim()
         if now >= self._next["orphans"] and not self.draining.is_set():
             self._next["orphans"] = now + ORPHAN_SCAN_SECONDS
             self._adopt_orphans()
         if now >= self._next["heartbeat"]:
-            self._next["heartbeat"] = now + HEARTBEAT_SECONDS
+            self._next["heartbeat"] = now + self.config.lease_seconds / 4
             for folder, state in self._owned():
-                state.renew(folder)
+                state.renew(folder, self.config.lease_seconds)
         if now >= self._next["prune"]:
             self._next["prune"] = now + PRUNE_SECONDS
             for folder in self.config.folders:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hotfolder.config.model import FolderConfig
+from hotfolder.config.model import LEASE_SECONDS, FolderConfig
 from hotfolder.fsutil import candidates, pid_alive
 from hotfolder.job.crashguard import RISKY_PHASES
 from hotfolder.job.state import HOST, INSTANCE, JobState, owner_me
@@ -32,8 +32,7 @@ from hotfolder.jobfile import (
 )
 from hotfolder.writers import open_for_writing
 
-STATELESS_GRACE = 10.0  # a claim's record is written soon after its rename; give it time
-CLAIM_RECORD_SECONDS = 1.0  # a claimed job still unsubmitted this long gets its record
+STATELESS_GRACE = 10.0  # a claim's record follows its rename at once; on a share, give it time
 
 class BeingWritten(Exception):
     """A writer still has the file (or a file in the job folder) open: it is not taken."""
@@ -49,12 +48,10 @@ def claim(folder: FolderConfig, path: Path, detected_at: float | None = None, *,
     at any point is refused (`Refused`, left in the inbox); a file being written raises
     `BeingWritten`.
 
-    The record is not written here: most jobs are submitted a moment later, and the
-    submission writes it (with the prompt id) anyway. A job that has to wait gets its record
-    from the daemon within CLAIM_RECORD_SECONDS, well inside the STATELESS_GRACE another
-    daemon allows a record-less file; after a crash in between, the file is adopted at the
-    next start like any record-less one. Each record written is a new file, whose creation
-    is a noticeable share of the file system's work at tens of jobs a second.
+    The record is written at once (without an fsync: a power cut that loses it loses the
+    rename too, or leaves a record-less file adopted after STATELESS_GRACE): another daemon
+    starting this very moment on the same folder must see the job is owned, or it would
+    adopt it as an orphan and run it too.
     """
     folder.processing.mkdir(parents=True, exist_ok=True)
     try:
@@ -75,8 +72,11 @@ def claim(folder: FolderConfig, path: Path, detected_at: float | None = None, *,
             except FileNotFoundError:
                 return None
             _check_moved(folder, path, target, os.fstat(fd))
-            return JobState(name=name, folder=folder.name, source=path.name,
-                            detected_at=detected_at, file=seen)
+            # "preparing": what the daemon does next; a death from here on is the job's
+            state = JobState(name=name, folder=folder.name, source=path.name,
+                             detected_at=detected_at, file=seen, phase="preparing")
+            state.save(folder, durable=False)
+            return state
         return None
     finally:
         os.close(fd)
@@ -145,8 +145,10 @@ def _check_moved(folder: FolderConfig, source: Path, target: Path, held: os.stat
                   "replacement was not read")
 
 
-def owner_gone(state: JobState, now: float | None = None) -> bool:
-    """True when nobody can still be working on this job."""
+def owner_gone(state: JobState) -> bool | None:
+    """Whether the job's owner is gone: told at once for an owner on this machine (its
+    process is asked); None for one on another machine, whose clock cannot be compared with
+    ours: only its heartbeat staying still for the lease time tells (`Orphans`)."""
     owner = state.owner or {}
     if owner.get("instance") == INSTANCE:
         return False
@@ -155,7 +157,7 @@ def owner_gone(state: JobState, now: float | None = None) -> bool:
         if not isinstance(pid, int) or pid == os.getpid():
             return True  # our pid, another instance: a previous life of this process
         return not pid_alive(pid)
-    return state.lease_until < (now or time.time())
+    return None
 
 
 def adopt(folder: FolderConfig, name: str, state: JobState | None) -> JobState | None:
@@ -193,14 +195,31 @@ def adopt(folder: FolderConfig, name: str, state: JobState | None) -> JobState |
 
 
 class Orphans:
-    """Finds jobs in processing/ that nobody owns any more (at start, and from time to time)."""
+    """Finds jobs in processing/ that nobody owns any more (at start, and from time to time).
 
-    def __init__(self) -> None:
+    A job owned on another machine is judged by its heartbeat on this machine's monotonic
+    clock: taken over only once its record has not changed for `lease_seconds` as measured
+    here, so two machines whose clocks differ (by a minute, or an hour) never take each
+    other's live jobs, and a dead machine's jobs are taken over a lease after it fell silent.
+    """
+
+    def __init__(self, lease_seconds: float = LEASE_SECONDS) -> None:
+        self.lease_seconds = lease_seconds
         self._stateless_since: dict[Path, float] = {}
+        self._heartbeats: dict[tuple[str, str], tuple[Any, float]] = {}  # -> (beat, seen at)
+
+    def _silent(self, folder: FolderConfig, state: JobState, now: float) -> bool:
+        """True once the remote owner's heartbeat has stood still for the lease time."""
+        key, beat = (folder.name, state.name), (state.owner, state.lease_until, state.generation)
+        seen = self._heartbeats.get(key)
+        if seen is None or seen[0] != beat:
+            self._heartbeats[key] = (beat, now)
+            return False
+        return now - seen[1] >= self.lease_seconds
 
     def scan(self, folder: FolderConfig, busy: set[str], now: float | None = None,
              *, at_start: bool = False) -> list[JobState]:
-        now = now or time.time()
+        now = time.monotonic() if now is None else now
         if not folder.processing.is_dir():
             return []
         adopted = []
@@ -211,13 +230,19 @@ class Orphans:
             live_names.add(entry.name)
             state = JobState.load(folder, entry.name)
             if state is None:
+                # a daemon writes the record right after its claim's rename: give it time, at
+                # start too (another daemon may have claimed it this very moment)
                 first = self._stateless_since.setdefault(entry, now)
-                if not at_start and now - first < STATELESS_GRACE:
+                if now - first < STATELESS_GRACE:
                     continue
-            elif not owner_gone(state, now):
+            elif (gone := owner_gone(state)) is None:
+                if not self._silent(folder, state, now):
+                    continue
+            elif not gone:
                 continue
             taken = adopt(folder, entry.name, state)
             self._stateless_since.pop(entry, None)
+            self._heartbeats.pop((folder.name, entry.name), None)
             if taken is not None:
                 adopted.append(taken)
         if at_start:
@@ -231,7 +256,7 @@ def _remove_stale_records(folder: FolderConfig, names: set[str]) -> None:
     for entry in folder.processing.glob(".*.state.json"):
         if entry.name not in wanted:
             state = JobState.load(folder, entry.name[1:-len(".state.json")])
-            if state is None or owner_gone(state):
+            if state is None or owner_gone(state) is True:
                 entry.unlink(missing_ok=True)
     for entry in folder.processing.glob(".*.adopted.*"):  # adoption markers (adopt)
         job = entry.name[1:].rsplit(".adopted.", 1)[0]

@@ -230,7 +230,7 @@ def sweep(folder: FolderConfig) -> int:
         if not base.is_dir() or (isinstance(job, str) and (folder.processing / job).exists()):
             continue
         state = JobState.load(folder, job) if isinstance(job, str) else None
-        if state is not None and not owner_gone(state):
+        if state is not None and owner_gone(state) is not True:  # another machine's: later
             continue
         dest = folder.done if record.get("to") == "done" else folder.failed
         moved = _empty_into(folder, base, dest)

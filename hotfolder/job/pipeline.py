@@ -119,12 +119,12 @@ class Pipeline:
 
     @staticmethod
     def _enter(folder: FolderConfig, state: JobState, phase: str) -> None:
-        """Note what the daemon does with the job. A job without a record yet gets it only at
-        its submission (or after a second, from the loop), as before: a death before then is
-        counted from the missing record (claim.adopt)."""
-        state.phase = phase
-        if state.saved:
-            state.save(folder)
+        """Note what the daemon does with the job, for the crash guard: a daemon that dies
+        while the record says a risky phase may have died of the job. Only a crash of this
+        process needs to see it, so the record is not fsync'd here."""
+        if state.phase != phase or not state.saved:
+            state.phase = phase
+            state.save(folder, durable=False)
 
     def _deliver(self, folder: FolderConfig, state: JobState, entry: dict[str, Any],
                  server: Server, workflow: Mapping[str, Any], record: Record) -> Outcome:

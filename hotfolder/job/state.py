@@ -22,13 +22,21 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from hotfolder.config.model import FolderConfig
+from hotfolder.config.model import LEASE_SECONDS, FolderConfig
 from hotfolder.fsutil import write_json
 
-LEASE_SECONDS = 120.0
+# the name this daemon goes by in job records: two machines sharing a host name (containers)
+# set HOTFOLDER_NODE, or each would take the other's processes for its own
+HOST = os.environ.get("HOTFOLDER_NODE") or socket.gethostname()
+# tests only: this daemon's wall clock, shifted (leases must never depend on it)
+_CLOCK_SHIFT = float(os.environ.get("HOTFOLDER_TEST_CLOCK_SHIFT") or 0)
 
-HOST = socket.gethostname()
 INSTANCE = uuid.uuid4().hex  # this process; a pid alone can be reused after a restart
+
+
+def wall() -> float:
+    """The wall clock as this daemon stamps records with it."""
+    return time.time() + _CLOCK_SHIFT
 
 
 def owner_me() -> dict[str, Any]:
@@ -55,7 +63,9 @@ class JobState:
     detected_at: float | None = None
     claimed_at: float = field(default_factory=time.time)
     owner: dict[str, Any] = field(default_factory=owner_me)
-    lease_until: float = field(default_factory=lambda: time.time() + LEASE_SECONDS)
+    # renewed (with the owner's wall clock) every lease/4 seconds while the owner lives; an
+    # observer on another machine watches it change on its own clock, never compares it
+    lease_until: float = field(default_factory=lambda: wall() + LEASE_SECONDS)
     server: str | None = None
     prompt_id: str | None = None
     client_id: str | None = None
@@ -116,21 +126,22 @@ class JobState:
         """A batch's runs upload each image once per server, for all of them."""
         self.uploads, self.life.upload_lock = parent.uploads, parent.life.upload_lock
 
-    def save(self, folder: FolderConfig) -> None:
+    def save(self, folder: FolderConfig, *, durable: bool = True) -> None:
         """Write the record; a no-op once the job has finished (a late heartbeat must not
-        bring a finished job's record back)."""
+        bring a finished job's record back). `durable: False` for what only a crash of this
+        process must not lose (fsutil.write_json)."""
         with self._lock:
             if not self._closed:
                 write_json(self.path_for(folder, self.name), self.record(), replace=True,
-                           compact=True)
+                           compact=True, durable=durable)
                 self._saved = True
 
     @property
     def saved(self) -> bool:
         return self._saved
 
-    def renew(self, folder: FolderConfig, now: float | None = None) -> None:
-        self.lease_until = (now or time.time()) + LEASE_SECONDS
+    def renew(self, folder: FolderConfig, lease_seconds: float = LEASE_SECONDS) -> None:
+        self.lease_until = wall() + lease_seconds
         self.save(folder)
 
     def drop(self, folder: FolderConfig) -> None:
