@@ -1,4 +1,4 @@
-"""The route table of the simulated ComfyUI 0.3.64, and the small read-only endpoints.
+"""The route table of the simulated ComfyUI, and the small read-only endpoints.
 
 `match` is how the server finds a handler (or tells 404 from 405). The endpoints a client
 drives a job with live in `routes_queue` (prompt, queue, history, interrupt) and
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from hotfolder.sim.catalog import MODEL_FOLDERS, models_in
 from hotfolder.sim.context import SimContext
 from hotfolder.sim.routes_files import get_view, post_upload_image, post_upload_mask
+from hotfolder.sim.routes_jobs import get_jobs_absent
 from hotfolder.sim.routes_queue import (
     get_history,
     get_history_item,
@@ -33,7 +34,6 @@ from hotfolder.sim.routes_queue import (
 from hotfolder.sim.web import Request, Response, empty, json_response
 
 Handler = Callable[[SimContext, Request], Response]
-COMFYUI_VERSION = "0.3.64"
 MAX_UPLOAD_SIZE = 100 * 1024 * 1024
 FEATURES = {"supports_preview_metadata": True, "max_upload_size": MAX_UPLOAD_SIZE}
 
@@ -63,7 +63,7 @@ def get_system_stats(sim: SimContext, req: Request) -> Response:
         "os": os.name,
         "ram_total": ram,
         "ram_free": ram,
-        "comfyui_version": COMFYUI_VERSION,
+        "comfyui_version": sim.api.comfyui_version,
         "required_frontend_version": "1.27.10",
         "installed_templates_version": "0.1.95",
         "required_templates_version": "0.1.95",
@@ -149,6 +149,8 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
         ("GET", "/sim/faults", get_sim_faults),
         ("POST", "/sim/faults", post_sim_faults),
         ("GET", "/sim/stats", get_sim_stats),
+        # no jobs API in 0.3.64: its GET-only catch-all answers, as recorded (405 else)
+        ("GET", "/api/jobs(?:/.*)?", get_jobs_absent),
     ]
 ]
 

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from hotfolder import __version__
 from hotfolder.sim import routes
+from hotfolder.sim.api import api_behaviour
 from hotfolder.sim.catalog import Catalog
 from hotfolder.sim.engine import Engine
 from hotfolder.sim.faults import Faults, FaultState
@@ -269,7 +270,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class SimServer:
-    """A ComfyUI 0.3.64 look-alike: `start()` serves in background threads, `stop()` ends it."""
+    """A ComfyUI look-alike: `start()` serves in background threads, `stop()` ends it.
+
+    `api` picks the server imitated: "0.3.64" (recorded, the default) or "newer" (see `api`).
+    """
 
     def __init__(
         self,
@@ -282,7 +286,9 @@ class SimServer:
         input_dir: str | os.PathLike[str] | None = None,
         preview_method: str | None = None,
         random_seed: int | None = None,
+        api: str = "0.3.64",
     ) -> None:
+        self.api = api_behaviour(api)
         self.host = host
         self._requested_port = port
         self.job_seconds = job_seconds
