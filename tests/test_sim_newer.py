@@ -168,3 +168,63 @@ def test_0_3_64_has_no_job_for_a_real_prompt(old: Api) -> None:
     response = old.get(f"/api/jobs/{prompt_id}")
     assert (response.status_code, response.content) == (404, b"")
     assert response.headers["Content-Type"] == "application/octet-stream"
+
+
+@pytest.mark.parametrize("path", RECORDED_PROMPT_IDS, ids=lambda p: p.stem)
+def test_client_prompt_id_in_both_modes(path: Path, old: Api, newer: Api) -> None:
+    capture = load(path)
+    body = capture["request"]["json_body"]
+    recorded = old.post("/prompt", json=body)  # 0.3.64 takes any string, as recorded
+    assert recorded.status_code == capture["status"] == 200
+    assert recorded.json()["prompt_id"] == capture["response_json"]["prompt_id"]
+    answer = newer.post("/prompt", json=body)
+    if canonical(body["prompt_id"]):
+        assert answer.status_code == 200
+        assert answer.json()["prompt_id"] == body["prompt_id"]
+    else:
+        assert (answer.status_code, answer.json()) == (INVALID_ID["status"],
+                                                       INVALID_ID["response_json"])
+
+
+def test_newer_prompt_ids(newer: Api) -> None:
+    generated = newer.post("/prompt", json={"prompt": red(), "prompt_id": None}).json()
+    assert str(uuid.UUID(generated["prompt_id"])) == generated["prompt_id"]
+    for bad in (42, "", "{" + str(uuid.uuid4()) + "}", uuid.uuid4().hex):
+        answer = newer.post("/prompt", json={"prompt": red(), "prompt_id": bad})
+        assert (answer.status_code, answer.json()) == (400, INVALID_ID["response_json"])
+    same = str(uuid.uuid4())  # not an idempotency key: a repeated id runs again
+    assert newer.submit(red(1), prompt_id=same) == newer.submit(red(2), prompt_id=same)
+    assert outputs(newer.history(same))
+
+
+# -- unknown or missing class_type ------------------------------------------------------------
+def test_missing_node_type(old: Api, newer: Api) -> None:
+    recorded = load(FIXTURES / "prompt_error_unknown_class_type.json")
+    prompt = recorded["request"]["json_body"]["prompt"]
+    assert (prompt["4"]["class_type"], prompt["4"]["_meta"]["title"]) == (
+        "CheckpointSimple", "Load Checkpoint")
+    answer = old.post("/prompt", json={"prompt": prompt})
+    assert (answer.status_code, answer.json()) == (400, recorded["response_json"])
+    answer = newer.post("/prompt", json={"prompt": prompt})
+    assert (answer.status_code, answer.json()) == (MISSING_TYPE["status"],
+                                                   MISSING_TYPE["response_json"])
+    untitled = copy.deepcopy(prompt)
+    del untitled["4"]["_meta"]  # then the source names the node by its class_type
+    error = newer.post("/prompt", json={"prompt": untitled}).json()["error"]
+    assert error["message"] == "Node 'CheckpointSimple' not found. " \
+                               "The custom node may not be installed."
+    assert error["extra_info"]["node_title"] == "CheckpointSimple"
+
+
+def test_missing_class_type(old: Api, newer: Api) -> None:
+    prompt = workflow("txt2img_tiny_sd15")
+    del prompt["4"]["class_type"]
+    answer = newer.post("/prompt", json={"prompt": prompt})
+    assert (answer.status_code, answer.json()) == (NO_CLASS_TYPE["status"],
+                                                   NO_CLASS_TYPE["response_json"])
+    del prompt["4"]["_meta"]
+    error = newer.post("/prompt", json={"prompt": prompt}).json()["error"]
+    assert error["message"].startswith("Node 'ID #4' has no class_type.")
+    assert error["extra_info"] == {"node_id": "4", "class_type": None, "node_title": None}
+    assert old.post("/prompt", json={"prompt": prompt}).json()["error"]["type"] == \
+        "invalid_prompt"

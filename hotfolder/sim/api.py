@@ -15,16 +15,22 @@ from dataclasses import dataclass
 class ApiBehaviour:
     name: str
     comfyui_version: str
+    uuid_prompt_ids: bool  # a client prompt_id must be a canonical lowercase UUID
+    missing_node_type: bool  # unknown/missing class_type: error.type missing_node_type
 
 
 API_0_3_64 = ApiBehaviour(
     name="0.3.64",
     comfyui_version="0.3.64",
+    uuid_prompt_ids=False,
+    missing_node_type=False,
 )
 
 API_NEWER = ApiBehaviour(
     name="newer",
     comfyui_version="0.38.1",
+    uuid_prompt_ids=True,
+    missing_node_type=True,
 )
 
 APIS = {api.name: api for api in (API_0_3_64, API_NEWER)}
