@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import requests
+import websocket
 from simtools import OPEN, wait_until
 
 from hotfolder.sim import SimServer
@@ -228,3 +229,30 @@ def test_missing_class_type(old: Api, newer: Api) -> None:
     assert error["extra_info"] == {"node_id": "4", "class_type": None, "node_title": None}
     assert old.post("/prompt", json={"prompt": prompt}).json()["error"]["type"] == \
         "invalid_prompt"
+
+
+# -- create_time, output entries, the WebSocket ------------------------------------------------
+def test_output_entries_and_websocket_order(old: Api, newer: Api) -> None:
+    for api in (old, newer):
+        ws = websocket.create_connection(api.sim.url.replace("http", "ws") + "/ws?clientId=w",
+                                         timeout=TIMEOUT)
+        OPEN.append(ws)
+        first = api.submit(red(), client_id="w")
+        messages: list[dict[str, Any]] = []
+        while not (messages and messages[-1]["type"] == "executing"
+                   and messages[-1]["data"]["node"] is None):
+            messages.append(json.loads(ws.recv()))
+        assert api.get(f"/history/{first}").json()[first]  # written before executing null
+        kinds = [m["type"] for m in messages]
+        assert kinds.index("execution_success") < len(kinds) - 1
+        executed = next(m["data"]["output"] for m in messages if m["type"] == "executed")
+        entry = outputs(api.history(first))[0]
+        assert executed["images"][0] == entry
+        if api is old:
+            assert set(entry) == OUTPUT_KEYS
+            continue
+        assert set(entry) == OUTPUT_KEYS | NEW_OUTPUT_KEYS
+        assert entry["metadata"]["kind"] == "image"
+        assert entry["id"] == entry["preview_id"]
+        again = outputs(api.history(api.submit(red(), client_id="w")))[0]  # a cached replay
+        assert again == entry

@@ -17,6 +17,7 @@ class ApiBehaviour:
     comfyui_version: str
     uuid_prompt_ids: bool  # a client prompt_id must be a canonical lowercase UUID
     missing_node_type: bool  # unknown/missing class_type: error.type missing_node_type
+    output_assets: bool  # output entries gain metadata, id, preview_id
 
 
 API_0_3_64 = ApiBehaviour(
@@ -24,6 +25,7 @@ API_0_3_64 = ApiBehaviour(
     comfyui_version="0.3.64",
     uuid_prompt_ids=False,
     missing_node_type=False,
+    output_assets=False,
 )
 
 API_NEWER = ApiBehaviour(
@@ -31,6 +33,7 @@ API_NEWER = ApiBehaviour(
     comfyui_version="0.38.1",
     uuid_prompt_ids=True,
     missing_node_type=True,
+    output_assets=True,
 )
 
 APIS = {api.name: api for api in (API_0_3_64, API_NEWER)}

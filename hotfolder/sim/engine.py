@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from hotfolder.sim.api import API_0_3_64, ApiBehaviour
 from hotfolder.sim.catalog import Catalog
 from hotfolder.sim.executor import CacheEntry, PromptRun, history_lag
 from hotfolder.sim.faults import FaultState
@@ -41,7 +42,9 @@ class Engine:
         temp_dir: str,
         job_seconds: float,
         preview_method: str | None = None,
+        api: ApiBehaviour = API_0_3_64,
     ) -> None:
+        self.api = api
         self.catalog = catalog
         self.hub = hub
         self.faults = faults
@@ -56,6 +59,7 @@ class Engine:
         self.running: dict[int, list[Any]] = {}
         self.history: dict[str, dict[str, Any]] = {}
         self.cache: dict[str, CacheEntry] = {}
+        self.asset_ids: dict[str, str] = {}  # output file path -> asset id (api.output_assets)
         self.number = 0
         self._seq = itertools.count()
         self._task_ids = itertools.count()

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from hotfolder.sim.api import ApiBehaviour
+from hotfolder.sim.assets import registered, with_media_metadata
 from hotfolder.sim.catalog import Catalog
 from hotfolder.sim.failures import (
     current_inputs,
@@ -48,6 +50,7 @@ class CacheEntry:
 class EngineState(Protocol):
     """What a run uses of the engine (`engine.Engine`, which imports this module)."""
 
+    api: ApiBehaviour
     catalog: Catalog
     hub: SocketHub
     faults: FaultState
@@ -57,6 +60,7 @@ class EngineState(Protocol):
     job_seconds: float
     preview_method: str | None
     cache: dict[str, CacheEntry]
+    asset_ids: dict[str, str]
     interrupt_event: threading.Event
     client_id: str | None  # client of the running prompt, for a reconnect's replay
     last_node_id: str | None
@@ -264,7 +268,13 @@ class PromptRun:
             self._record_ui(node_id, entry.ui)
         self._progress_state(node_id, 1, 1, "finished")
 
+    def _folders(self) -> dict[str, str]:
+        return {"output": self.output_dir, "input": self.input_dir, "temp": self.temp_dir}
+
     def _record_ui(self, node_id: str, ui: dict[str, Any]) -> None:
+        """An output node's result, fresh or cached, into history and `executed`."""
+        if self.engine.api.output_assets:
+            ui = registered(ui, self._folders(), self.engine.asset_ids)
         self.ui[node_id] = ui
         self.meta[node_id] = {
             "node_id": node_id,
@@ -310,6 +320,8 @@ class PromptRun:
             outputs: tuple[Any, ...] = ()
         else:
             outputs = run_node(class_type, self.inputs, self.catalog.outputs(class_type), self)
+        if ui and self.engine.api.output_assets:
+            ui = with_media_metadata(ui, self._folders())  # what the cache keeps
         if ui:
             self._record_ui(node_id, ui)
         state = self.progress.get(node_id, {})

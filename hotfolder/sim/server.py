@@ -308,6 +308,7 @@ class SimServer:
             temp_dir=self.temp_dir,
             job_seconds=job_seconds,
             preview_method=preview_method,
+            api=self.api,
         )
         self.counters = {"prompts_rejected": 0, "http_5xx_injected": 0,
                          "http_5xx_after_queue": 0, "uploads": 0}
