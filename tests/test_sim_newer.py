@@ -26,6 +26,7 @@ from simtools import OPEN, wait_until
 
 from hotfolder.sim import SimServer
 from hotfolder.sim.cli import build_parser
+from hotfolder.sim.graph import trim_cache
 
 FIXTURES = Path(__file__).parent / "fixtures" / "comfy-api"
 NEWER = FIXTURES / "newer"
@@ -256,3 +257,36 @@ def test_output_entries_and_websocket_order(old: Api, newer: Api) -> None:
         assert entry["id"] == entry["preview_id"]
         again = outputs(api.history(api.submit(red(), client_id="w")))[0]  # a cached replay
         assert again == entry
+
+
+# -- the cache -----------------------------------------------------------------------------------
+def test_earlier_identical_prompt_is_cached(old: Api, newer: Api) -> None:
+    for api in (old, newer):
+        _, first = api.run(red(1, "hotfolder/cache"))
+        api.run(red(2, "hotfolder/cache"))  # another graph runs in between
+        written = files(api.sim)
+        _, again = api.run(red(1, "hotfolder/cache"))  # the earlier one, not the last
+        cached = next(m[1]["nodes"] for m in again["status"]["messages"]
+                      if m[0] == "execution_cached")
+        if api is old:  # the CLASSIC cache kept only the last prompt's nodes
+            assert files(api.sim) - written == {"cache_00003_.png"}
+            assert cached == []
+            continue
+        assert files(api.sim) == written, "an identical earlier prompt wrote a file"
+        assert cached == ["1", "2"]
+        assert [o["filename"] for o in outputs(again)] == [
+            o["filename"] for o in outputs(first)] == ["cache_00001_.png"]
+        _, renamed = api.run(red(1, "hotfolder/other"))  # a new prefix still writes
+        assert files(api.sim) - written == {"other_00001_.png"}
+        assert outputs(renamed)[0]["filename"] == "other_00001_.png"
+
+
+def test_trim_cache() -> None:
+    cache = {key: key for key in "abcde"}
+    trim_cache(cache, {"b", "d"}, 0)  # CLASSIC: what the prompt uses, nothing else
+    assert list(cache) == ["b", "d"]
+    cache = {key: key for key in "abcde"}
+    trim_cache(cache, {"b"}, 3)  # LRU: used entries become the newest; the oldest others go
+    assert list(cache) == ["d", "e", "b"]
+    trim_cache(cache, {"d", "e", "b", "x"}, 1)  # never what the running prompt uses
+    assert list(cache) == ["d", "e", "b"]

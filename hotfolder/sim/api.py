@@ -18,6 +18,7 @@ class ApiBehaviour:
     uuid_prompt_ids: bool  # a client prompt_id must be a canonical lowercase UUID
     missing_node_type: bool  # unknown/missing class_type: error.type missing_node_type
     output_assets: bool  # output entries gain metadata, id, preview_id
+    cache_entries: int  # 0: CLASSIC cache (the last prompt's nodes); N: LRU of N node results
 
 
 API_0_3_64 = ApiBehaviour(
@@ -26,14 +27,18 @@ API_0_3_64 = ApiBehaviour(
     uuid_prompt_ids=False,
     missing_node_type=False,
     output_assets=False,
+    cache_entries=0,
 )
 
+# The real default cache (RAM_PRESSURE) keeps results until memory runs short; a bound on the
+# number of node results (images included, so kept modest) stands in for that.
 API_NEWER = ApiBehaviour(
     name="newer",
     comfyui_version="0.38.1",
     uuid_prompt_ids=True,
     missing_node_type=True,
     output_assets=True,
+    cache_entries=64,
 )
 
 APIS = {api.name: api for api in (API_0_3_64, API_NEWER)}

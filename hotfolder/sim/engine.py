@@ -58,7 +58,7 @@ class Engine:
         self.queue: list[tuple[Any, str, int, list[Any]]] = []
         self.running: dict[int, list[Any]] = {}
         self.history: dict[str, dict[str, Any]] = {}
-        self.cache: dict[str, CacheEntry] = {}
+        self.cache: dict[str, CacheEntry] = {}  # oldest first (the LRU order when api keeps many)
         self.asset_ids: dict[str, str] = {}  # output file path -> asset id (api.output_assets)
         self.number = 0
         self._seq = itertools.count()

@@ -24,7 +24,7 @@ from hotfolder.sim.failures import (
     type_and_traceback,
 )
 from hotfolder.sim.faults import FaultState
-from hotfolder.sim.graph import ExecutionList, is_link, signatures
+from hotfolder.sim.graph import ExecutionList, is_link, signatures, trim_cache
 from hotfolder.sim.hub import SocketHub
 from hotfolder.sim.imagefiles import encode_jpeg
 from hotfolder.sim.imaging import ImageBatch, blend_towards_grey, resize
@@ -189,8 +189,7 @@ class PromptRun:
         self._add_message("execution_start", {"prompt_id": self.prompt_id})
         sigs = signatures(self.prompt, self.input_dir)
         cache = engine.cache
-        for stale in [s for s in cache if s not in set(sigs.values())]:
-            del cache[stale]  # CLASSIC cache: keep only what the current prompt uses
+        trim_cache(cache, set(sigs.values()), engine.api.cache_entries)
         cached_nodes = [n for n in self.prompt if sigs[n] in cache]
         self._add_message("execution_cached", {"nodes": cached_nodes, "prompt_id": self.prompt_id})
 
@@ -230,6 +229,7 @@ class PromptRun:
         else:
             self._add_message("execution_success", {"prompt_id": self.prompt_id})
         engine.last_node_id = None
+        trim_cache(cache, set(sigs.values()), engine.api.cache_entries)
         order_keys = [n for n in self.prompt if n in self.ui]
         return success, {
             "outputs": {n: self.ui[n] for n in order_keys},
