@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -146,6 +147,7 @@ def test_cli_api_newer(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{port}"
         stats = requests.get(base + "/system_stats", timeout=TIMEOUT).json()
         assert stats["system"]["comfyui_version"] == "0.38.1"
+        assert requests.get(base + "/api/jobs", timeout=TIMEOUT).status_code == 200
         process.send_signal(signal.SIGTERM)
         assert process.wait(TIMEOUT) == 0
     finally:
@@ -163,6 +165,31 @@ def test_recorded_jobs_answer_in_0_3_64_mode(path: Path, old: Api) -> None:
     assert response.status_code == capture["status"]
     assert response.headers["Content-Type"] == capture["response_headers"]["Content-Type"]
     assert response.text == capture["response_body_text"]
+
+
+NEWER_ANSWERS = {  # the same requests, answered by the newer server (ids unknown to it)
+    "api_jobs_cancel_batch": (200, {"cancelled": False}),
+    "api_jobs_cancel_one": (200, {"cancelled": False}),
+    "api_jobs_get_completed": (404, UNKNOWN_JOB["response_json"]),
+    "api_jobs_get_interrupted": (404, UNKNOWN_JOB["response_json"]),
+    "api_jobs_get_running": (404, UNKNOWN_JOB["response_json"]),
+    "api_jobs_get_unknown": (404, UNKNOWN_JOB["response_json"]),
+    "api_jobs_list": (200, {"jobs": [], "pagination": {"offset": 0, "limit": None, "total": 0,
+                                                       "has_more": False}}),
+    "api_jobs_list_after": (200, {"jobs": [], "pagination": {"offset": 0, "limit": 3,
+                                                             "total": 0, "has_more": False}}),
+    "api_jobs_list_bad_status": (BAD_STATUS["status"], BAD_STATUS["response_json"]),
+    "api_jobs_list_while_running": (200, {"jobs": [], "pagination": {
+        "offset": 0, "limit": None, "total": 0, "has_more": False}}),
+}
+
+
+@pytest.mark.parametrize("path", RECORDED_JOBS, ids=lambda p: p.stem)
+def test_recorded_jobs_requests_in_newer_mode(path: Path, newer: Api) -> None:
+    request = load(path)["request"]
+    response = newer.request(request["method"], request["path"], json=request.get("json_body"))
+    assert (response.status_code, response.json()) == NEWER_ANSWERS[path.stem]
+    assert response.headers["Content-Type"] == "application/json; charset=utf-8"
 
 
 def test_0_3_64_has_no_job_for_a_real_prompt(old: Api) -> None:
@@ -232,7 +259,147 @@ def test_missing_class_type(old: Api, newer: Api) -> None:
         "invalid_prompt"
 
 
+# -- the jobs API ------------------------------------------------------------------------------
+def test_job_list_while_one_runs(newer: Api) -> None:
+    done = [newer.run(red(color))[0] for color in (1, 2, 3, 4)]
+    newer.sim.job_seconds = 30.0
+    running = newer.submit(red(5), client_id="c1")
+    newer.wait_running(running)
+    listing = newer.get("/api/jobs?limit=2").json()
+    expected = JOB_LIST["response_json"]
+    assert listing["pagination"] == expected["pagination"]  # offset 0, limit 2, total 5, more
+    first, second = listing["jobs"]
+    assert (first["id"], first["status"], second["id"], second["status"]) == (
+        running, "in_progress", done[-1], "completed")
+    for job, shape in zip(listing["jobs"], expected["jobs"], strict=True):
+        assert set(job) == set(shape), job
+    assert set(second["preview_output"]) == set(expected["jobs"][1]["preview_output"]) \
+        | NEW_OUTPUT_KEYS
+    assert (second["preview_output"]["nodeId"], second["preview_output"]["mediaType"]) == (
+        "2", "images")
+    assert second["outputs_count"] == second["previewable_outputs_count"] == 1
+    assert second["execution_start_time"] <= second["execution_end_time"]
+    assert [j["id"] for j in newer.get("/api/jobs?sort_order=asc").json()["jobs"]] == \
+        [*done, running]
+    page = newer.get("/api/jobs?offset=3&limit=5").json()
+    assert [j["id"] for j in page["jobs"]] == done[:2][::-1]
+    assert page["pagination"] == {"offset": 3, "limit": 5, "total": 5, "has_more": False}
+    only = newer.get("/api/jobs?status=pending,in_progress").json()["jobs"]
+    assert [j["id"] for j in only] == [running]
+    by_duration = newer.get("/api/jobs?status=completed&sort_by=execution_duration").json()
+    assert sorted(j["id"] for j in by_duration["jobs"]) == sorted(done)
+    assert newer.post(f"/api/jobs/{running}/cancel").json() == {"cancelled": True}
+
+
+@pytest.mark.parametrize(("query", "error"), [
+    ("status=bogus", BAD_STATUS["response_json"]["error"]),
+    ("status=completed,Nope,,x", "Invalid status value(s): nope, x. Valid values: pending, "
+                                 "in_progress, completed, failed, cancelled"),
+    ("sort_by=name", "sort_by must be 'created_at' or 'execution_duration'"),
+    ("sort_order=up", "sort_order must be 'asc' or 'desc'"),
+    ("limit=0", "limit must be a positive integer"),
+    ("limit=two", "limit must be an integer"),
+    ("offset=1.5", "offset must be an integer"),
+])
+def test_job_list_rejects(query: str, error: str, newer: Api) -> None:
+    response = newer.get(f"/api/jobs?{query}")
+    assert (response.status_code, response.json()) == (400, {"error": error})
+
+
+def test_job_of_each_state(newer: Api) -> None:
+    done, entry = newer.run(red(), client_id="c1")
+    job = newer.job(done)
+    assert set(job) == set(JOB["response_json"])
+    assert (job["status"], job["priority"]) == ("completed", entry["prompt"][0])
+    assert job["execution_status"] == entry["status"]
+    assert job["outputs"] == entry["outputs"]
+    assert set(outputs(job)[0]) == set(JOB["response_json"]["outputs"]["9"]["images"][0]) \
+        | {"preview_id"}
+    assert job["workflow"] == {"prompt": entry["prompt"][2], "extra_data": entry["prompt"][3]}
+    assert set(job["workflow"]["extra_data"]) == {"client_id", "create_time"}
+    failed, _ = newer.run(workflow("runtime_error_save_outside_output"))
+    job = newer.job(failed)
+    assert job["status"] == "failed"
+    assert "outside the output folder" in job["execution_error"]["exception_message"]
+    assert [j["id"] for j in newer.get("/api/jobs?status=failed").json()["jobs"]] == [failed]
+    newer.sim.job_seconds = 30.0
+    running, pending = newer.submit(red(1)), newer.submit(red(2))
+    newer.wait_running(running)
+    assert (newer.job(running)["status"], newer.job(pending)["status"]) == (
+        "in_progress", "pending")
+    assert "workflow" in newer.job(pending) and "outputs" not in newer.job(pending)
+    unknown = newer.get(f"/api/jobs/{uuid.uuid4()}")
+    assert (unknown.status_code, unknown.json()) == (404, UNKNOWN_JOB["response_json"])
+    assert newer.get(f"/history/{pending}").json() == {}  # what /history cannot tell apart
+    newer.post("/queue", json={"clear": True})
+    newer.post("/interrupt")
+
+
+def test_cancel_one_job(newer: Api) -> None:
+    finished, _ = newer.run(red())
+    newer.sim.job_seconds = 30.0
+    running, pending = newer.submit(red(1)), newer.submit(red(2))
+    newer.wait_running(running)
+    cancel = newer.post(f"/api/jobs/{pending}/cancel")
+    assert (cancel.status_code, cancel.json()) == (CANCEL["status"], CANCEL["response_json"])
+    assert newer.get(f"/api/jobs/{pending}").status_code == 404  # removed, never ran
+    assert newer.post(f"/api/jobs/{running}/cancel").json() == {"cancelled": True}
+    history = newer.history(running)
+    assert history["status"]["status_str"] == "error"
+    assert "execution_interrupted" in [m[0] for m in history["status"]["messages"]]
+    assert newer.job(running)["status"] == "cancelled"
+    assert [j["id"] for j in newer.get("/api/jobs?status=cancelled").json()["jobs"]] == [running]
+    for job_id in (finished, running, str(uuid.uuid4()), "not-a-uuid"):  # no-ops, still 200
+        answer = newer.post(f"/api/jobs/{job_id}/cancel")
+        assert (answer.status_code, answer.json()) == (200, {"cancelled": False})
+    assert newer.get(f"/history/{pending}").json() == {}
+
+
+def test_cancel_jobs_batch(newer: Api) -> None:
+    for body, expected in ((CANCEL_BAD_IDS["request"]["json_body"], CANCEL_BAD_IDS),
+                           ({"job_ids": "not a list"}, CANCEL_NOT_LIST)):
+        answer = newer.post("/api/jobs/cancel", json=body)
+        assert (answer.status_code, answer.json()) == (expected["status"],
+                                                       expected["response_json"])
+    mixed = newer.post("/api/jobs/cancel", json={"job_ids": [str(uuid.uuid4()), 7, None, "x"]})
+    assert mixed.json() == {"error": "job_ids contains invalid id(s)",
+                            "invalid_ids": ["7", "None", "x"]}
+    for raw in (b"", b"{nope"):
+        answer = newer.post("/api/jobs/cancel", data=raw)
+        assert (answer.status_code, answer.json()) == (
+            400, {"error": "Request body must be valid JSON"})
+    assert newer.post("/api/jobs/cancel", json=[]).json() == {"error": "job_ids must be a list"}
+    newer.sim.job_seconds = 30.0
+    running, pending = newer.submit(red(1)), newer.submit(red(2))
+    newer.wait_running(running)
+    unknown = str(uuid.uuid4())
+    assert newer.post("/api/jobs/cancel", json={"job_ids": [unknown]}).json() == {
+        "cancelled": False}
+    answer = newer.post("/api/jobs/cancel", json={"job_ids": [unknown, pending, running]})
+    assert (answer.status_code, answer.json()) == (200, {"cancelled": True})
+    newer.history(running)  # the interrupt takes effect at the next step or node
+    assert newer.job(running)["status"] == "cancelled"
+    assert newer.get(f"/api/jobs/{pending}").status_code == 404
+
+
 # -- create_time, output entries, the WebSocket ------------------------------------------------
+def test_create_time(old: Api, newer: Api) -> None:
+    for api in (old, newer):
+        api.sim.job_seconds = 30.0
+        running = api.submit(red(), client_id="cid")
+        api.wait_running(running)
+        item = api.get("/queue").json()["queue_running"][0]
+        if api is old:
+            assert item[3] == {"client_id": "cid"}
+        else:
+            expected = QUEUE["response_json"]["queue_running"][0]
+            assert len(item) == len(expected) and set(item[3]) == set(expected[3])
+            assert isinstance(item[3]["create_time"], int)
+            assert abs(item[3]["create_time"] / 1000 - time.time()) < 60
+        api.post("/interrupt")
+        assert set(api.history(running)["prompt"][3]) == set(item[3])
+
+
 def test_output_entries_and_websocket_order(old: Api, newer: Api) -> None:
     for api in (old, newer):
         ws = websocket.create_connection(api.sim.url.replace("http", "ws") + "/ws?clientId=w",

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 class ApiBehaviour:
     name: str
     comfyui_version: str
+    jobs_api: bool  # /api/jobs… exists (else: 404 empty body / 405, as recorded from 0.3.64)
     uuid_prompt_ids: bool  # a client prompt_id must be a canonical lowercase UUID
     missing_node_type: bool  # unknown/missing class_type: error.type missing_node_type
+    create_time: bool  # extra_data.create_time (epoch ms) at enqueue
     output_assets: bool  # output entries gain metadata, id, preview_id
     cache_entries: int  # 0: CLASSIC cache (the last prompt's nodes); N: LRU of N node results
 
@@ -24,8 +26,10 @@ class ApiBehaviour:
 API_0_3_64 = ApiBehaviour(
     name="0.3.64",
     comfyui_version="0.3.64",
+    jobs_api=False,
     uuid_prompt_ids=False,
     missing_node_type=False,
+    create_time=False,
     output_assets=False,
     cache_entries=0,
 )
@@ -35,8 +39,10 @@ API_0_3_64 = ApiBehaviour(
 API_NEWER = ApiBehaviour(
     name="newer",
     comfyui_version="0.38.1",
+    jobs_api=True,
     uuid_prompt_ids=True,
     missing_node_type=True,
+    create_time=True,
     output_assets=True,
     cache_entries=64,
 )

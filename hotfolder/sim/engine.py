@@ -108,6 +108,8 @@ class Engine:
         outputs: list[str],
     ) -> None:
         sensitive = {k: extra_data.pop(k) for k in SENSITIVE_EXTRA_DATA_KEYS if k in extra_data}
+        if self.api.create_time:
+            extra_data["create_time"] = int(time.time() * 1000)
         item = [number, prompt_id, prompt, extra_data, outputs, sensitive]
         with self.mutex:
             heapq.heappush(self.queue, (number, prompt_id, next(self._seq), item))
@@ -154,6 +156,14 @@ class Engine:
             if prompt_id and not any(item[1] == prompt_id for item in self.running.values()):
                 return
             self.interrupt_event.set()
+
+    def interrupt_if_running(self, prompt_id: str) -> bool:
+        """Interrupt that prompt only if it is the running one, atomically (a job cancel)."""
+        with self.mutex:
+            if any(item[1] == prompt_id for item in self.running.values()):
+                self.interrupt_event.set()
+                return True
+        return False
 
     # -- history ----------------------------------------------------------------------------
     def get_history(

@@ -1,11 +1,12 @@
 """The route table of the simulated ComfyUI, and the small read-only endpoints.
 
-`match` is how the server finds a handler (or tells 404 from 405). The endpoints a client
-drives a job with live in `routes_queue` (prompt, queue, history, interrupt) and
-`routes_files` (view, uploads); here are the informational ones (`/object_info`,
-`/system_stats`, `/features`, `/models`, ...) and the simulator's own `/sim/*`. Every one
-answers with the captured status codes and body shapes, because a robust client has to be
-tested against exactly those.
+`match` is how the server finds a handler (or tells 404 from 405), for the API version the
+simulator imitates (`api`). The endpoints a client drives a job with live in `routes_queue`
+(prompt, queue, history, interrupt), `routes_jobs` (the newer jobs API) and `routes_files`
+(view, uploads); here are the informational ones (`/object_info`, `/system_stats`,
+`/features`, `/models`, ...) and the simulator's own `/sim/*`. Every one answers with the
+captured status codes and body shapes, because a robust client has to be tested against
+exactly those (and, for the newer API, with the shapes derived from ComfyUI's source).
 """
 
 from __future__ import annotations
@@ -16,10 +17,17 @@ import re
 import sys
 from collections.abc import Callable
 
+from hotfolder.sim.api import ApiBehaviour
 from hotfolder.sim.catalog import MODEL_FOLDERS, models_in
 from hotfolder.sim.context import SimContext
 from hotfolder.sim.routes_files import get_view, post_upload_image, post_upload_mask
-from hotfolder.sim.routes_jobs import get_jobs_absent
+from hotfolder.sim.routes_jobs import (
+    get_job,
+    get_jobs,
+    get_jobs_absent,
+    post_job_cancel,
+    post_jobs_cancel,
+)
 from hotfolder.sim.routes_queue import (
     get_history,
     get_history_item,
@@ -123,6 +131,13 @@ def get_sim_stats(sim: SimContext, req: Request) -> Response:
     return json_response(sim.stats())
 
 
+Route = tuple[str, re.Pattern[str], Handler]
+
+
+def _compiled(entries: list[tuple[str, str, Handler]]) -> list[Route]:
+    return [(method, re.compile(f"^{pattern}$"), handler) for method, pattern, handler in entries]
+
+
 ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     (method, re.compile(f"^{pattern}$"), handler)
     for method, pattern, handler in [
@@ -149,16 +164,27 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
         ("GET", "/sim/faults", get_sim_faults),
         ("POST", "/sim/faults", post_sim_faults),
         ("GET", "/sim/stats", get_sim_stats),
-        # no jobs API in 0.3.64: its GET-only catch-all answers, as recorded (405 else)
-        ("GET", "/api/jobs(?:/.*)?", get_jobs_absent),
     ]
 ]
 
+# derived from ComfyUI's source: only under /api/ there
+JOBS_ROUTES = _compiled([
+    ("GET", "/api/jobs", get_jobs),
+    ("GET", "/api/jobs/(?P<job_id>[^/]+)", get_job),
+    ("POST", "/api/jobs/(?P<job_id>[^/]+)/cancel", post_job_cancel),
+    ("POST", "/api/jobs/cancel", post_jobs_cancel),
+])
+# as recorded from 0.3.64: a GET-only catch-all, so other methods get a 405
+NO_JOBS_ROUTES = _compiled([("GET", "/api/jobs(?:/.*)?", get_jobs_absent)])
 
-def match(method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:
+
+def match(
+    method: str, path: str, api: ApiBehaviour
+) -> tuple[Handler | None, dict[str, str], bool]:
     """(handler, path params, path_known). path_known without handler means 405."""
     known = False
-    for route_method, pattern, handler in ROUTES:
+    for route_method, pattern, handler in ROUTES + (JOBS_ROUTES if api.jobs_api
+                                                    else NO_JOBS_ROUTES):
         found = pattern.match(path)
         if found is None:
             continue

@@ -185,7 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "OPTIONS":
             self._send(empty(200))
             return
-        handler, params, known = routes.match(method, request.path)
+        handler, params, known = routes.match(method, request.path, sim.api)
         if handler is None:
             self._send(method_not_allowed() if known else not_found())
             return
