@@ -457,3 +457,28 @@ def test_trim_cache() -> None:
     assert list(cache) == ["d", "e", "b"]
     trim_cache(cache, {"d", "e", "b", "x"}, 1)  # never what the running prompt uses
     assert list(cache) == ["d", "e", "b"]
+
+
+# -- system_stats and /view ------------------------------------------------------------------
+def test_system_stats(old: Api, newer: Api) -> None:
+    recorded = load(FIXTURES / "system_stats.json")["response_json"]["system"]
+    assert list(old.get("/system_stats").json()["system"]) == list(recorded)
+    system = newer.get("/system_stats").json()["system"]
+    assert system["comfyui_version"] == "0.38.1"
+    assert set(system) - set(recorded) == {"comfy_package_versions", "deploy_environment"}
+    assert system["os"] == sys.platform and isinstance(system["deploy_environment"], str)
+    assert all(set(p) == {"name", "installed", "required"} and p["name"].startswith("comfy")
+               for p in system["comfy_package_versions"])
+
+
+def test_view_nosniff(old: Api, newer: Api) -> None:
+    recorded = load(FIXTURES / "view_existing_output.json")["response_headers"]
+    assert "X-Content-Type-Options" not in recorded
+    for api in (old, newer):
+        entry = outputs(api.run(red())[1])[0]
+        query = f"/view?filename={entry['filename']}&subfolder={entry['subfolder']}&type=output"
+        answer = api.get(query)
+        assert (answer.status_code, answer.headers["Content-Type"]) == (200, "image/png")
+        sniff = answer.headers.get("X-Content-Type-Options")
+        assert sniff == (None if api is old else "nosniff")
+        assert "X-Content-Type-Options" not in api.get(query + "&preview=jpeg").headers

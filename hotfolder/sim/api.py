@@ -21,6 +21,8 @@ class ApiBehaviour:
     create_time: bool  # extra_data.create_time (epoch ms) at enqueue
     output_assets: bool  # output entries gain metadata, id, preview_id
     cache_entries: int  # 0: CLASSIC cache (the last prompt's nodes); N: LRU of N node results
+    system_stats_extras: bool  # comfy_package_versions, deploy_environment, os = sys.platform
+    view_nosniff: bool  # /view answers a file with X-Content-Type-Options: nosniff
 
 
 API_0_3_64 = ApiBehaviour(
@@ -32,6 +34,8 @@ API_0_3_64 = ApiBehaviour(
     create_time=False,
     output_assets=False,
     cache_entries=0,
+    system_stats_extras=False,
+    view_nosniff=False,
 )
 
 # The real default cache (RAM_PRESSURE) keeps results until memory runs short; a bound on the
@@ -45,6 +49,8 @@ API_NEWER = ApiBehaviour(
     create_time=True,
     output_assets=True,
     cache_entries=64,
+    system_stats_extras=True,
+    view_nosniff=True,
 )
 
 APIS = {api.name: api for api in (API_0_3_64, API_NEWER)}

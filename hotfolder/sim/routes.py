@@ -44,6 +44,10 @@ from hotfolder.sim.web import Request, Response, empty, json_response
 Handler = Callable[[SimContext, Request], Response]
 MAX_UPLOAD_SIZE = 100 * 1024 * 1024
 FEATURES = {"supports_preview_metadata": True, "max_upload_size": MAX_UPLOAD_SIZE}
+# newer servers list the comfy* packages of their requirements.txt (values not recorded)
+COMFY_PACKAGES = (("comfyui-frontend-package", "1.27.10"),
+                  ("comfyui-workflow-templates", "0.1.95"),
+                  ("comfyui-embedded-docs", "0.2.6"))
 
 
 def get_object_info(sim: SimContext, req: Request) -> Response:
@@ -88,6 +92,13 @@ def get_system_stats(sim: SimContext, req: Request) -> Response:
             sim.output_dir,
         ],
     }
+    if sim.api.system_stats_extras:  # derived from ComfyUI's source, in its key order
+        packages = [{"name": name, "installed": version, "required": version}
+                    for name, version in COMFY_PACKAGES]
+        items = list(system.items())
+        items.insert(7, ("comfy_package_versions", packages))
+        items.insert(11, ("deploy_environment", "local-git"))
+        system = dict(items, os=sys.platform)
     return json_response({"system": system, "devices": [device]})
 
 
