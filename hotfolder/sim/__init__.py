@@ -6,6 +6,9 @@ Used by the test suite, the benchmarks and `hotfolder demo` (no GPU needed)::
     sim = SimServer(port=0, job_seconds=0.2, faults=Faults()).start()
     ...  # talk to sim.url
     sim.stop()
+
+`SimServer(api="newer")` (`hotfolder sim --api newer`) imitates a current ComfyUI instead of
+the recorded 0.3.64: see `hotfolder.sim.api`.
 """
 
 from hotfolder.sim.cli import main

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from hotfolder.sim.api import APIS
 from hotfolder.sim.faults import Faults
 from hotfolder.sim.server import SimServer
 
@@ -73,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["none", "latent2rgb"],
         default="none",
         help="send JPEG latent previews on each sampler step, like ComfyUI's flag",
+    )
+    parser.add_argument(
+        "--api",
+        choices=sorted(APIS),
+        default="0.3.64",
+        help="the ComfyUI imitated: 0.3.64 (recorded, the default) or newer (0.38.1, derived "
+        "from its source: jobs API, UUID prompt ids, missing_node_type, ...)",
     )
     faults = parser.add_argument_group("fault injection")
     faults.add_argument(
@@ -140,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         input_dir=args.input_dir,
         preview_method=None if args.preview_method == "none" else args.preview_method,
         random_seed=args.random_seed,
+        api=args.api,
     )
     # the handler touches no lock: a second signal could interrupt it inside Event.set(),
     # which then waits for ever for the lock its own thread holds

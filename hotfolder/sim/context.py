@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from hotfolder.sim.api import ApiBehaviour
 from hotfolder.sim.catalog import Catalog
 from hotfolder.sim.engine import Engine
 from hotfolder.sim.faults import FaultState
@@ -16,6 +17,7 @@ from hotfolder.sim.faults import FaultState
 class SimContext(Protocol):
     """The parts of `SimServer` the routes read and update."""
 
+    api: ApiBehaviour  # which ComfyUI is imitated
     host: str
     port: int
     output_dir: str

@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from hotfolder.sim.api import API_0_3_64, ApiBehaviour
 from hotfolder.sim.catalog import Catalog
 from hotfolder.sim.executor import CacheEntry, PromptRun, history_lag
 from hotfolder.sim.faults import FaultState
@@ -41,7 +42,9 @@ class Engine:
         temp_dir: str,
         job_seconds: float,
         preview_method: str | None = None,
+        api: ApiBehaviour = API_0_3_64,
     ) -> None:
+        self.api = api
         self.catalog = catalog
         self.hub = hub
         self.faults = faults
@@ -55,7 +58,8 @@ class Engine:
         self.queue: list[tuple[Any, str, int, list[Any]]] = []
         self.running: dict[int, list[Any]] = {}
         self.history: dict[str, dict[str, Any]] = {}
-        self.cache: dict[str, CacheEntry] = {}
+        self.cache: dict[str, CacheEntry] = {}  # oldest first (the LRU order when api keeps many)
+        self.asset_ids: dict[str, str] = {}  # output file path -> asset id (api.output_assets)
         self.number = 0
         self._seq = itertools.count()
         self._task_ids = itertools.count()
@@ -104,6 +108,8 @@ class Engine:
         outputs: list[str],
     ) -> None:
         sensitive = {k: extra_data.pop(k) for k in SENSITIVE_EXTRA_DATA_KEYS if k in extra_data}
+        if self.api.create_time:
+            extra_data["create_time"] = int(time.time() * 1000)
         item = [number, prompt_id, prompt, extra_data, outputs, sensitive]
         with self.mutex:
             heapq.heappush(self.queue, (number, prompt_id, next(self._seq), item))
@@ -150,6 +156,14 @@ class Engine:
             if prompt_id and not any(item[1] == prompt_id for item in self.running.values()):
                 return
             self.interrupt_event.set()
+
+    def interrupt_if_running(self, prompt_id: str) -> bool:
+        """Interrupt that prompt only if it is the running one, atomically (a job cancel)."""
+        with self.mutex:
+            if any(item[1] == prompt_id for item in self.running.values()):
+                self.interrupt_event.set()
+                return True
+        return False
 
     # -- history ----------------------------------------------------------------------------
     def get_history(

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from hotfolder.sim.api import ApiBehaviour
+from hotfolder.sim.assets import registered, with_media_metadata
 from hotfolder.sim.catalog import Catalog
 from hotfolder.sim.failures import (
     current_inputs,
@@ -22,7 +24,7 @@ from hotfolder.sim.failures import (
     type_and_traceback,
 )
 from hotfolder.sim.faults import FaultState
-from hotfolder.sim.graph import ExecutionList, is_link, signatures
+from hotfolder.sim.graph import ExecutionList, is_link, signatures, trim_cache
 from hotfolder.sim.hub import SocketHub
 from hotfolder.sim.imagefiles import encode_jpeg
 from hotfolder.sim.imaging import ImageBatch, blend_towards_grey, resize
@@ -48,6 +50,7 @@ class CacheEntry:
 class EngineState(Protocol):
     """What a run uses of the engine (`engine.Engine`, which imports this module)."""
 
+    api: ApiBehaviour
     catalog: Catalog
     hub: SocketHub
     faults: FaultState
@@ -57,6 +60,7 @@ class EngineState(Protocol):
     job_seconds: float
     preview_method: str | None
     cache: dict[str, CacheEntry]
+    asset_ids: dict[str, str]
     interrupt_event: threading.Event
     client_id: str | None  # client of the running prompt, for a reconnect's replay
     last_node_id: str | None
@@ -185,8 +189,7 @@ class PromptRun:
         self._add_message("execution_start", {"prompt_id": self.prompt_id})
         sigs = signatures(self.prompt, self.input_dir)
         cache = engine.cache
-        for stale in [s for s in cache if s not in set(sigs.values())]:
-            del cache[stale]  # CLASSIC cache: keep only what the current prompt uses
+        trim_cache(cache, set(sigs.values()), engine.api.cache_entries)
         cached_nodes = [n for n in self.prompt if sigs[n] in cache]
         self._add_message("execution_cached", {"nodes": cached_nodes, "prompt_id": self.prompt_id})
 
@@ -226,6 +229,7 @@ class PromptRun:
         else:
             self._add_message("execution_success", {"prompt_id": self.prompt_id})
         engine.last_node_id = None
+        trim_cache(cache, set(sigs.values()), engine.api.cache_entries)
         order_keys = [n for n in self.prompt if n in self.ui]
         return success, {
             "outputs": {n: self.ui[n] for n in order_keys},
@@ -264,7 +268,13 @@ class PromptRun:
             self._record_ui(node_id, entry.ui)
         self._progress_state(node_id, 1, 1, "finished")
 
+    def _folders(self) -> dict[str, str]:
+        return {"output": self.output_dir, "input": self.input_dir, "temp": self.temp_dir}
+
     def _record_ui(self, node_id: str, ui: dict[str, Any]) -> None:
+        """An output node's result, fresh or cached, into history and `executed`."""
+        if self.engine.api.output_assets:
+            ui = registered(ui, self._folders(), self.engine.asset_ids)
         self.ui[node_id] = ui
         self.meta[node_id] = {
             "node_id": node_id,
@@ -310,6 +320,8 @@ class PromptRun:
             outputs: tuple[Any, ...] = ()
         else:
             outputs = run_node(class_type, self.inputs, self.catalog.outputs(class_type), self)
+        if ui and self.engine.api.output_assets:
+            ui = with_media_metadata(ui, self._folders())  # what the cache keeps
         if ui:
             self._record_ui(node_id, ui)
         state = self.progress.get(node_id, {})

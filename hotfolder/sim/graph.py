@@ -3,8 +3,9 @@
 Order matters to clients that show progress per node, and the cache decides which nodes run at
 all. ComfyUI keys its (CLASSIC) output cache by an input signature: the class, the constant
 inputs and the signatures of the linked ancestors, not the node id; it keeps only the entries of
-the prompt being run. The order comes from a stack-based walk of the inputs plus a preference
-for output nodes and nodes close to them; the captures' orders are reproduced by both rules.
+the prompt being run (newer servers keep earlier prompts' results too: `trim_cache`). The order
+comes from a stack-based walk of the inputs plus a preference for output nodes and nodes close
+to them; the captures' orders are reproduced by both rules.
 """
 
 from __future__ import annotations
@@ -64,6 +65,24 @@ def signatures(prompt: dict[str, Any], input_dir: str) -> dict[str, str]:
         return memo[node_id]
 
     return {node_id: sig(node_id, ()) for node_id in prompt}
+
+
+def trim_cache(cache: dict[str, Any], used: set[str], limit: int) -> None:
+    """Forget cached results, oldest first (the dict's order is the recency).
+
+    limit 0 is the CLASSIC cache of 0.3.64: only what the current prompt uses stays. Otherwise
+    (newer servers, whose default cache keeps earlier prompts' results too; derived from
+    ComfyUI's source) what the prompt uses becomes the most recent, and the oldest others go
+    while there are more than `limit`.
+    """
+    if limit <= 0:
+        for stale in [key for key in cache if key not in used]:
+            del cache[stale]
+        return
+    for key in [key for key in cache if key in used]:
+        cache[key] = cache.pop(key)
+    for stale in [key for key in cache if key not in used][: max(0, len(cache) - limit)]:
+        del cache[stale]
 
 
 class ExecutionList:

@@ -1,11 +1,12 @@
-"""The route table of the simulated ComfyUI 0.3.64, and the small read-only endpoints.
+"""The route table of the simulated ComfyUI, and the small read-only endpoints.
 
-`match` is how the server finds a handler (or tells 404 from 405). The endpoints a client
-drives a job with live in `routes_queue` (prompt, queue, history, interrupt) and
-`routes_files` (view, uploads); here are the informational ones (`/object_info`,
-`/system_stats`, `/features`, `/models`, ...) and the simulator's own `/sim/*`. Every one
-answers with the captured status codes and body shapes, because a robust client has to be
-tested against exactly those.
+`match` is how the server finds a handler (or tells 404 from 405), for the API version the
+simulator imitates (`api`). The endpoints a client drives a job with live in `routes_queue`
+(prompt, queue, history, interrupt), `routes_jobs` (the newer jobs API) and `routes_files`
+(view, uploads); here are the informational ones (`/object_info`, `/system_stats`,
+`/features`, `/models`, ...) and the simulator's own `/sim/*`. Every one answers with the
+captured status codes and body shapes, because a robust client has to be tested against
+exactly those (and, for the newer API, with the shapes derived from ComfyUI's source).
 """
 
 from __future__ import annotations
@@ -16,9 +17,17 @@ import re
 import sys
 from collections.abc import Callable
 
+from hotfolder.sim.api import ApiBehaviour
 from hotfolder.sim.catalog import MODEL_FOLDERS, models_in
 from hotfolder.sim.context import SimContext
 from hotfolder.sim.routes_files import get_view, post_upload_image, post_upload_mask
+from hotfolder.sim.routes_jobs import (
+    get_job,
+    get_jobs,
+    get_jobs_absent,
+    post_job_cancel,
+    post_jobs_cancel,
+)
 from hotfolder.sim.routes_queue import (
     get_history,
     get_history_item,
@@ -33,9 +42,12 @@ from hotfolder.sim.routes_queue import (
 from hotfolder.sim.web import Request, Response, empty, json_response
 
 Handler = Callable[[SimContext, Request], Response]
-COMFYUI_VERSION = "0.3.64"
 MAX_UPLOAD_SIZE = 100 * 1024 * 1024
 FEATURES = {"supports_preview_metadata": True, "max_upload_size": MAX_UPLOAD_SIZE}
+# newer servers list the comfy* packages of their requirements.txt (values not recorded)
+COMFY_PACKAGES = (("comfyui-frontend-package", "1.27.10"),
+                  ("comfyui-workflow-templates", "0.1.95"),
+                  ("comfyui-embedded-docs", "0.2.6"))
 
 
 def get_object_info(sim: SimContext, req: Request) -> Response:
@@ -63,7 +75,7 @@ def get_system_stats(sim: SimContext, req: Request) -> Response:
         "os": os.name,
         "ram_total": ram,
         "ram_free": ram,
-        "comfyui_version": COMFYUI_VERSION,
+        "comfyui_version": sim.api.comfyui_version,
         "required_frontend_version": "1.27.10",
         "installed_templates_version": "0.1.95",
         "required_templates_version": "0.1.95",
@@ -80,6 +92,13 @@ def get_system_stats(sim: SimContext, req: Request) -> Response:
             sim.output_dir,
         ],
     }
+    if sim.api.system_stats_extras:  # derived from ComfyUI's source, in its key order
+        packages = [{"name": name, "installed": version, "required": version}
+                    for name, version in COMFY_PACKAGES]
+        items = list(system.items())
+        items.insert(7, ("comfy_package_versions", packages))
+        items.insert(11, ("deploy_environment", "local-git"))
+        system = dict(items, os=sys.platform)
     return json_response({"system": system, "devices": [device]})
 
 
@@ -123,6 +142,13 @@ def get_sim_stats(sim: SimContext, req: Request) -> Response:
     return json_response(sim.stats())
 
 
+Route = tuple[str, re.Pattern[str], Handler]
+
+
+def _compiled(entries: list[tuple[str, str, Handler]]) -> list[Route]:
+    return [(method, re.compile(f"^{pattern}$"), handler) for method, pattern, handler in entries]
+
+
 ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     (method, re.compile(f"^{pattern}$"), handler)
     for method, pattern, handler in [
@@ -152,11 +178,24 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ]
 ]
 
+# derived from ComfyUI's source: only under /api/ there
+JOBS_ROUTES = _compiled([
+    ("GET", "/api/jobs", get_jobs),
+    ("GET", "/api/jobs/(?P<job_id>[^/]+)", get_job),
+    ("POST", "/api/jobs/(?P<job_id>[^/]+)/cancel", post_job_cancel),
+    ("POST", "/api/jobs/cancel", post_jobs_cancel),
+])
+# as recorded from 0.3.64: a GET-only catch-all, so other methods get a 405
+NO_JOBS_ROUTES = _compiled([("GET", "/api/jobs(?:/.*)?", get_jobs_absent)])
 
-def match(method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:
+
+def match(
+    method: str, path: str, api: ApiBehaviour
+) -> tuple[Handler | None, dict[str, str], bool]:
     """(handler, path params, path_known). path_known without handler means 405."""
     known = False
-    for route_method, pattern, handler in ROUTES:
+    for route_method, pattern, handler in ROUTES + (JOBS_ROUTES if api.jobs_api
+                                                    else NO_JOBS_ROUTES):
         found = pattern.match(path)
         if found is None:
             continue

@@ -85,6 +85,8 @@ def get_view(sim: SimContext, req: Request) -> Response:
     except PngError:
         pass
     content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    if sim.api.view_nosniff and "preview" not in query:  # newer: the file itself, as is
+        headers["X-Content-Type-Options"] = "nosniff"
     return Response(200, data, content_type, headers)
 
 

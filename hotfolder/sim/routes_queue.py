@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 from hotfolder.sim.context import SimContext
+from hotfolder.sim.routes_jobs import valid_job_id
 from hotfolder.sim.validate import PromptCrash, validate_prompt
 from hotfolder.sim.web import Request, Response, empty, json_response, trouble
 
@@ -30,6 +31,15 @@ def _no_prompt() -> Response:
         "extra_info": {},
     }
     return json_response({"error": error, "node_errors": {}}, 400)
+
+
+INVALID_PROMPT_ID = {  # newer servers, derived from ComfyUI's source
+    "type": "invalid_prompt_id",
+    "message": "prompt_id must be a valid UUID",
+    "details": "prompt_id must be a UUID string in canonical lowercase hyphenated form; "
+               "omit it to let the server generate one",
+    "extra_info": {},
+}
 
 
 def post_prompt(sim: SimContext, req: Request) -> Response:
@@ -50,9 +60,19 @@ def post_prompt(sim: SimContext, req: Request) -> Response:
             sim.counters["prompts_rejected"] += 1
             return _no_prompt()
         prompt = data["prompt"]
-        prompt_id = str(data.get("prompt_id", uuid.uuid4()))
+        if not sim.api.uuid_prompt_ids:
+            prompt_id = str(data.get("prompt_id", uuid.uuid4()))  # any string, as recorded
+        elif data.get("prompt_id") is None:
+            prompt_id = str(uuid.uuid4())
+        elif valid_job_id(data["prompt_id"]):
+            prompt_id = data["prompt_id"]
+        else:
+            sim.counters["prompts_rejected"] += 1
+            return json_response({"error": dict(INVALID_PROMPT_ID), "node_errors": {}}, 400)
         partial = _field(data, "partial_execution_targets")
-        ok, error, outputs, node_errors = validate_prompt(prompt, sim.catalog, partial)
+        ok, error, outputs, node_errors = validate_prompt(
+            prompt, sim.catalog, partial, missing_node_type=sim.api.missing_node_type
+        )
         extra_data = _field(data, "extra_data", {})
         if "client_id" in data:
             extra_data["client_id"] = data["client_id"]

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from hotfolder import __version__
 from hotfolder.sim import routes
+from hotfolder.sim.api import api_behaviour
 from hotfolder.sim.catalog import Catalog
 from hotfolder.sim.engine import Engine
 from hotfolder.sim.faults import Faults, FaultState
@@ -184,7 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "OPTIONS":
             self._send(empty(200))
             return
-        handler, params, known = routes.match(method, request.path)
+        handler, params, known = routes.match(method, request.path, sim.api)
         if handler is None:
             self._send(method_not_allowed() if known else not_found())
             return
@@ -269,7 +270,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class SimServer:
-    """A ComfyUI 0.3.64 look-alike: `start()` serves in background threads, `stop()` ends it."""
+    """A ComfyUI look-alike: `start()` serves in background threads, `stop()` ends it.
+
+    `api` picks the server imitated: "0.3.64" (recorded, the default) or "newer" (see `api`).
+    """
 
     def __init__(
         self,
@@ -282,7 +286,9 @@ class SimServer:
         input_dir: str | os.PathLike[str] | None = None,
         preview_method: str | None = None,
         random_seed: int | None = None,
+        api: str = "0.3.64",
     ) -> None:
+        self.api = api_behaviour(api)
         self.host = host
         self._requested_port = port
         self.job_seconds = job_seconds
@@ -302,6 +308,7 @@ class SimServer:
             temp_dir=self.temp_dir,
             job_seconds=job_seconds,
             preview_method=preview_method,
+            api=self.api,
         )
         self.counters = {"prompts_rejected": 0, "http_5xx_injected": 0,
                          "http_5xx_after_queue": 0, "uploads": 0}

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from hotfolder.sim.catalog import CUSTOM_VALIDATED, Catalog, annotated_exists
+from hotfolder.sim.nodetypes import node_type_error
 
 Error = dict[str, Any]
 Result = tuple[bool, list[Error], Any]
@@ -293,48 +294,30 @@ def _top_error(kind: str, message: str, details: str = "") -> Error:
 
 
 def validate_prompt(
-    prompt: Any, catalog: Catalog, partial_targets: Any = None
+    prompt: Any, catalog: Catalog, partial_targets: Any = None, missing_node_type: bool = False
 ) -> tuple[bool, Error | None, list[str], dict[str, Any]]:
-    """Return (ok, error, outputs_to_execute, node_errors); raise PromptCrash for a plain 500."""
+    """Return (ok, error, outputs_to_execute, node_errors); raise PromptCrash for a plain 500.
+
+    `missing_node_type`: report an unknown or missing class_type the newer servers' way.
+    """
     try:
-        return _validate(prompt, catalog, partial_targets)
+        return _validate(prompt, catalog, partial_targets, missing_node_type)
     except PromptCrash:
         raise
     except Exception as exc:
         raise PromptCrash(str(exc)) from exc
 
 
-def _validate(prompt: Any, catalog: Catalog, partial_targets: Any):
+def _validate(prompt: Any, catalog: Catalog, partial_targets: Any, missing_node_type: bool):
     outputs: list[Any] = []
     for node_id in prompt:  # a list/str/int prompt fails right here, as in ComfyUI
         node = prompt[node_id]
         if isinstance(node, (int, float, bool)) or node is None:
             raise PromptCrash("argument of type is not iterable")
-        if "class_type" not in node:
-            return (
-                False,
-                _top_error(
-                    "invalid_prompt",
-                    "Cannot execute because a node is missing the class_type property.",
-                    f"Node ID '#{node_id}'",
-                ),
-                [],
-                {},
-            )
+        error = node_type_error(node_id, node, catalog, missing_node_type)
+        if error is not None:
+            return False, error, [], {}
         class_type = node["class_type"]
-        if isinstance(class_type, (list, dict)):
-            raise PromptCrash("unhashable class_type")
-        if class_type not in catalog:
-            return (
-                False,
-                _top_error(
-                    "invalid_prompt",
-                    f"Cannot execute because node {class_type} does not exist.",
-                    f"Node ID '#{node_id}'",
-                ),
-                [],
-                {},
-            )
         if catalog.is_output(class_type) and (
             partial_targets is None or node_id in partial_targets
         ):
