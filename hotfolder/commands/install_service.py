@@ -28,7 +28,8 @@ def unit_text(name: str) -> str:
 
 
 def install(*, root: Path = Path("/"), template: bool = False, create_user: bool = True,
-            user: str = "hotfolder", out: TextIO = sys.stdout) -> int:
+            user: str = "hotfolder", out: TextIO | None = None) -> int:
+    out = out or sys.stdout  # looked up now: the stream may be replaced after import
     unit_name = UNITS[1] if template else UNITS[0]
     config_name = "studio.yaml" if template else "hotfolder.yaml"
     etc = root / "etc" / "hotfolder"
