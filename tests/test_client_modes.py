@@ -5,7 +5,6 @@ keeps earlier prompts). Features are detected, never looked up by version."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import pytest
@@ -40,7 +39,8 @@ def test_lookup_and_cancel_by_feature_detection(mode):
         client.cancel(second)  # pending: taken off the queue, never run
         wait_for(lambda: client.where(first) == "done", what="the first to finish")
         assert client.history(first)["status"]["status_str"] == "success"
-        time.sleep(1.2)  # as long as the second would have run
+        # one prompt at a time, in order: an empty queue now means the second ran or never will
+        wait_for(lambda: client.queue_remaining() == 0, what="the queue to empty")
         assert client.history(second) is None or \
             client.history(second)["status"]["status_str"] != "success"
         assert client.where(second) in ("unknown", "done")  # gone, or "cancelled" (newer)
