@@ -136,14 +136,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from hotfolder.commands.init import init_dir
+    from hotfolder.commands.init import init_dir, next_steps
 
     try:
         config_path = init_dir(args.dir)
     except FileExistsError as exc:
         print(f"hotfolder: {exc}", file=sys.stderr)  # noqa: T201
         return 1
-    print(f"Created {config_path}\nStart it with:  hotfolder run --config {config_path}")  # noqa: T201
+    print(next_steps(config_path))  # noqa: T201
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from hotfolder.commands.init import init_dir
 from hotfolder.config.load import load_config
 from hotfolder.daemon.loop import Daemon
+from hotfolder.invocation import command
 from hotfolder.logs import configure_logging
 
 SAMPLES = {
@@ -83,6 +84,6 @@ def _report(out, base: Path, done: Path, failed: Path, outbox: Path) -> int:
             out.write(f"  {name:16} did not finish in time\n")
             ok = False
     out.write(f"\nEverything is in {base}: drop your own files into {base / 'hot' / 'inbox'} "
-              f"after starting\n  hotfolder run --config {base / 'hotfolder.yaml'}\n"
+              f"after starting\n  {command('run', '--config', base / 'hotfolder.yaml')}\n"
               "(point `servers:` in that file at your ComfyUI first).\n")
     return 0 if ok else 1

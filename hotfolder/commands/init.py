@@ -10,11 +10,17 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
+from hotfolder.invocation import command
+
 TEMPLATE_FILE = "sdxl_txt2img.json"
 # every template `init` and `install-service` put beside the config, the first one above
 TEMPLATE_FILES = (TEMPLATE_FILE, "sdxl_img2img.json", "upscale_4x.json")
 # hot folders of the example config besides the one at the root: each a folder under it
 EXTRA_FOLDERS = ("img2img", "upscale")
+# what each of the example config's inboxes takes, in folder_roots' order
+INBOX_USES = ("text to image: prompts and job files (.txt, .json, .yaml, .csv, …)",
+              "image to image: a job file with its picture",
+              "upscale: pictures, each one a job")
 
 CONFIG_TEXT = """\
 # hotfolder configuration. Relative paths are relative to this file's folder.
@@ -193,3 +199,21 @@ def init_dir(directory: Path) -> Path:
     config_path.write_text(config_text(root="hot", workflow=f"workflows/{TEMPLATE_FILE}"),
                            encoding="utf-8")
     return config_path
+
+
+def next_steps(config_path: Path, *, name: str | None = None) -> str:
+    """What `init` prints: the steps from the new files to a first result, in order, with the
+    commands as this program can be run and the inboxes it made."""
+    inboxes = [root / "inbox" for root in folder_roots(config_path.parent / "hot")]
+    width = max(len(str(p)) for p in inboxes) + 3
+    drops = "".join(f"       {str(p) + '/':{width}}{use}\n" for p, use in zip(
+        inboxes, INBOX_USES, strict=True))
+    return (f"Created {config_path}, its workflows and {len(inboxes)} hot folders.\n\n"
+            "Next:\n"
+            f"  1. Point `servers:` in {config_path} at your ComfyUI\n"
+            "     (it says http://127.0.0.1:8188).\n"
+            f"  2. Check it:  {command('check', '--config', config_path, name=name)}\n"
+            f"  3. Start it:  {command('run', '--config', config_path, name=name)}\n"
+            f"  4. Drop files into\n{drops}"
+            "No ComfyUI at hand? See hotfolder work against a built-in simulator:  "
+            f"{command('demo', name=name)}")

@@ -31,6 +31,7 @@ from hotfolder.config.model import (
 from hotfolder.config.problems import Problems, join, patterns
 from hotfolder.config.servers import parse_servers
 from hotfolder.errors import ConfigError, JobError
+from hotfolder.invocation import command
 from hotfolder.jobfile import IMAGE_EXTENSIONS
 from hotfolder.workflow.graph import takes_images, workflow_format
 from hotfolder.workflow.gui2api.graph import read_workflow
@@ -53,7 +54,7 @@ def find_config(explicit: str | os.PathLike[str] | None) -> Path:
             return Path(candidate)
     raise ConfigError([
         "no config file found: pass --config PATH, set HOTFOLDER_CONFIG, or create one with "
-        "`hotfolder init DIR` (looked in " + ", ".join(CONFIG_SEARCH) + ")"
+        f"`{command('init', 'DIR')}` (looked in " + ", ".join(CONFIG_SEARCH) + ")"
     ])
 
 

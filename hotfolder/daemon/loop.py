@@ -26,6 +26,7 @@ from hotfolder.daemon.wakeup import Wakeup
 from hotfolder.daemon.workers import Work, Workers
 from hotfolder.errors import Cancelled, ConfigError
 from hotfolder.fsutil import clear_dead_temps
+from hotfolder.invocation import command
 from hotfolder.job.claim import BeingWritten, Orphans, claim
 from hotfolder.job.companions import sweep as sweep_inputs
 from hotfolder.job.finish import fail_unclaimed
@@ -104,7 +105,7 @@ class Daemon:
         if not self.pool.check_all():
             log.warning("server.waiting",
                         message="no ComfyUI server answers yet; jobs wait until one does. "
-                                "Start ComfyUI, or try `hotfolder demo` to see hotfolder work "
+                                f"Start ComfyUI, or try `{command('demo')}` to see hotfolder work "
                                 "against its built-in simulator.")
         for folder in self.config.folders:
             sweep_inputs(folder)  # images whose job left processing/ just before a crash
