@@ -10,7 +10,6 @@ observer did not report.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import stat as stat_module
 import threading
@@ -26,27 +25,17 @@ from watchdog.observers.polling import PollingObserver
 
 from hotfolder.config.model import FolderConfig
 from hotfolder.inotify import native_observer
+from hotfolder.job.inboxfiles import ignored_name, not_a_job
 from hotfolder.job.jobfolder import folder_not_ready, folder_signature
 from hotfolder.job.ready import HINT_CLOSED, HINT_FOUND, HINT_RENAMED, Pending, Readiness, rule
-from hotfolder.jobfile import is_image_name, refusal
 from hotfolder.mounts import fs_type, needs_polling
 
 log = structlog.get_logger()
 
-# temporary names of editors, browsers and sync clients: never jobs, never touched. Hidden
-# names cover .~lock.*, .syncthing.*, .dropbox*, ._* and .DS_Store. Dropbox's "conflicted
-# copy" files keep their extension and are real jobs.
-IGNORED_PATTERNS = ("*.tmp", "*.part", "*.partial", "*.crdownload", "*.download", "~$*",
-                    ".*", "Thumbs.db", "desktop.ini", "*.swp", "*~")
-CANCEL_SUFFIX = ".cancel"
 HELD_CHECK_SECONDS = 1.0  # a job folder not ready to be taken is looked at again this often
 
 Ready = Callable[[FolderConfig, Path, float, str], None]
 Cancel = Callable[[FolderConfig, Path], None]
-
-
-def is_ignored(name: str, extra: Iterable[str] = ()) -> bool:
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in (*IGNORED_PATTERNS, *extra))
 
 
 def observer_mode(folder: FolderConfig) -> tuple[str, str | None]:
@@ -288,7 +277,7 @@ class InboxWatcher:
             if kind in (HINT_CLOSED, HINT_RENAMED):
                 pending.hint = kind
             return
-        if is_ignored(path.name, folder.ignore):
+        if ignored_name(folder, path.name) is not None:
             return
         stat = _stat(path)  # lstat: a symlink is seen as one, never followed
         if stat is None:
@@ -299,31 +288,27 @@ class InboxWatcher:
                 return
             del self._refused[path]
         hint = kind if kind in (HINT_CLOSED, HINT_RENAMED, HINT_FOUND) else None
-        if stat_module.S_ISDIR(stat.st_mode) and refusal(path.name, stat) is None:
+        verdict = not_a_job(folder, path.name, stat)
+        if verdict is None and stat_module.S_ISDIR(stat.st_mode):
             with self._lock:  # a job folder: settles when nothing in it changes any more
                 self._pending[path] = Pending(folder, folder_signature(path, folder.limits),
                                                now, detected_at=time.time(), is_dir=True,
                                                hint=hint)
             log.info("job.detected", file=path.name + "/", folder=folder.name)
             return
-        problem = refusal(path.name, stat)
-        if problem:  # left alone, never opened, never moved; said once
+        if verdict is not None and verdict.cancel:
+            if self.on_cancel is not None:
+                self.on_cancel(folder, path)
+            return
+        if verdict is not None:  # left alone, never opened, never moved; said once
             if path not in self._warned:
                 self._warned.add(path)
-                log.warning("job.ignored", file=repr(path.name), folder=folder.name,
-                            reason=problem)
-            return
-        if path.name.endswith(CANCEL_SUFFIX) and self.on_cancel is not None:
-            self.on_cancel(folder, path)
-            return
-        if path.suffix.lower() not in folder.extensions:
-            if path not in self._warned:
-                self._warned.add(path)
-                reason = (f"not a job extension ({', '.join(folder.extensions)}); left in place"
-                          if not is_image_name(path.name) else
-                          "an image: it waits for a job file that names it (images:); "
-                          "image_mode: per-file makes each image a job")
-                log.info("job.ignored", file=path.name, folder=folder.name, reason=reason)
+                if verdict.refused:
+                    log.warning("job.ignored", file=repr(path.name), folder=folder.name,
+                                reason=verdict.reason)
+                else:
+                    log.info("job.ignored", file=path.name, folder=folder.name,
+                             reason=verdict.reason)
             return
         with self._lock:
             self._pending[path] = Pending(folder, _signature(stat), now,
