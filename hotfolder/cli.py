@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +28,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parser().print_help()
         return 2
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a reader gone away shows here, not at exit as a traceback
+        return code
+    except BrokenPipeError:
+        # `hotfolder status | head`: the reader has what it wanted. Python would try to
+        # flush stdout again at exit and complain; point it at /dev/null instead
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a program the pipe ended
     except ConfigError as exc:
         print("hotfolder: the configuration has problems:", file=sys.stderr)  # noqa: T201
         for line in exc.problems:
