@@ -182,7 +182,7 @@ def test_a_prompt_over_the_size_limit_is_not_sent(hot):
 
 def test_a_job_named_like_an_error_file_fails_plainly_and_can_be_retried(hot):
     from hotfolder.config.load import load_config
-    from hotfolder.daemon.status import recent_failed
+    from hotfolder.daemon.recent import recent_failed
     from hotfolder.web.actions import retry_failed
 
     hot.start()

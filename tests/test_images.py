@@ -19,7 +19,8 @@ from PIL import Image
 from hotfolder.config.fields import Limits
 from hotfolder.config.load import parse_config
 from hotfolder.config.model import FolderConfig
-from hotfolder.daemon.status import folder_counts, recent_failed
+from hotfolder.daemon.recent import recent_failed
+from hotfolder.daemon.status import folder_counts
 from hotfolder.errors import ConfigError, JobError
 from hotfolder.fsutil import apply_mode
 from hotfolder.job.companions import (

@@ -1,7 +1,8 @@
 """The daemon's live status: its jobs in flight, the servers, the files a writer still holds.
 
 Written next to each folder's jobs (`processing/.hotfolder-status.json`) when it changes, or
-every few seconds to show the daemon lives (a file older than 15 s means "not running"), so an
+every few seconds to show the daemon lives (a file older than 15 s means "not running"; a
+daemon that stops says so in its last one, and one killed on this machine is seen gone), so an
 idle daemon with nothing new to say costs next to nothing (no JSON, no fsync every second on a
 NAS). `hotfolder status` and the status page read it (status.py).
 """
@@ -19,7 +20,7 @@ from hotfolder.comfy.pool import ServerPool
 from hotfolder.config.model import FolderConfig
 from hotfolder.daemon.status import status_path
 from hotfolder.fsutil import write_json
-from hotfolder.job.state import JobState
+from hotfolder.job.state import HOST, JobState
 
 log = structlog.get_logger()
 
@@ -37,9 +38,9 @@ def live_doc(folder: FolderConfig, jobs: list[dict[str, Any]], servers: list[dic
              being_written: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The daemon's live part for one folder: its jobs in flight, the files in its inbox a
     writer still holds open (so a stuck writer is visible), and the servers."""
-    return {"pid": os.getpid(), "host": socket.gethostname(), "updated_at": time.time(),
-            "folder": folder.name, "jobs": jobs, "being_written": being_written or [],
-            "servers": servers}
+    return {"pid": os.getpid(), "host": socket.gethostname(), "node": HOST,
+            "updated_at": time.time(), "folder": folder.name, "jobs": jobs,
+            "being_written": being_written or [], "servers": servers}
 
 
 def write_live(folder: FolderConfig, jobs: list[dict[str, Any]], servers: list[dict[str, Any]],
@@ -84,6 +85,16 @@ class LiveStatus:
             try:
                 write_live(folder, jobs_by_folder.get(folder.name, []), servers,
                            writing.get(folder.name, []))
+            except OSError as exc:
+                log.warning("status.write_failed", folder=folder.name, error=str(exc))
+
+    def stopped(self, folders: list[FolderConfig], servers: list[dict[str, Any]]) -> None:
+        """The last word of a daemon that stops: `status` says "not running" at once, not
+        once the file has gone stale."""
+        for folder in folders:
+            try:
+                write_json(status_path(folder), {**live_doc(folder, [], servers),
+                                                 "stopped_at": time.time()}, replace=True)
             except OSError as exc:
                 log.warning("status.write_failed", folder=folder.name, error=str(exc))
 

@@ -165,7 +165,7 @@ class Daemon:
         self.watcher.stop()
         self.pool.close()
         self.workers.join(10.0)
-        self._write_status(force=True)
+        self.live.stopped(self.config.folders, self.pool.describe())
         if self.web is not None:
             self.web.stop()
         self.wakeup.close()

@@ -9,12 +9,10 @@ The status page serves the same document, with the live part taken from the daem
 
 from __future__ import annotations
 
-import heapq
 import json
 import os
 import time
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,10 @@ from hotfolder.comfy.client import ComfyClient
 from hotfolder.config.model import Config, FolderConfig
 from hotfolder.config.servers import ServerConfig
 from hotfolder.credentials import redact
-from hotfolder.job.naming import error_name_for
+from hotfolder.daemon.recent import iso, recent_done, recent_failed
+from hotfolder.fsutil import pid_alive
+from hotfolder.job.inboxfiles import survey
+from hotfolder.job.state import HOST
 
 STATUS_FILE = ".hotfolder-status.json"
 FRESH_SECONDS = 15.0
@@ -33,13 +34,15 @@ def status_path(folder: FolderConfig) -> Path:
 
 
 def folder_counts(folder: FolderConfig) -> dict[str, int]:
-    """Counted from the folders themselves (done/ and failed/ are listed, never read)."""
+    """Counted from the folders themselves (done/ and failed/ are listed, never read). What
+    waits is what the watcher would take (inboxfiles.py decides), so neither a `notes.md`
+    nor a link counts."""
 
     def count(directory: Path, keep: Any) -> int:
         try:
             return sum(1 for e in os.scandir(directory) if not e.name.startswith(".")
                        and (e.is_dir(follow_symlinks=False)  # a job folder
-                            or (e.is_file() and keep(e.name))))
+                            or (e.is_file(follow_symlinks=False) and keep(e.name))))
         except OSError:
             return 0
 
@@ -47,7 +50,7 @@ def folder_counts(folder: FolderConfig) -> dict[str, int]:
         return Path(name).suffix.lower() in folder.extensions
 
     return {
-        "waiting": count(folder.inbox, is_job),
+        "waiting": survey(folder).waiting,
         "running": count(folder.processing, lambda n: True),
         "done": count(folder.done, is_job),
         "failed": count(folder.failed, lambda n: is_job(n) and not n.endswith(".error.json")),
@@ -62,81 +65,6 @@ def _read_live(folder: FolderConfig) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def recent_done(folder: FolderConfig, limit: int) -> list[dict[str, Any]]:
-    """The latest jobs done, newest first, from their sidecars in the outbox."""
-    found = []
-    for mtime, path in _newest(folder.outbox, limit * 2, lambda n: n.endswith(".json")):
-        sidecar = _read_json(path)
-        if not isinstance(sidecar, dict) or sidecar.get("status") != "done" \
-                or not isinstance(sidecar.get("outputs"), list):
-            continue  # some other JSON file in the outbox (an output, or a user's)
-        timings = sidecar.get("timings")
-        timings = timings if isinstance(timings, dict) else {}
-        found.append({
-            "job": sidecar.get("job"), "sidecar": path.name, "server": sidecar.get("server"),
-            "prompt": sidecar.get("prompt"), "finished_at": _iso(mtime),
-            "seconds": timings.get("total_seconds"),
-            "outputs": [o["file"] for o in sidecar["outputs"]
-                        if isinstance(o, dict) and isinstance(o.get("file"), str)]})
-        if len(found) == limit:
-            break
-    return found
-
-
-def recent_failed(folder: FolderConfig, limit: int) -> list[dict[str, Any]]:
-    """The latest failures, newest first, each with its job file in failed/ (None when the
-    job's file is gone, e.g. cancelled by deleting it). A job file that is itself named like an
-    error file (`x.error.json`) is not taken for one: a report has an `error`."""
-    reports = []
-    for mtime, path in _newest(folder.failed, limit * 2, lambda n: n.endswith(".error.json")):
-        report = _read_json(path)
-        if isinstance(report, dict) and isinstance(report.get("error"), str):
-            reports.append((mtime, path, report))
-        if len(reports) == limit:
-            break
-    names = {path.name for _, path, _ in reports}
-    job_files: dict[str, str] = {}
-    try:
-        for entry in os.scandir(folder.failed):
-            if entry.name not in names and Path(entry.name).suffix.lower() in folder.extensions \
-                    and entry.is_file(follow_symlinks=False):  # not an image it took along
-                job_files.setdefault(error_name_for(entry.name), entry.name)
-    except OSError:
-        pass
-    return [{"job": report.get("job"), "error": report.get("error"), "kind": report.get("kind"),
-             "error_file": path.name, "file": job_files.get(path.name),
-             "failed_at": report.get("failed_at") or _iso(mtime)}
-            for mtime, path, report in reports]
-
-
-def _newest(directory: Path, limit: int, keep: Any) -> list[tuple[float, Path]]:
-    """The `limit` newest visible files in `directory` whose names pass `keep`."""
-    def entries() -> Iterable[tuple[float, str]]:
-        for e in os.scandir(directory):
-            try:
-                if not e.name.startswith(".") and keep(e.name) \
-                        and e.is_file(follow_symlinks=False):
-                    yield e.stat(follow_symlinks=False).st_mtime, e.name
-            except OSError:
-                continue  # removed while we looked
-
-    try:
-        return [(mtime, directory / name) for mtime, name in heapq.nlargest(limit, entries())]
-    except OSError:
-        return []
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _iso(stamp: float) -> str:
-    return datetime.fromtimestamp(stamp).astimezone().isoformat(timespec="milliseconds")
-
-
 def collect(config: Config, *, probe: bool = True,
             live: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The status document of `hotfolder status --json` and of the status page.
@@ -145,26 +73,50 @@ def collect(config: Config, *, probe: bool = True,
     its own state, fresher than the file."""
     now = time.time()
     folders, servers, daemon = [], None, None
+    last_stop: dict[str, Any] | None = None
     for folder in config.folders:
         live_doc = live.get(folder.name) if live is not None else _read_live(folder)
-        fresh = live_doc is not None \
-            and now - float(live_doc.get("updated_at", 0)) < FRESH_SECONDS
+        fresh = live_doc is not None and _running(live_doc, now)
         if fresh and live_doc is not None:
             servers = servers or live_doc.get("servers")
             daemon = daemon or {"running": True, "pid": live_doc.get("pid"),
                                 "host": live_doc.get("host"),
                                 "age_seconds": round(now - live_doc["updated_at"], 1)}
+        elif live_doc is not None and isinstance(live_doc.get("stopped_at"), (int, float)):
+            stopped = live_doc["stopped_at"]
+            if stopped > (last_stop or {}).get("at", 0):
+                last_stop = {"at": stopped, "host": live_doc.get("host")}
+        inbox = survey(folder)
         folders.append({"name": folder.name, "root": str(folder.root),
+                        "outbox": str(folder.outbox),
                         "counts": folder_counts(folder),
                         "jobs": live_doc.get("jobs", []) if fresh and live_doc else [],
                         "being_written": _being_written(live_doc, now) if fresh else [],
+                        "ignored": inbox.ignored, "ignored_total": inbox.ignored_total,
                         "recent_done": recent_done(folder, config.http.recent),
                         "recent_failed": recent_failed(folder, config.http.recent)})
     if servers is None:
         servers = [_probe(s, config.comfy.request_timeout) if probe
                    else {"name": s.name, "url": s.url, "up": None} for s in config.servers]
-    return redact({"daemon": daemon or {"running": False}, "folders": folders,
-                   "servers": servers})
+    if daemon is None:
+        daemon = {"running": False}
+        if last_stop is not None:
+            daemon.update(stopped_at=iso(last_stop["at"]), host=last_stop["host"])
+    return redact({"daemon": daemon, "folders": folders, "servers": servers})
+
+
+def _running(live: Mapping[str, Any], now: float) -> bool:
+    """Whether the daemon that wrote `live` still runs: it wrote lately, did not say it
+    stopped, and, when it ran on this machine, its process is still there (killed, it could
+    not say so)."""
+    try:
+        updated = float(live.get("updated_at", 0))
+    except (TypeError, ValueError):
+        return False
+    if now - updated >= FRESH_SECONDS or live.get("stopped_at") is not None:
+        return False
+    pid = live.get("pid")
+    return not (live.get("node") == HOST and isinstance(pid, int) and not pid_alive(pid))
 
 
 def _being_written(live: Mapping[str, Any] | None, now: float) -> list[dict[str, Any]]:
