@@ -23,6 +23,7 @@ import errno
 import fcntl
 import os
 import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,8 @@ class WriterCheck:
 
 def ignore_lease_breaks() -> bool:
     """Ignore SIGIO (main thread only), so a writer opening a file during a check harms no one."""
-    if _SIGIO is None:
-        return False
+    if _SIGIO is None or threading.current_thread() is not threading.main_thread():
+        return False  # the demo's daemon runs in a thread: files are then taken by the clock
     signal.signal(_SIGIO, signal.SIG_IGN)
     return True
 

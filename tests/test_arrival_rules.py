@@ -340,3 +340,14 @@ def test_a_claimed_job_left_half_moved_by_a_crash_is_still_read(tmp_path):
     os.link(folder.processing / "job.txt", folder.done / "job.txt")
     assert read_job(folder, state).fields["prompt"] == "a red fox"
     verify_content(folder, state)  # unchanged: no rerun
+
+
+def test_a_daemon_in_a_thread_leaves_sigio_alone():
+    """The demo runs its daemon in a thread, where Python allows no signal handler."""
+    import threading
+
+    answers: list[Any] = []
+    thread = threading.Thread(target=lambda: answers.append(ignore_lease_breaks()))
+    thread.start()
+    thread.join()
+    assert answers == [False]
