@@ -1,8 +1,9 @@
 """What is going on, as one document: per-folder counts, jobs in flight, server states.
 
 The daemon writes its live part (jobs, servers) next to each folder's jobs, in
-`processing/.hotfolder-status.json`, about once a second; `hotfolder status` adds the counts
-and the latest finished and failed jobs it reads from the folders themselves. That works
+`processing/.hotfolder-status.json`, about once a second; `hotfolder status` adds the counts,
+the inbox files that are not jobs (job/inboxfiles.py) and the latest finished and failed jobs
+(recent.py), read from the folders themselves. That works
 across users and without any port, and with the daemon stopped it still tells what is on disk.
 The status page serves the same document, with the live part taken from the daemon's memory.
 """
