@@ -255,9 +255,9 @@ def test_unknown_node_type_names_the_node_and_the_closest_class() -> None:
     with pytest.raises(JobError) as info:
         convert(gui, OBJECT_INFO)
     message = info.value.message
-    assert message.startswith("cannot convert the GUI workflow: the workflow cannot be "
-                              "converted: node 15 'My checkpoint' (CheckpointLoaderSimpel) is "
-                              "a node type this server does not have")
+    assert message.startswith("cannot convert the GUI workflow: node 15 'My checkpoint' "
+                              "(CheckpointLoaderSimpel) is a node type this server does not "
+                              "have")
     assert "closest: CheckpointLoaderSimple" in message
     assert info.value.kind == "conversion"
 
@@ -277,7 +277,7 @@ def test_bypassed_node_without_a_matching_input_leaves_a_required_input_missing(
     with pytest.raises(JobError) as info:
         convert(gui, OBJECT_INFO)
     assert info.value.message == (
-        "cannot convert the GUI workflow: the workflow cannot run on this server: node 9 "
+        "cannot convert the GUI workflow: it cannot run on this server: node 9 "
         "(SaveImage): required input 'images' has no source: it is fed by node 8 (VAEDecode), "
         "which is bypassed and has no IMAGE input to pass on")
 
