@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +24,10 @@ class Problems:
             return {}
         for key in value:
             if key not in known:
-                self.add(join(where, str(key)), "unknown key (known: " + ", ".join(known) + ")")
+                near = difflib.get_close_matches(str(key), known, n=1)
+                hint = f"did you mean {join(where, near[0])}? " if near else ""
+                self.add(join(where, str(key)),
+                         f"unknown key ({hint}known: " + ", ".join(known) + ")")
         return value
 
     def number(self, data: Mapping[str, Any], key: str, where: str, default: float,
