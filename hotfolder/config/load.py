@@ -34,6 +34,7 @@ from hotfolder.errors import ConfigError, JobError
 from hotfolder.jobfile import IMAGE_EXTENSIONS
 from hotfolder.workflow.graph import takes_images, workflow_format
 from hotfolder.workflow.gui2api.graph import read_workflow
+from hotfolder.yamlerror import yaml_problem
 
 CONFIG_SEARCH = ("./config/hotfolder.yaml", "/etc/hotfolder/hotfolder.yaml")
 # fields a template binding may name, besides the job fields: `image` and `mask` are where a
@@ -66,7 +67,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+        raise ConfigError([f"{path}: {yaml_problem(exc)}"]) from exc
     return parse_config(data if data is not None else {}, base=path.resolve().parent, path=path)
 
 
@@ -154,10 +155,18 @@ def _load_template(name: str, raw_path: Any, raw_bindings: Any, base: Path, wher
         return None
     path = (base / raw_path).resolve()
     try:
-        workflow = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if not text.strip():
+            p.add(join(where, "path"), f"{path} is empty")
+            return None
+        workflow = json.loads(text)
     except FileNotFoundError:
         p.add(where if where.startswith("folders") else join(where, "path"),
               f"file not found: {path}")
+        return None
+    except json.JSONDecodeError as exc:
+        p.add(join(where, "path"), f"{path} is not valid JSON at line {exc.lineno}, column "
+                                   f"{exc.colno}: {exc.msg}")
         return None
     except (OSError, ValueError) as exc:
         p.add(join(where, "path"), f"cannot read {path} as JSON: {exc}")

@@ -4,7 +4,8 @@
     ready       decide it has fully arrived (nobody writing, or quiet long enough)
     claim       rename it into processing/ atomically, tied to the inode that was judged
     intake      read the claimed file once, from one descriptor (jobfolder: a dropped folder)
-    parse       turn its bytes into a JobSpec (prompt, fields, workflow, images)
+    parse       turn its bytes into a JobSpec (prompt, fields, workflow, images; loaders
+                reads its JSON or YAML)
     batchspec   ... or into the runs of a batch (count, prompts, matrix, CSV, JSONL)
     companions  take the images a job names along with it (imagefiles checks them)
     prepare     patch the template (or the job's own workflow) into the prompt to send
