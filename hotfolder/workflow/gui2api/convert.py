@@ -28,7 +28,7 @@ from hotfolder.workflow.gui2api.widgets import (
     serialize_value,
     widget_values,
 )
-from hotfolder.workflow.nodeinfo import class_inputs, closest
+from hotfolder.workflow.nodeinfo import class_inputs, nearest_classes
 
 MAX_LISTED = 8  # problems spelled out in one message; `details` has all of them
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
@@ -124,7 +124,7 @@ def _check_known(runs: list[Exec], object_info: Mapping[str, Any]) -> None:
                 problems.append(f"{ex.label()} is a subgraph whose definition is missing from "
                                 "the file (definitions.subgraphs)")
                 continue
-            near = closest(kind, object_info)
+            near = nearest_classes(kind, object_info)
             hint = f" (closest: {', '.join(near)})" if near else " (is a custom node missing?)"
             problems.append(f"{ex.label()} is a node type this server does not have{hint}")
             continue
