@@ -47,21 +47,26 @@ def nearest_classes(name: str, object_info: Mapping[str, Any] | None,
     """Node classes the server has that could be what `name` meant, best first.
 
     Spelling alone misleads for node classes: `VAEDecode` is one letter from `VAEEncode` and
-    does the opposite, and `CheckpointSimple` is far (by difflib) from the
-    `CheckpointLoaderSimple` it abbreviates. So a class is offered only when it is very
-    similar or holds all of the name's words in order, is not its opposite (Encode/Decode,
-    Load/Save, ...), and takes every input the node was given (`inputs`, when known).
+    does the opposite, and a short form (`CheckpointSimple` for `CheckpointLoaderSimple`)
+    loses similarity with every word it leaves out. So a class is offered only when it is
+    very similar or holds all of the name's words in order, is not its opposite
+    (Encode/Decode, Load/Save, ...), and takes every input the node was given (`inputs`,
+    when known).
     """
     if not isinstance(object_info, Mapping):
         return []
     name = str(name)[:MAX_NAME]
     mine = words(name)
+    matcher = difflib.SequenceMatcher(None, "", name.lower())  # it caches its second text
     scored: list[tuple[float, str]] = []
     for candidate in itertools.islice(object_info, MAX_CANDIDATES):
         if not isinstance(candidate, str) or len(candidate) > MAX_NAME or candidate == name:
             continue
+        matcher.set_seq1(candidate.lower())
+        if matcher.quick_ratio() + CONTAINED_BONUS < CLASS_CUTOFF:
+            continue  # cannot reach the cut-off even with the bonus: skip the costly ratio
         theirs = words(candidate)
-        score = difflib.SequenceMatcher(None, name.lower(), candidate.lower()).ratio()
+        score = matcher.ratio()
         if len(mine) >= 2 and _in_order(mine, theirs):
             score += CONTAINED_BONUS
         if score < CLASS_CUTOFF or _opposite(mine, theirs):
@@ -93,12 +98,15 @@ def _input_names(info: Any) -> set[str]:
 def not_a_choice(where: str, value: Any, choices: Iterable[Any]) -> tuple[str, list[str]]:
     """`WHERE: 'euler_ancestrial' is not one of the server's choices; did you mean
     'euler_ancestral'?` (or the choices there are, when none is close), and the choices named."""
-    advice, named = suggest_choices(value, choices)
+    names = [str(c) for c in itertools.islice(choices, MAX_CANDIDATES)]
     shown = repr(value)
     shown = shown if len(shown) <= MAX_NAME else shown[: MAX_NAME - 1] + "…"
     head = f"{where}: {shown} is not one of the server's choices"
-    if advice.startswith("Did you mean"):
-        return f"{head}; d{advice[1:]}", named
+    near = closest(str(value), names)
+    if near:
+        also = f" Also close: {quote_all(near[1:])}." if len(near) > 1 else ""
+        return f"{head}; did you mean {near[0]!r}?{also}", near
+    advice, named = suggest_choices(value, names)
     return f"{head}. {advice}", named
 
 
