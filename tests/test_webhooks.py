@@ -16,8 +16,10 @@ from structlog.testing import capture_logs
 from hotfolder.config.load import parse_config
 from hotfolder.config.webhooks import WebhookConfig, signing_key
 from hotfolder.daemon import hookcall
+from hotfolder.daemon.status import folder_counts
 from hotfolder.errors import ConfigError
 from hotfolder.job import events
+from hotfolder.job.claim import Orphans
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,6 +150,9 @@ def test_events_are_queued_per_destination_with_a_stable_id_and_body(tmp_path):
     assert events.record(folder, hooks, "job.failed", "0123abcd", {"job": "fox.txt"}) == 2
     assert len(events.pending(folder)) == 3
     assert all(n.startswith(".") for n in {p.name for p in folder.processing.iterdir()})
+    # the queue is not a job: not counted, not adopted as an orphan
+    assert folder_counts(folder)["running"] == 0
+    assert Orphans(120).scan(folder, set(), at_start=True) == []
 
 
 def test_the_queue_is_bounded_per_destination_and_says_so(tmp_path):

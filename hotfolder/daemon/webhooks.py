@@ -69,12 +69,21 @@ class Sender:
         events.queued.set()
         if self._thread.is_alive():
             self._thread.join(JOIN_SECONDS)
-        self._session.close()
+        if self._thread.is_alive():  # its session is left to it: the process is ending
+            log.info("webhook.left_pending", note="an attempt under way was not waited for; "
+                     "its event stays queued and is sent after the next start")
+        else:
+            self._session.close()
 
     def _run(self) -> None:
         while not self._stopping:
             events.queued.clear()
-            events.queued.wait(self.send_due())
+            try:
+                wait = self.send_due()
+            except Exception:  # a bug (or an unwritable queue) must not end the deliveries
+                log.exception("webhook.internal_error")
+                wait = SCAN_SECONDS
+            events.queued.wait(wait)
 
     def send_due(self) -> float:
         """Send what is due; returns the seconds until something may be due again."""
