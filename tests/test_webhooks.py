@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from structlog.testing import capture_logs
 
@@ -186,3 +187,14 @@ def test_a_command_gets_the_event_on_stdin_and_in_its_environment(tmp_path):
     stuck = WebhookConfig(exec=(sys.executable, "-c", "import time; time.sleep(600)"))
     result = hookcall.run(stuck, item, lambda: True)  # the daemon stops: killed at once
     assert not result.ok and result.error == "killed: the daemon is stopping"
+
+
+def test_the_shipped_configs_commented_example_is_a_valid_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOTFOLDER_WEBHOOK_SECRET", "any text will do")
+    text = (ROOT / "config/hotfolder.yaml").read_text()
+    lines = text[text.index("# webhooks:"):text.index("\nlog:")].strip().splitlines()
+    example = yaml.safe_load("\n".join(line[2:] for line in lines))
+    data = _config(tmp_path, example["webhooks"])
+    data["folders"][0]["name"] = "sdxl"
+    url, cmd = parse_config(data, base=tmp_path).webhooks
+    assert url.folders == ("sdxl",) and cmd.exec[0] == "/usr/local/bin/on-job-end"
