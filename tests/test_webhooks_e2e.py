@@ -148,27 +148,38 @@ def test_done_failed_and_batch_events_arrive_signed_once_the_receiver_is_up(
     assert {e["event_id"] for e in sent if e["url"] == receiver.url} == set(events)
 
 
-def test_pending_events_survive_a_kill_and_a_stop_with_their_ids(tmp_path, sim, monkeypatch):
+def test_pending_events_survive_a_crash_and_a_stop_with_their_ids(tmp_path, sim, monkeypatch):
     monkeypatch.setenv("HOOK_SECRET", SECRET)
     receiver = Receiver()
     receiver.hang = True  # accepts, never answers
     receiver.up()
     hot = HotFolder(base=tmp_path, server_url=sim.url,
                     config=_config(tmp_path, sim.url, {"url": receiver.url, "timeout": 60}))
+    queue = hot.dir("processing") / ".hotfolder-events"
+
+    def queued() -> set[str]:  # event ids from the queue's names (temp names are hidden)
+        return {p.name.split(".")[0] for p in queue.iterdir() if not p.name.startswith(".")}
+
     try:
-        hot.start()
+        # the daemon dies after two.txt's event is queued, before the job file is filed
+        monkeypatch.setenv("HOTFOLDER_TEST_KILL", "queued:two.txt")
+        proc = hot.start()
         hot.drop("one.txt", "first")
         assert hot.finished("one.txt") == "done"  # while its event's attempt hangs
         wait_for(lambda: receiver.arrived, what="the first attempt")
         hot.drop("two.txt", "second")
-        assert hot.finished("two.txt") == "done"
-        assert not receiver.answered
-        hot.kill()
-        first_ids = {a["headers"]["webhook-id"] for a in receiver.arrived}
+        wait_for(lambda: proc.poll() is not None, what="the daemon to die")
+        assert not receiver.answered and (hot.dir("processing") / "two.txt").exists()
+        queued_ids = queued()
+        assert len(queued_ids) == 2
+        before = len(receiver.arrived)
 
-        hot.start()  # the receiver still hangs: the restarted daemon tries again
-        wait_for(lambda: len(receiver.arrived) > len(first_ids), what="an attempt after restart")
-        assert {a["headers"]["webhook-id"] for a in receiver.arrived} >= first_ids
+        monkeypatch.delenv("HOTFOLDER_TEST_KILL")
+        hot.start()  # two.txt is finished again; the receiver still hangs
+        assert hot.finished("two.txt") == "done"
+        wait_for(lambda: len(receiver.arrived) > before, what="an attempt after the restart")
+        assert queued() == queued_ids  # the replayed finish queued the same id again
+        assert receiver.arrived[before]["headers"]["webhook-id"] in queued_ids
         assert hot.stop() == 0  # SIGTERM with an attempt under way: it does not wait for it
 
         receiver.hang = False
@@ -179,6 +190,6 @@ def test_pending_events_survive_a_kill_and_a_stop_with_their_ids(tmp_path, sim, 
     finally:
         hot.stop()
         receiver.down()
-    assert first_ids <= set(delivered)
+    assert set(delivered) == queued_ids
     assert {e["data"]["job"] for e in delivered.values()} == {"one.txt", "two.txt"}
     assert all(e["type"] == "job.done" for e in delivered.values())

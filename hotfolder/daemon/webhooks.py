@@ -47,9 +47,10 @@ class Sender:
         self._dests: dict[str, Destination] = {}
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="webhooks", daemon=True)
-        self._session = requests.Session()
+        self._session: requests.Session | None = None  # opened by start()
 
     def start(self) -> Sender:
+        self._session = requests.Session()
         for folder in self.config.folders:  # halves of queue files whose writer was killed
             clear_dead_temps(events.queue_dir(folder))
         self._thread.start()
@@ -72,7 +73,7 @@ class Sender:
         if self._thread.is_alive():  # its session is left to it: the process is ending
             log.info("webhook.left_pending", note="an attempt under way was not waited for; "
                      "its event stays queued and is sent after the next start")
-        else:
+        elif self._session is not None:
             self._session.close()
 
     def _run(self) -> None:
@@ -123,6 +124,7 @@ class Sender:
         dest = self._dest(hook)
         attempt = dest.attempts.get(item.event_id, 0) + 1
         if hook.url is not None:
+            assert self._session is not None
             result = hookcall.post(self._session, hook, data["id"], data["body"].encode())
         else:
             result = hookcall.run(hook, data, lambda: self._stopping)

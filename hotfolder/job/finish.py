@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from hotfolder import crashpoints
 from hotfolder.config.model import FolderConfig
 from hotfolder.config.webhooks import WebhookConfig
 from hotfolder.credentials import redact
@@ -63,6 +64,7 @@ def finish_done(folder: FolderConfig, state: JobState, record: Record,
         "job": record.job, "folder": folder.name, "status": "done",
         **events.outputs(folder.outbox, (folder.outbox / f["file"] for f in files)),
         "sidecar_path": sidecar_path.name, "sidecar": sidecar})
+    crashpoints.reached("queued", state.source, state.name)
     finishing(folder, state, "done")
     job_file = _file_away(folder, state, folder.done)
     take_along(folder, state, folder.done)  # images the job took from the inbox
