@@ -4,6 +4,7 @@ daemon is handling. Only tests set it; unset, each point costs one comparison.
 
     start    a job (by its name in the inbox or in processing/) begins a life of the daemon
     placed   a file's copy on another file system has its name, the original is not removed
+    queued   a job's webhook events are on disk; the job file has not left processing/
 """
 
 from __future__ import annotations

@@ -151,6 +151,24 @@ http:
   #                                      # opens /?token=... once and keeps a cookie
   # basic_auth: {user: studio, password: {env: HOTFOLDER_WEB_PASSWORD}}
 
+# Webhooks: tell other systems when a job ends (job.done, job.failed; a batch: once, at its
+# end). A signed POST (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature)
+# or a command; events are queued in processing/.hotfolder-events/ and sent at least once,
+# retried with backoff, never delaying a job. See docs/webhooks.md.
+# webhooks:
+#   - url: https://mam.example.com/hooks/hotfolder
+#     secret: {env: HOTFOLDER_WEBHOOK_SECRET}   # whsec_<base64>, or any text (its UTF-8 bytes)
+#     events: [job.done, job.failed]   # the default: both
+#     folders: [sdxl]          # folder names (default: every folder)
+#     timeout: 10              # seconds one attempt may take (exec: 60)
+#     backoff_initial: 5       # seconds before the first retry, doubled after each failure,
+#     backoff_max: 600         # up to this
+#     give_up_hours: 24        # an event undelivered this long is dropped (logged)
+#     max_pending: 10000       # events queued for it per folder; past that, new ones are not
+#   - exec: [/usr/local/bin/on-job-end, --quiet]   # no shell; the event JSON on stdin and in
+#     events: [job.failed]     # HOTFOLDER_EVENT, HOTFOLDER_EVENT_TYPE, HOTFOLDER_EVENT_ID,
+#                              # HOTFOLDER_JOB, HOTFOLDER_FOLDER; exit 0 is success
+
 log:
   level: info     # debug | info | warning | error
   format: auto    # auto (console on a terminal, JSON lines otherwise) | console | json

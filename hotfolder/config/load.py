@@ -30,6 +30,7 @@ from hotfolder.config.model import (
 )
 from hotfolder.config.problems import Problems, join, patterns
 from hotfolder.config.servers import parse_servers
+from hotfolder.config.webhooks import parse_webhooks
 from hotfolder.errors import ConfigError, JobError
 from hotfolder.jobfile import IMAGE_EXTENSIONS
 from hotfolder.workflow.graph import takes_images, workflow_format
@@ -74,7 +75,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def parse_config(data: Any, *, base: Path, path: Path | None = None) -> Config:
     p = Problems()
     top = p.mapping(data, "", ("servers", "comfy", "workflows", "folders", "log",
-                              "stop_grace_seconds", "lease_seconds", "http"))
+                              "stop_grace_seconds", "lease_seconds", "http", "webhooks"))
     servers = parse_servers(top.get("servers"), base, p)
     comfy = _comfy(top.get("comfy"), p)
     templates = _templates(top.get("workflows"), base, p)
@@ -91,13 +92,14 @@ def parse_config(data: Any, *, base: Path, path: Path | None = None) -> Config:
         format=p.choice(log_data, "format", "log", "auto", ("auto", "console", "json")),
     )
     http = parse_http(top.get("http"), p)
+    webhooks = parse_webhooks(top.get("webhooks"), tuple(f.name for f in folders), p)
     if p.lines:
         raise ConfigError(p.lines)
     return Config(path=path, servers=servers, comfy=comfy, templates=templates,
                   folders=folders, log=log,
                   stop_grace_seconds=p.number(top, "stop_grace_seconds", "", 30.0),
                   lease_seconds=p.number(top, "lease_seconds", "", LEASE_SECONDS, minimum=2.0),
-                  http=http)
+                  http=http, webhooks=webhooks)
 
 
 def _comfy(value: Any, p: Problems) -> ComfyConfig:

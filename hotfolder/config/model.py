@@ -14,6 +14,7 @@ from typing import Any
 from hotfolder.config.fields import Limits
 from hotfolder.config.http import HttpConfig
 from hotfolder.config.servers import ServerConfig
+from hotfolder.config.webhooks import WebhookConfig
 from hotfolder.retry import Backoff
 
 # how long a job's owner on another machine may stay silent before its jobs are taken over
@@ -132,3 +133,4 @@ class Config:
     stop_grace_seconds: float = 30.0  # keep below systemd's TimeoutStopSec
     lease_seconds: float = LEASE_SECONDS
     http: HttpConfig = field(default_factory=HttpConfig)  # the status page; off by default
+    webhooks: tuple[WebhookConfig, ...] = ()  # where finished jobs are announced

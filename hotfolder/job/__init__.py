@@ -11,7 +11,8 @@
     prepare     patch the template (or the job's own workflow) into the prompt to send
     submit      send it to a server (images: the uploads), follow it to its history entry
     deliver     download the outputs into the outbox, never a half-written file
-    finish      move the job to done/ (with its sidecar) or failed/ (with its error file)
+    finish      move the job to done/ (with its sidecar) or failed/ (with its error file),
+                its webhook events queued first (events)
 
 `pipeline` runs these stages for one job and decides, in one place, "fail the job" or "try
 again later"; `batchrun` runs a batch's runs through the same stage functions, over the same
