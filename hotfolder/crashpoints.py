@@ -4,6 +4,8 @@ daemon is handling. Only tests set it; unset, each point costs one comparison.
 
     start    a job (by its name in the inbox or in processing/) begins a life of the daemon
     placed   a file's copy on another file system has its name, the original is not removed
+    converted  an output (by its outbox name) is converted in its temp file, not yet named
+    delivered  an output has its outbox name, the job's record does not say so yet
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 from pathlib import Path
 
 from harness import HotFolder, make_config, png_prompt, wait_for
@@ -94,3 +95,24 @@ def test_strip_jpeg_and_webp_folders_beside_one_left_as_written(tmp_path, sim):
     for run in manifest["runs"]:
         with Image.open(io.BytesIO((batch / run["outputs"][0]).read_bytes())) as image:
             assert (image.format, image.size) == ("JPEG", size)
+
+
+def test_a_kill_while_converting_or_before_the_record_leaves_one_whole_file(hot, monkeypatch):
+    hot.config["folders"][0]["output_format"] = "jpeg"
+    for point in ("converted", "delivered"):
+        monkeypatch.setenv("HOTFOLDER_TEST_KILL", f"{point}:{point}_00001.jpg")
+        hot.start()
+        hot.drop(f"{point}.json", json.dumps({"prompt": "a fox", "seed": 1}))
+        hot.proc.wait(timeout=30)
+        assert hot.proc.returncode == -signal.SIGKILL
+        monkeypatch.delenv("HOTFOLDER_TEST_KILL")
+        hot.start()
+        assert hot.finished(f"{point}.json") == "done"
+        hot.stop()
+        entry = hot.sidecar(point)["outputs"][0]
+        assert (entry["file"], entry["format"]) == (f"{point}_00001.jpg", "jpeg")
+        with Image.open(hot.dir("outbox") / entry["file"]) as image:
+            image.load()  # whole, not cut short
+            assert image.format == "JPEG"
+    assert sorted(p.name for p in hot.dir("outbox").iterdir()) == [  # no temp, no second copy
+        "converted.json", "converted_00001.jpg", "delivered.json", "delivered_00001.jpg"]

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 import structlog
 
+from hotfolder import crashpoints
 from hotfolder.comfy.client import ComfyClient
 from hotfolder.comfy.failure import explain_history_failure
 from hotfolder.comfy.pool import Server
@@ -164,6 +165,7 @@ def deliver_all(client: ComfyClient, outputs: list[dict[str, Any]], outdir: OutD
                                               suffix, policy, limit, max_bytes, max_total,
                                               cancelled)
                 outdir.chmod(name, file_mode)
+                crashpoints.reached("delivered", name)
             state.delivered[key] = {
                 "file": name, "bytes": size, "node": output["node"],
                 "kind": output["kind"], "server_filename": output["filename"],
@@ -202,6 +204,7 @@ def _download(client: ComfyClient, output: dict[str, Any], outdir: OutDir, name:
         with outdir.writer(final) as (fh, placed):
             convert.apply(plan, raw, fh, policy, output["filename"])
             size = fh.tell()
+            crashpoints.reached("converted", final)
     return placed[0], size, dict(plan.record)
 
 
