@@ -105,6 +105,13 @@ def test_quality_is_the_encoders():
         assert sizes[fmt, 10] < sizes[fmt, 95]
 
 
+def test_sixteen_bit_grey_is_scaled_not_clipped():
+    buffer = io.BytesIO()
+    Image.new("I;16", (4, 4), 0x8000).save(buffer, "PNG")
+    with Image.open(io.BytesIO(run(buffer.getvalue(), JPEG)[1])) as jpeg:
+        assert 120 <= jpeg.getpixel((1, 1))[0] <= 136  # mid-grey, not white
+
+
 def test_webp_keeps_alpha_and_the_colour_profile():
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     plan, out = run(comfy_png("RGBA", icc=icc), WEBP)

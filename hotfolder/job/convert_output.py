@@ -126,8 +126,10 @@ def strip_png(src: IO[bytes], dst: IO[bytes], name: str) -> None:
 def encode(image: Image.Image, dst: IO[bytes], policy: OutputPolicy, name: str) -> None:
     """Re-encode a still image. JPEG has no alpha: transparency is flattened onto white, the
     background prints and web pages assume. The colour profile is kept; nothing else is."""
+    icc = image.info.get("icc_profile")
     try:
         image.load()
+        image = _eight_bit(image)
         if policy.format == "jpeg":
             out = _flattened(image) if _has_alpha(image) else image.convert("RGB")
             options: dict[str, Any] = {"quality": policy.quality}
@@ -136,7 +138,6 @@ def encode(image: Image.Image, dst: IO[bytes], policy: OutputPolicy, name: str) 
             options = {"quality": policy.quality, "method": 4}
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
         raise _unreadable(name, str(exc)) from exc
-    icc = image.info.get("icc_profile")
     if isinstance(icc, bytes) and icc:
         options["icc_profile"] = icc
     out.save(dst, "JPEG" if policy.format == "jpeg" else "WEBP", **options)
@@ -157,6 +158,14 @@ def _open(src: IO[bytes], name: str) -> Image.Image:
     if width * height > MAX_PIXELS:
         image.close()
         raise _too_big(name, f"{width} x {height} pixels")
+    return image
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit grey PNG (some save nodes write them) scaled down: Pillow's own conversion
+    would clip every value over 255 to white."""
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        return image.convert("I").point(lambda v: v / 256).convert("L")
     return image
 
 

@@ -172,7 +172,7 @@ def deliver_all(client: ComfyClient, outputs: list[dict[str, Any]], outdir: OutD
                 "subfolder": output.get("subfolder", ""), "type": output.get("type", "output"),
                 **extra}
             save()
-            log.debug("job.output_saved", file=name, bytes=size)
+            log.debug("job.output_saved", file=name, bytes=size, **extra)
             total += size
         files.append(state.delivered[key])
     return files
