@@ -56,6 +56,27 @@ def test_all_problems_with_key_paths(tmp_path):
     assert "servers[0].url: expected an http:// or https:// URL" in text
 
 
+def test_output_policy_defaults_and_problems(tmp_path):
+    data = _base(tmp_path)
+    policy = parse_config(data, base=tmp_path).folders[0].output
+    assert (policy.format, policy.quality, policy.metadata, policy.untouched) == \
+        ("png", 90, "keep", True)
+    data["folders"][0].update(output_format="webp", output_quality=75, metadata="strip")
+    policy = parse_config(data, base=tmp_path).folders[0].output
+    assert (policy.format, policy.quality, policy.metadata, policy.untouched) == \
+        ("webp", 75, "strip", False)
+    data["folders"].append({"root": "b", "workflow": "sdxl", "output_format": "gif",
+                            "output_quality": 101, "metadata": "drop"})
+    data["folders"].append({"root": "c", "workflow": "sdxl", "output_quality": 80})
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, base=tmp_path)
+    text = "\n".join(info.value.problems)
+    assert "folders[1].output_format: expected one of png, jpeg, webp, got 'gif'" in text
+    assert "folders[1].output_quality: must be at most 100, got 101" in text
+    assert "folders[1].metadata: expected one of keep, strip, got 'drop'" in text
+    assert "folders[2].output_quality: applies to output_format jpeg or webp only" in text
+
+
 def test_unknown_template_name(tmp_path):
     data = _base(tmp_path)
     data["folders"][0]["workflow"] = "sdlx"

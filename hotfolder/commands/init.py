@@ -91,6 +91,13 @@ folders:
     ignore: []              # extra file name patterns never treated as jobs, e.g. ["draft-*"]
     # server_tags: [big-memory]   # only servers with one of these tags take this folder's jobs
     # image_mode: off        # per-file: each image dropped alone is a job (see upscale below)
+    # What is handed over (docs/outputs.md). png: every file as ComfyUI wrote it, never
+    # re-encoded | jpeg | webp: still images re-encoded (quality 1-100), without ComfyUI's
+    # prompt and workflow; JPEG transparency goes onto white. Video, audio and animations
+    # are always delivered as written.
+    # output_format: png
+    # output_quality: 90    # jpeg and webp only
+    # metadata: keep        # strip: PNGs lose their text chunks (prompt, workflow), pixels kept
     # For folders anyone can write to (see SECURITY.md):
     # limits: {max_job_bytes: 1048576, max_prompt_chars: 20000, max_steps: 500,
     #          max_side: 8192, max_batch: 64, max_runs: 1000, max_image_bytes: 104857600,

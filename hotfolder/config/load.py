@@ -26,6 +26,7 @@ from hotfolder.config.model import (
     Config,
     FolderConfig,
     LogConfig,
+    OutputPolicy,
     Template,
 )
 from hotfolder.config.problems import Problems, join, patterns
@@ -203,7 +204,8 @@ def _load_template(name: str, raw_path: Any, raw_bindings: Any, base: Path, wher
 _FOLDER_KEYS = ("name", "root", "workflow", "defaults", "extensions", "settle_seconds",
                 "include_temp_outputs", "job_timeout", "watch", "ready", "rescan_seconds", "ignore",
                 "file_mode", "prune_days", "server_tags", "limits", "accept_workflows",
-                "deny_classes", "allow_set", "txt_mode", "batch_fail", "image_mode", *SUBFOLDERS)
+                "deny_classes", "allow_set", "txt_mode", "batch_fail", "image_mode",
+                "output_format", "output_quality", "metadata", *SUBFOLDERS)
 
 
 def _folders(value: Any, base: Path, templates: dict[str, Template],
@@ -233,6 +235,7 @@ def _folders(value: Any, base: Path, templates: dict[str, Template],
             defaults=_defaults(data.get("defaults"), join(where, "defaults"), p),
             extensions=extensions,
             image_mode=image_mode,
+            output=_output_policy(data, where, p),
             settle_seconds=p.number(data, "settle_seconds", where, 1.0),
             include_temp_outputs=p.boolean(data, "include_temp_outputs", where, False),
             job_timeout=(p.number(data, "job_timeout", where, 0.0, minimum=0.1)
@@ -285,6 +288,16 @@ def _folder_template(value: Any, base: Path, templates: dict[str, Template], whe
         return None
     templates.setdefault(value, template)
     return value
+
+
+def _output_policy(data: Mapping[str, Any], where: str, p: Problems) -> OutputPolicy:
+    fmt = p.choice(data, "output_format", where, "png", ("png", "jpeg", "webp"))
+    quality = p.number(data, "output_quality", where, 90, minimum=1, maximum=100, integer=True)
+    if "output_quality" in data and fmt == "png":  # a setting that would silently do nothing
+        p.add(join(where, "output_quality"), "applies to output_format jpeg or webp only; "
+              "png outputs are delivered as ComfyUI wrote them")
+    return OutputPolicy(format=fmt, quality=quality,
+                        metadata=p.choice(data, "metadata", where, "keep", ("keep", "strip")))
 
 
 def _check_per_file(template: Template | None, where: str, p: Problems) -> None:

@@ -58,6 +58,21 @@ class Template:
     source_format: str = "api"  # "gui": the editor's Save, converted per server for each job
 
 
+@dataclass(frozen=True)
+class OutputPolicy:
+    """What a folder hands over: ComfyUI's files as written (the default), or re-encoded, or
+    without the prompt and workflow ComfyUI embeds in them (job/convert_output.py)."""
+
+    format: str = "png"  # png: as ComfyUI wrote them | jpeg | webp: still images re-encoded
+    quality: int = 90  # jpeg and webp
+    metadata: str = "keep"  # keep | strip: PNG text chunks (prompt, workflow) removed
+
+    @property
+    def untouched(self) -> bool:
+        """Every file delivered byte for byte, never opened: what hotfolder always did."""
+        return self.format == "png" and self.metadata == "keep"
+
+
 SUBFOLDERS = ("inbox", "processing", "outbox", "done", "failed")
 
 
@@ -85,6 +100,7 @@ class FolderConfig:
     txt_mode: str = "whole"  # whole: a .txt is one prompt | lines: one prompt per line
     batch_fail: str = "all"  # a batch goes to failed/ when all its runs failed | any did
     image_mode: str = "off"  # per-file: an image dropped alone is a job (images count as jobs)
+    output: OutputPolicy = field(default_factory=OutputPolicy)
     # each defaults to <root>/<name>; outbox, done and failed may live on another file system
     dirs: Mapping[str, Path] = field(default_factory=dict)
 

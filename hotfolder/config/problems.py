@@ -31,7 +31,8 @@ class Problems:
         return value
 
     def number(self, data: Mapping[str, Any], key: str, where: str, default: float,
-               *, minimum: float = 0.0, integer: bool = False) -> Any:
+               *, minimum: float = 0.0, maximum: float | None = None,
+               integer: bool = False) -> Any:
         value = data.get(key, default)
         ok_type = (int,) if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, ok_type):
@@ -40,6 +41,9 @@ class Problems:
             return default
         if value < minimum:
             self.add(join(where, key), f"must be at least {minimum:g}, got {value}")
+            return default
+        if maximum is not None and value > maximum:
+            self.add(join(where, key), f"must be at most {maximum:g}, got {value}")
             return default
         return value
 
