@@ -80,6 +80,19 @@ class OutDir:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=self.fd)
 
+    @contextlib.contextmanager
+    def scratch(self, name: str) -> Iterator[IO[bytes]]:
+        """A hidden temp file to write and read back (a download still to be converted), never
+        given a final name; removed on exit, or by `clear_dead_temps` after a crash."""
+        tmp = temp_name(name)
+        fd = os.open(tmp, (CREATE & ~os.O_WRONLY) | os.O_RDWR, 0o600, dir_fd=self.fd)
+        try:
+            with os.fdopen(fd, "w+b") as fh:
+                yield fh
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=self.fd)
+
     def write_json(self, name: str, data: Any, *, replace: bool = False) -> str:
         """JSON written atomically; `replace` overwrites (a manifest), else a free name."""
         data_bytes = (json.dumps(data, indent=2, ensure_ascii=False, default=str)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from hotfolder.workflow import check
 from hotfolder.workflow.check import check_workflow, closest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "comfy-api"
@@ -44,12 +45,26 @@ def test_tutorial_class_name_suggests_the_real_one() -> None:
     assert "Did you mean 'CheckpointLoaderSimple'?" in problem
 
 
+def test_a_missing_class_is_never_offered_its_opposite_or_a_misfit() -> None:
+    workflow = _workflow()
+    workflow["10"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["8", 0], "vae": ["4", 2]}}
+    without = {k: v for k, v in OBJECT_INFO.items() if k != "VAEEncode"}
+    (problem,) = check_workflow(workflow, without)
+    assert "class_type 'VAEEncode' does not exist on this server. Did you mean " \
+           "'VAEEncodeTiled'?" in problem
+    assert "VAEDecode" not in problem
+    only_decode = {k: v for k, v in without.items() if not k.startswith("VAEEncode")}
+    (problem,) = check_workflow(workflow, only_decode)
+    assert problem.endswith("does not exist on this server. Is a custom node missing?")
+
+
 def test_bad_sampler_name_lists_closest_choices() -> None:
     workflow = _workflow()
     workflow["3"]["inputs"]["sampler_name"] = "euler_bogus"
     (problem,) = check_workflow(workflow, OBJECT_INFO)
     assert problem.startswith("workflow: node 3 (KSampler), input sampler_name: 'euler_bogus'")
-    assert "Closest: 'euler', 'euler_cfg_pp'." in problem
+    assert "is not one of the server's choices; did you mean 'euler'? Also close: " \
+           "'euler_cfg_pp'." in problem
 
 
 def test_checkpoint_not_on_server_lists_the_choices() -> None:
@@ -146,7 +161,7 @@ def test_newer_combo_format_and_combo_links() -> None:
     assert check_workflow(workflow, info) == []
     workflow["3"]["inputs"]["sampler_name"] = "Heun"
     (problem,) = check_workflow(workflow, info)
-    assert "Closest: 'heun'." in problem
+    assert "did you mean 'heun'?" in problem
     workflow["10"] = {"class_type": "SamplerName", "inputs": {}}
     workflow["3"]["inputs"]["sampler_name"] = ["10", 0]  # a combo-typed link is fine
     assert check_workflow(workflow, info) == []
@@ -199,8 +214,10 @@ def test_whole_file_shape_problems() -> None:
                         "it is."]
 
 
-def test_closest_is_shared() -> None:
+def test_class_suggestions_are_shared() -> None:
+    """check, the rejection explainer and the GUI converter offer the same classes."""
     from hotfolder.comfy import explain
+    from hotfolder.workflow.gui2api import convert
 
-    assert closest is explain.closest
+    assert check.nearest_classes is explain.nearest_classes is convert.nearest_classes
     assert closest("CheckpointSimple", OBJECT_INFO)[0] == "CheckpointLoaderSimple"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hotfolder.commands.init import config_text
 from hotfolder.config.load import load_config, parse_config
@@ -50,8 +52,29 @@ def test_all_problems_with_key_paths(tmp_path):
     assert "folders[1].defaults.steps: must be at least 1" in text
     assert "folders[1].defaults.colour: unknown key" in text
     assert "comfy.max_in_flight: must be at least 1" in text
-    assert "comfy.pol_interval: unknown key" in text
+    assert "comfy.pol_interval: unknown key (did you mean comfy.poll_interval?" in text
     assert "servers[0].url: expected an http:// or https:// URL" in text
+
+
+def test_output_policy_defaults_and_problems(tmp_path):
+    data = _base(tmp_path)
+    policy = parse_config(data, base=tmp_path).folders[0].output
+    assert (policy.format, policy.quality, policy.metadata, policy.untouched) == \
+        ("png", 90, "keep", True)
+    data["folders"][0].update(output_format="webp", output_quality=75, metadata="strip")
+    policy = parse_config(data, base=tmp_path).folders[0].output
+    assert (policy.format, policy.quality, policy.metadata, policy.untouched) == \
+        ("webp", 75, "strip", False)
+    data["folders"].append({"root": "b", "workflow": "sdxl", "output_format": "gif",
+                            "output_quality": 101, "metadata": "drop"})
+    data["folders"].append({"root": "c", "workflow": "sdxl", "output_quality": 80})
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, base=tmp_path)
+    text = "\n".join(info.value.problems)
+    assert "folders[1].output_format: expected one of png, jpeg, webp, got 'gif'" in text
+    assert "folders[1].output_quality: must be at most 100, got 101" in text
+    assert "folders[1].metadata: expected one of keep, strip, got 'drop'" in text
+    assert "folders[2].output_quality: applies to output_format jpeg or webp only" in text
 
 
 def test_unknown_template_name(tmp_path):
@@ -73,8 +96,53 @@ def test_gui_template_is_taken_for_conversion_and_a_malformed_one_refused(tmp_pa
 def test_bad_yaml_is_a_config_error(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("folders: [\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match="the YAML is not valid"):
         load_config(path)
+
+
+def test_a_yaml_error_in_the_config_is_one_line_with_its_place(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("comfy:\n  poll_interval: 2\n  job_timeout: a: b\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [f"{path}: the YAML is not valid at line 3, column 17: "
+                                   "mapping values are not allowed here"]
+
+
+def test_unknown_key_names_the_closest_key_path(tmp_path):
+    data = _base(tmp_path)
+    data["folders"][0]["setle_seconds"] = 2
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, base=tmp_path)
+    assert info.value.problems[0].startswith(
+        "folders[0].setle_seconds: unknown key (did you mean folders[0].settle_seconds? known: ")
+
+
+def test_an_empty_or_broken_template_file_says_so(tmp_path):
+    data = _base(tmp_path)
+    (tmp_path / "t.json").write_text(" \n")
+    with pytest.raises(ConfigError, match=r"workflows.sdxl.path: .*t.json is empty\n"):
+        parse_config(data, base=tmp_path)
+    (tmp_path / "t.json").write_text('{"1": }')
+    with pytest.raises(ConfigError, match=r"t.json is not valid JSON at line 1, column 7: "
+                                          r"Expecting value\n"):
+        parse_config(data, base=tmp_path)
+
+
+@pytest.mark.parametrize("unit", ["hotfolder.service", "hotfolder@.service"])
+def test_the_units_name_the_credential_form_the_config_takes(tmp_path, monkeypatch, unit):
+    """The comment beside LoadCredential= is what people copy into their config."""
+    text = (ROOT / "systemd" / unit).read_text()
+    loaded = re.search(r"^# LoadCredential=([\w-]+):", text, re.M)
+    named = re.search(r"^#\s+(token: \{credential: ([\w-]+)\})$", text, re.M)
+    assert loaded and named and named.group(2) == loaded.group(1)
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / loaded.group(1)).write_text("s3cret\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "creds"))
+    data = _base(tmp_path)
+    data["servers"] = [{"url": "http://127.0.0.1:8188", **yaml.safe_load(named.group(1))}]
+    config = parse_config(data, base=tmp_path)
+    assert config.servers[0].headers["Authorization"] == "Bearer s3cret"
 
 
 def test_http_section_is_off_by_default_and_parsed(tmp_path, monkeypatch):

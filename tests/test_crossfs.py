@@ -37,6 +37,10 @@ def _on_other_fs(hot, other_fs: Path) -> None:
 
 
 def _left_in_processing(hot) -> list[str]:
+    """What a stopped daemon left in processing/. A job shows in done/ once its copy there got its
+    name, a moment before the original and its state record are removed: stop first, which
+    lets that finish, rather than look while the daemon is still at it."""
+    hot.stop()
     return [n for n in hot.in_processing() if not n.startswith(".hotfolder-status")]
 
 

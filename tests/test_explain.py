@@ -6,6 +6,7 @@ Every rejected POST /prompt found in a `prompt_*.json` capture is run through
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Iterator
@@ -14,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from hotfolder.comfy.explain import explain_rejection
+from hotfolder.comfy.explain import explain_rejection, node_info_disagrees, node_info_wanted
 from hotfolder.comfy.failure import (
     explain_execution_error,
     explain_history_failure,
     explain_interrupted,
 )
 from hotfolder.workflow.graph import node_label
-from hotfolder.workflow.nodeinfo import closest, suggest_choices
+from hotfolder.workflow.nodeinfo import CLASS_CUTOFF, closest, nearest_classes, suggest_choices
 
 FIXTURES = Path(__file__).parent / "fixtures" / "comfy-api"
 
@@ -132,8 +133,36 @@ def test_combo_sampler_needs_object_info_for_choices() -> None:
     bare, _ = explain_rejection(answer, workflow)
     assert "did not send the list of choices (it has 42 entries)" in bare
     full, problems = explain_rejection(answer, workflow, object_info=OBJECT_INFO)
-    assert "Closest: 'euler'" in full
+    assert "is not one of the server's choices; did you mean 'euler'?" in full
     assert problems[0]["choices"][0] == "euler"
+
+
+def test_a_misspelt_sampler_gets_the_server_choice_it_meant() -> None:
+    """ComfyUI 0.3.64 sends no choices for a list of over 20; the definitions name the fix."""
+    answer, workflow = _case("prompt_error_combo_sampler_not_in_list")
+    answer = json.loads(json.dumps(answer).replace("euler_bogus", "euler_ancestrial"))
+    assert node_info_wanted(answer) == ["KSampler"]
+    message, problems = explain_rejection(answer, workflow, object_info=OBJECT_INFO)
+    assert message.startswith(
+        "ComfyUI rejected the workflow: node 3 (KSampler), input sampler_name: "
+        "'euler_ancestrial' is not one of the server's choices; did you mean "
+        "'euler_ancestral'? Also close: ")
+    assert problems[0]["choices"][0] == "euler_ancestral"
+
+
+def test_when_node_definitions_are_wanted_and_when_a_cached_copy_is_stale() -> None:
+    sampler, _ = _case("prompt_error_combo_sampler_not_in_list")
+    listed, _ = _case("prompt_error_combo_value_not_in_list")  # its choices came along
+    unknown, _ = _case("prompt_error_unknown_class_type")
+    assert node_info_wanted(listed) is None
+    assert node_info_wanted(unknown) == []
+    assert node_info_wanted({"error": "x"}) is None and node_info_wanted(None) is None
+    assert not node_info_disagrees(sampler, OBJECT_INFO)
+    assert not node_info_disagrees(unknown, OBJECT_INFO)
+    has_it = json.loads(json.dumps(sampler).replace("euler_bogus", "euler"))
+    assert node_info_disagrees(has_it, OBJECT_INFO)  # the server no longer has 'euler'
+    assert node_info_disagrees(sampler, {})  # KSampler unknown to the cached copy
+    assert node_info_disagrees(unknown, {"CheckpointSimple": {}})  # the server lost a class
 
 
 def test_unknown_class_names_node_and_suggests_with_object_info() -> None:
@@ -317,6 +346,25 @@ def test_node_label() -> None:
     assert node_label(None, "9", "SaveImage") == "node 9 (SaveImage)"
     assert node_label(workflow, "4", "") == "node 4 'Load Checkpoint'"
     assert node_label({}, "7") == "node 7"
+
+
+def test_nearest_classes_by_words_and_by_fit() -> None:
+    assert nearest_classes("CheckpointSimple", OBJECT_INFO)[0] == "CheckpointLoaderSimple"
+    # the inputs the node was given rule out CheckpointSave, which spelling alone offers
+    assert "CheckpointSave" in nearest_classes("CheckpointSimple", OBJECT_INFO)
+    assert "CheckpointSave" not in nearest_classes("CheckpointSimple", OBJECT_INFO,
+                                                   ["ckpt_name"])
+    # all the words in order lift a class difflib alone would leave below the cut-off
+    info = {"ImageScale": {}, "SamplerCustomAdvancedDenoise": {}}
+    ratio = difflib.SequenceMatcher(None, "samplerdenoise", "samplercustomadvanceddenoise")
+    assert ratio.ratio() < CLASS_CUTOFF
+    assert nearest_classes("SamplerDenoise", info) == ["SamplerCustomAdvancedDenoise"]
+    without = {k: v for k, v in OBJECT_INFO.items() if k != "VAEEncode"}
+    assert closest("VAEEncode", without)[0] == "VAEDecode"  # what spelling alone says
+    assert nearest_classes("VAEEncode", without) == ["VAEEncodeTiled", "VAEEncodeForInpaint"]
+    assert nearest_classes("LoadImage", {"SaveImage": {}}) == []
+    assert nearest_classes("KSamplr", OBJECT_INFO, ["seed"]) == ["KSampler"]
+    assert nearest_classes("X", None) == []
 
 
 def test_closest_and_suggest_choices() -> None:

@@ -13,7 +13,7 @@ import pytest
 from hotfolder.errors import JobError, ServerError
 from hotfolder.job.parse import parse_bytes
 from hotfolder.workflow.graph import is_gui_workflow
-from hotfolder.workflow.gui2api.cache import ObjectInfoCache
+from hotfolder.workflow.gui2api.cache import MAX_SERVERS, ObjectInfoCache
 from hotfolder.workflow.gui2api.convert import build, convert
 from hotfolder.workflow.gui2api.detect import node_types
 from hotfolder.workflow.gui2api.widgets import dynamic_prompt
@@ -255,9 +255,9 @@ def test_unknown_node_type_names_the_node_and_the_closest_class() -> None:
     with pytest.raises(JobError) as info:
         convert(gui, OBJECT_INFO)
     message = info.value.message
-    assert message.startswith("cannot convert the GUI workflow: the workflow cannot be "
-                              "converted: node 15 'My checkpoint' (CheckpointLoaderSimpel) is "
-                              "a node type this server does not have")
+    assert message.startswith("cannot convert the GUI workflow: node 15 'My checkpoint' "
+                              "(CheckpointLoaderSimpel) is a node type this server does not "
+                              "have")
     assert "closest: CheckpointLoaderSimple" in message
     assert info.value.kind == "conversion"
 
@@ -277,7 +277,7 @@ def test_bypassed_node_without_a_matching_input_leaves_a_required_input_missing(
     with pytest.raises(JobError) as info:
         convert(gui, OBJECT_INFO)
     assert info.value.message == (
-        "cannot convert the GUI workflow: the workflow cannot run on this server: node 9 "
+        "cannot convert the GUI workflow: it cannot run on this server: node 9 "
         "(SaveImage): required input 'images' has no source: it is fed by node 8 (VAEDecode), "
         "which is bypassed and has no IMAGE input to pass on")
 
@@ -398,6 +398,35 @@ def test_definitions_are_fetched_once_and_again_when_a_class_is_missing() -> Non
     now[0] = 700.0
     cache.get(server)
     assert server.calls == 3  # too old: the server may have been upgraded
+
+
+def test_definitions_are_fetched_again_after_a_restart_or_when_they_contradict_it() -> None:
+    now = [0.0]
+    cache = ObjectInfoCache(retry_missing=5, max_age=600, clock=lambda: now[0])
+    server = FakeServer()
+    cache.get(server, epoch=("ws-1", 0))
+    cache.get(server, epoch=("ws-1", 0))
+    assert server.calls == 1
+    cache.get(server, epoch=("ws-2", 0))  # the WebSocket reconnected: it may have restarted
+    assert server.calls == 2
+    now[0] = 1.0
+    cache.get(server, epoch=("ws-2", 0), stale=lambda info: True)
+    assert server.calls == 2  # a contradiction moments after a fetch: not asked again yet
+    now[0] = 7.0
+    cache.get(server, epoch=("ws-2", 0), stale=lambda info: True)
+    assert server.calls == 3
+
+
+def test_definitions_of_at_most_so_many_servers_are_kept() -> None:
+    now = [0.0]
+    cache = ObjectInfoCache(clock=lambda: now[0])
+    for i in range(MAX_SERVERS + 5):
+        now[0] = float(i)
+        server = FakeServer()
+        server.name = f"gpu{i}"
+        cache.get(server)
+    assert len(cache._entries) == MAX_SERVERS
+    assert ("gpu0", FakeServer.url) not in cache._entries  # the oldest went first
 
 
 def test_a_server_that_cannot_be_asked_is_a_server_error() -> None:

@@ -86,8 +86,8 @@ def test_check_says_when_a_gui_template_cannot_be_converted(tmp_path, sim, capsy
     assert main(["check", "--config", str(config)]) == 1
     out = capsys.readouterr().out
     name = sim.url.removeprefix("http://")
-    assert f"workflows.statue on {name}: cannot convert the GUI workflow: the workflow " \
-           "cannot be converted: node 12 (KSamplerUltra) is a node type this server does not " \
+    assert f"workflows.statue on {name}: cannot convert the GUI workflow: " \
+           "node 12 (KSamplerUltra) is a node type this server does not " \
            "have" in out
 
 

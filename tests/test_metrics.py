@@ -66,7 +66,11 @@ def test_job_metrics_count_outcomes_and_times():
                {"name": "gpu2", "up": False, "in_flight": 0, "queue_remaining": None}]
     families = parse(metrics.render(
         folders={"main": (4, 1), "idle": (0, 0)}, servers=servers,
-        server_errors={("gpu2", "submit", "unreachable"): 2}, healthy=True))
+        server_errors={("gpu2", "submit", "unreachable"): 2}, healthy=True,
+        webhooks=({"ok": 3, "failed": 5, "gave_up": 1}, 4)))
+    hooks = {s.labels["result"]: s.value for s in families["hotfolder_webhook_deliveries"].samples}
+    assert hooks == {"ok": 3, "failed": 5, "gave_up": 1}
+    assert families["hotfolder_webhook_pending"].samples[0].value == 4
     jobs = {(s.labels["folder"], s.labels["outcome"]): s.value
             for s in families["hotfolder_jobs"].samples}
     assert jobs == {("main", "done"): 1, ("main", "failed"): 2, ("idle", "done"): 0,
@@ -94,7 +98,8 @@ def test_job_metrics_count_outcomes_and_times():
 FAMILIES = ["hotfolder_jobs", "hotfolder_job_failures", "hotfolder_job_duration_seconds",
             "hotfolder_job_queue_wait_seconds", "hotfolder_jobs_waiting",
             "hotfolder_jobs_in_flight", "hotfolder_server_up", "hotfolder_server_in_flight",
-            "hotfolder_server_queue_remaining", "hotfolder_server_errors", "hotfolder_healthy"]
+            "hotfolder_server_queue_remaining", "hotfolder_server_errors", "hotfolder_healthy",
+            "hotfolder_webhook_deliveries", "hotfolder_webhook_pending"]
 
 
 def test_each_job_metrics_has_its_own_series_and_no_others():

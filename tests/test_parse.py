@@ -57,6 +57,7 @@ def test_unknown_key_is_an_error_with_a_suggestion():
     ('{"steps": true}', "steps: expected a whole number"),
     ('{"steps": 0}', "steps: must be at least 1"),
     ('{"seed": -1}', "seed: must be between"),
+    ('{"seed": -1}', "for a random seed write seed: random"),
     ('{"seed": "lucky"}', "seed: expected a whole number or 'random'"),
     ('{"cfg": "7"}', "cfg: expected a number"),
     ('{"denoise": 2}', "denoise: must be between 0 and 1"),
@@ -86,8 +87,32 @@ def test_bad_json(body, words):
 
 
 def test_unsafe_yaml_tag_is_refused():
-    with pytest.raises(JobError, match="invalid YAML"):
+    with pytest.raises(JobError, match="the YAML is not valid at line 1, column 9: could not "
+                                       "determine a constructor"):
         parse_bytes("job.yaml", b"prompt: !!python/object/apply:os.system ['true']\n")
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b"prompt: a\nsteps: 4\nseed: a: b\n",
+     "the YAML is not valid at line 3, column 8: mapping values are not allowed here"),
+    (b"prompt: a\n---\nprompt: b\n",
+     "the YAML is not valid at line 2, column 1: expected a single document in the stream but "
+     "found another document"),
+    (b'prompt: "a cat\n', "the YAML is not valid at line 2, column 1: found unexpected end of "
+                           "stream (while scanning a quoted scalar)"),
+])
+def test_yaml_errors_are_one_line_with_line_and_column(body, message):
+    with pytest.raises(JobError) as info:
+        parse_bytes("job.yaml", body)
+    assert info.value.message == message
+
+
+@pytest.mark.parametrize("name", ["job.json", "job.yaml", "job.yml"])
+@pytest.mark.parametrize("body", [b"", b" \n\t\n", b"\xef\xbb\xbf\n"])
+def test_an_empty_job_file_says_it_is_empty(name, body):
+    with pytest.raises(JobError) as info:
+        parse_bytes(name, body)
+    assert info.value.message == "the file is empty"
 
 
 def test_api_workflow_is_recognised():

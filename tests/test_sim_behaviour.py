@@ -330,6 +330,14 @@ def test_saved_pngs_carry_the_prompt_and_differ_by_seed_and_text(
     again_name, _ = image(other)  # identical resubmission: cached, no new file
     assert sorted(os.listdir(Path(sim.output_dir) / "hotfolder")) == files
     assert again_name == files[-1]
+    # the editor sends its graph as extra_pnginfo.workflow: SaveImage embeds it beside the prompt
+    gui = {"nodes": [{"id": 9, "type": "SaveImage"}], "links": []}
+    seen = api.history(api.submit(txt2img(seed=3, prefix="hotfolder/wf"),
+                                  extra_data={"extra_pnginfo": {"workflow": gui}}))
+    item = seen["outputs"]["9"]["images"][0]
+    chunks = text_chunks(api.get(f"/view?filename={item['filename']}&subfolder="
+                                 f"{item['subfolder']}&type=output").content)
+    assert json.loads(chunks["workflow"]) == gui and "prompt" in chunks
 
 
 def test_batch_size_and_other_output_nodes(make_sim: Callable[..., SimServer]) -> None:

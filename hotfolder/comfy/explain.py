@@ -24,10 +24,10 @@ from hotfolder.workflow.graph import (
 from hotfolder.workflow.nodeinfo import (
     class_inputs,
     class_outputs,
-    closest,
     combo_choices,
+    nearest_classes,
+    not_a_choice,
     spec_parts,
-    suggest_choices,
     type_name,
 )
 
@@ -114,18 +114,80 @@ def _limit_sentence(ctx: _Ctx, which: str, words: str) -> str:
 
 
 def _not_in_list(ctx: _Ctx) -> str:
-    head = f"{ctx.where}: {fmt_value(ctx.value)} is not one of the server's choices."
     choices = combo_choices(ctx.extra.get("input_config"))
-    if choices is None:
-        sections = class_inputs(ctx.object_info, ctx.class_type)
-        spec = {**sections.get("optional", {}), **sections.get("required", {})}.get(ctx.input)
-        choices = combo_choices(spec) if spec is not None else None
+    if choices is None:  # ComfyUI leaves out lists longer than 20: the server's own, then
+        choices = _listed_choices(ctx.object_info, ctx.class_type, ctx.input)
     if choices is None:
         found = _LIST_LENGTH_RE.search(str(ctx.err.get("details", "")))
         count = f" (it has {found.group(1)} entries)" if found else ""
-        return f"{head} ComfyUI did not send the list of choices{count}."
-    advice, ctx.found["choices"] = suggest_choices(ctx.value, choices)
-    return f"{head} {advice}"
+        return (f"{ctx.where}: {fmt_value(ctx.value)} is not one of the server's choices. "
+                f"ComfyUI did not send the list of choices{count}.")
+    sentence, ctx.found["choices"] = not_a_choice(ctx.where, ctx.value, choices)
+    return sentence
+
+
+def _listed_choices(object_info: Mapping[str, Any] | None, class_type: Any,
+                    input_name: Any) -> list[Any] | None:
+    sections = class_inputs(object_info, class_type)
+    spec = {**sections.get("optional", {}), **sections.get("required", {})}.get(input_name)
+    return combo_choices(spec) if spec is not None else None
+
+
+# ---------------------------------------------------------------- when node definitions help
+
+
+def node_info_wanted(body: Any) -> list[str] | None:
+    """The node classes whose definitions would name the fix for this rejection, or None
+    when they would not help: a list input ComfyUI sent no choices for, or a class it does
+    not have (then any definitions do: the nearest class names come from all of them)."""
+    if not isinstance(body, Mapping):
+        return None
+    wanted: list[str] | None = None
+    for entry, err in _node_errors(body):
+        if err.get("type") == "value_not_in_list" and \
+                combo_choices(_extra(err).get("input_config")) is None:
+            wanted = (wanted or []) + [str(entry.get("class_type"))]
+    if wanted is None and _missing_class_name(body) is not None:
+        wanted = []
+    return wanted
+
+
+def node_info_disagrees(body: Any, object_info: Mapping[str, Any]) -> bool:
+    """True when cached definitions contradict the server's answer (a class or input it lacks,
+    a value it has, a class it says is gone): the server changed since they were fetched."""
+    if not isinstance(body, Mapping):
+        return False
+    for entry, err in _node_errors(body):
+        extra = _extra(err)
+        if err.get("type") == "value_not_in_list" and combo_choices(extra.get("input_config")) \
+                is None:
+            choices = _listed_choices(object_info, entry.get("class_type"),
+                                      extra.get("input_name"))
+            if choices is None or extra.get("received_value") in choices:
+                return True
+    return _missing_class_name(body) in object_info
+
+
+def _node_errors(body: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    node_errors = body.get("node_errors")
+    entries = node_errors.values() if isinstance(node_errors, Mapping) else []
+    return [(entry, err) for entry in entries if isinstance(entry, Mapping)
+            for err in entry.get("errors") or [] if isinstance(err, Mapping)]
+
+
+def _extra(err: Mapping[str, Any]) -> Mapping[str, Any]:
+    extra = err.get("extra_info")
+    return extra if isinstance(extra, Mapping) else {}
+
+
+def _missing_class_name(body: Mapping[str, Any]) -> str | None:
+    error = body.get("error")
+    if not isinstance(error, Mapping) or error.get("type") not in ("invalid_prompt",
+                                                                   "missing_node_type"):
+        return None
+    found = _MISSING_CLASS_RE.search(str(error.get("message") or ""))
+    named = _extra(error).get("class_type") or (found.group(1) if found else None)
+    return named if isinstance(named, str) else None
 
 
 def _bad_type(ctx: _Ctx) -> str:
@@ -284,7 +346,7 @@ def _missing_class(problem: dict[str, Any], message: str, extra: Mapping[str, An
     sentence = (f"{node_label(workflow, node_id, '')} uses class_type '{class_type}', which "
                 f"does not exist on this server (a custom node may be missing, or the name is "
                 f"misspelled).")
-    near = closest(class_type, object_info) if isinstance(object_info, Mapping) else []
+    near = nearest_classes(class_type, object_info, list(inputs_of(node_of(workflow, node_id))))
     if near:
         problem["choices"] = near
         sentence += f" Did you mean {near[0]!r}?"

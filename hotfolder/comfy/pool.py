@@ -118,7 +118,14 @@ class Server:
         self.next_probe = 0.0
         # probes of a server that is down back off like every retry, spread by jitter
         self.probes = Backoff(comfy.backoff_initial, comfy.backoff_max, jitter=0.25).start()
+        self.comebacks = 0  # times it answered again after being marked down
 
+    @property
+    def epoch(self) -> tuple[str, int]:
+        """Changes whenever the server may have restarted (so what was learnt of it, such as
+        its node definitions, may be out of date): its WebSocket reconnected (a stopping
+        ComfyUI drops every socket), or it answered again after being down."""
+        return self.listener.client_id, self.comebacks
 
     def begin_download(self) -> bool:
         with self._downloads_lock:
@@ -242,6 +249,7 @@ class ServerPool:
     def mark_up(self, server: Server) -> None:
         with self._cond:
             was_down = not server.up
+            server.comebacks += was_down
             server.up = True
             server.down_since = None
             server.last_error = ""

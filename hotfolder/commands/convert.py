@@ -55,8 +55,11 @@ def run_convert(source: Path, *, server: str | None, object_info: Path | None,
 
 
 def _read_json(path: Path, what: str) -> Any:
+    text = decode_text(path.read_bytes())
+    if not text.strip():
+        raise ValueError(f"{path} is empty ({what})")
     try:
-        return json.loads(decode_text(path.read_bytes()))
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON ({what}): line {exc.lineno}, column "
                          f"{exc.colno}: {exc.msg}") from exc

@@ -97,6 +97,13 @@ folders:
     ignore: []              # extra file name patterns never treated as jobs, e.g. ["draft-*"]
     # server_tags: [big-memory]   # only servers with one of these tags take this folder's jobs
     # image_mode: off        # per-file: each image dropped alone is a job (see upscale below)
+    # What is handed over (docs/outputs.md). png: every file as ComfyUI wrote it, never
+    # re-encoded | jpeg | webp: still images re-encoded (quality 1-100), without ComfyUI's
+    # prompt and workflow; JPEG transparency goes onto white. Video, audio and animations
+    # are always delivered as written.
+    # output_format: png
+    # output_quality: 90    # jpeg and webp only
+    # metadata: keep        # strip: PNGs lose their text chunks (prompt, workflow), pixels kept
     # For folders anyone can write to (see SECURITY.md):
     # limits: {max_job_bytes: 1048576, max_prompt_chars: 20000, max_steps: 500,
     #          max_side: 8192, max_batch: 64, max_runs: 1000, max_image_bytes: 104857600,
@@ -156,6 +163,24 @@ http:
   # token: {credential: hotfolder-web}   # scrapers send "Authorization: Bearer ..."; a browser
   #                                      # opens /?token=... once and keeps a cookie
   # basic_auth: {user: studio, password: {env: HOTFOLDER_WEB_PASSWORD}}
+
+# Webhooks: tell other systems when a job ends (job.done, job.failed; a batch: once, at its
+# end). A signed POST (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature)
+# or a command; events are queued in processing/.hotfolder-events/ and sent at least once,
+# retried with backoff, never delaying a job. See docs/webhooks.md.
+# webhooks:
+#   - url: https://mam.example.com/hooks/hotfolder
+#     secret: {env: HOTFOLDER_WEBHOOK_SECRET}   # whsec_<base64>, or any text (its UTF-8 bytes)
+#     events: [job.done, job.failed]   # the default: both
+#     folders: [sdxl]          # folder names (default: every folder)
+#     timeout: 10              # seconds one attempt may take (exec: 60)
+#     backoff_initial: 5       # seconds before the first retry, doubled after each failure,
+#     backoff_max: 600         # up to this
+#     give_up_hours: 24        # an event undelivered this long is dropped (logged)
+#     max_pending: 10000       # events queued for it per folder; past that, new ones are not
+#   - exec: [/usr/local/bin/on-job-end, --quiet]   # no shell; the event JSON on stdin and in
+#     events: [job.failed]     # HOTFOLDER_EVENT, HOTFOLDER_EVENT_TYPE, HOTFOLDER_EVENT_ID,
+#                              # HOTFOLDER_JOB, HOTFOLDER_FOLDER; exit 0 is success
 
 log:
   level: info     # debug | info | warning | error

@@ -40,7 +40,10 @@ def _check_seed(value: Any, *, allow_keep: bool = False) -> str | None:
         return f"expected a whole number or {words_shown}, got {shown(value)}"
     if not _is_int(value):
         return f"expected a whole number or 'random', got {_describe(value)}"
-    if not 0 <= value <= SEED_MAX:
+    if value < 0:  # -1 means "random" in many other tools: say how it is written here
+        return (f"must be between 0 and {SEED_MAX}, got {shown(value)}; for a random seed "
+                "write seed: random")
+    if value > SEED_MAX:
         return f"must be between 0 and {SEED_MAX}, got {shown(value)}"
     return None
 

@@ -26,15 +26,18 @@ from hotfolder.config.model import (
     Config,
     FolderConfig,
     LogConfig,
+    OutputPolicy,
     Template,
 )
 from hotfolder.config.problems import Problems, join, patterns
 from hotfolder.config.servers import parse_servers
+from hotfolder.config.webhooks import parse_webhooks
 from hotfolder.errors import ConfigError, JobError
 from hotfolder.invocation import command
 from hotfolder.jobfile import IMAGE_EXTENSIONS
 from hotfolder.workflow.graph import takes_images, workflow_format
 from hotfolder.workflow.gui2api.graph import read_workflow
+from hotfolder.yamlerror import yaml_problem
 
 CONFIG_SEARCH = ("./config/hotfolder.yaml", "/etc/hotfolder/hotfolder.yaml")
 # fields a template binding may name, besides the job fields: `image` and `mask` are where a
@@ -67,14 +70,14 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+        raise ConfigError([f"{path}: {yaml_problem(exc)}"]) from exc
     return parse_config(data if data is not None else {}, base=path.resolve().parent, path=path)
 
 
 def parse_config(data: Any, *, base: Path, path: Path | None = None) -> Config:
     p = Problems()
     top = p.mapping(data, "", ("servers", "comfy", "workflows", "folders", "log",
-                              "stop_grace_seconds", "lease_seconds", "http"))
+                              "stop_grace_seconds", "lease_seconds", "http", "webhooks"))
     servers = parse_servers(top.get("servers"), base, p)
     comfy = _comfy(top.get("comfy"), p)
     templates = _templates(top.get("workflows"), base, p)
@@ -91,13 +94,14 @@ def parse_config(data: Any, *, base: Path, path: Path | None = None) -> Config:
         format=p.choice(log_data, "format", "log", "auto", ("auto", "console", "json")),
     )
     http = parse_http(top.get("http"), p)
+    webhooks = parse_webhooks(top.get("webhooks"), tuple(f.name for f in folders), p)
     if p.lines:
         raise ConfigError(p.lines)
     return Config(path=path, servers=servers, comfy=comfy, templates=templates,
                   folders=folders, log=log,
                   stop_grace_seconds=p.number(top, "stop_grace_seconds", "", 30.0),
                   lease_seconds=p.number(top, "lease_seconds", "", LEASE_SECONDS, minimum=2.0),
-                  http=http)
+                  http=http, webhooks=webhooks)
 
 
 def _comfy(value: Any, p: Problems) -> ComfyConfig:
@@ -155,10 +159,18 @@ def _load_template(name: str, raw_path: Any, raw_bindings: Any, base: Path, wher
         return None
     path = (base / raw_path).resolve()
     try:
-        workflow = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if not text.strip():
+            p.add(join(where, "path"), f"{path} is empty")
+            return None
+        workflow = json.loads(text)
     except FileNotFoundError:
         p.add(where if where.startswith("folders") else join(where, "path"),
               f"file not found: {path}")
+        return None
+    except json.JSONDecodeError as exc:
+        p.add(join(where, "path"), f"{path} is not valid JSON at line {exc.lineno}, column "
+                                   f"{exc.colno}: {exc.msg}")
         return None
     except (OSError, ValueError) as exc:
         p.add(join(where, "path"), f"cannot read {path} as JSON: {exc}")
@@ -193,7 +205,8 @@ def _load_template(name: str, raw_path: Any, raw_bindings: Any, base: Path, wher
 _FOLDER_KEYS = ("name", "root", "workflow", "defaults", "extensions", "settle_seconds",
                 "include_temp_outputs", "job_timeout", "watch", "ready", "rescan_seconds", "ignore",
                 "file_mode", "prune_days", "server_tags", "limits", "accept_workflows",
-                "deny_classes", "allow_set", "txt_mode", "batch_fail", "image_mode", *SUBFOLDERS)
+                "deny_classes", "allow_set", "txt_mode", "batch_fail", "image_mode",
+                "output_format", "output_quality", "metadata", *SUBFOLDERS)
 
 
 def _folders(value: Any, base: Path, templates: dict[str, Template],
@@ -223,6 +236,7 @@ def _folders(value: Any, base: Path, templates: dict[str, Template],
             defaults=_defaults(data.get("defaults"), join(where, "defaults"), p),
             extensions=extensions,
             image_mode=image_mode,
+            output=_output_policy(data, where, p),
             settle_seconds=p.number(data, "settle_seconds", where, 1.0),
             include_temp_outputs=p.boolean(data, "include_temp_outputs", where, False),
             job_timeout=(p.number(data, "job_timeout", where, 0.0, minimum=0.1)
@@ -275,6 +289,16 @@ def _folder_template(value: Any, base: Path, templates: dict[str, Template], whe
         return None
     templates.setdefault(value, template)
     return value
+
+
+def _output_policy(data: Mapping[str, Any], where: str, p: Problems) -> OutputPolicy:
+    fmt = p.choice(data, "output_format", where, "png", ("png", "jpeg", "webp"))
+    quality = p.number(data, "output_quality", where, 90, minimum=1, maximum=100, integer=True)
+    if "output_quality" in data and fmt == "png":  # a setting that would silently do nothing
+        p.add(join(where, "output_quality"), "applies to output_format jpeg or webp only; "
+              "png outputs are delivered as ComfyUI wrote them")
+    return OutputPolicy(format=fmt, quality=quality,
+                        metadata=p.choice(data, "metadata", where, "keep", ("keep", "strip")))
 
 
 def _check_per_file(template: Template | None, where: str, p: Problems) -> None:

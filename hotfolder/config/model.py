@@ -14,6 +14,7 @@ from typing import Any
 from hotfolder.config.fields import Limits
 from hotfolder.config.http import HttpConfig
 from hotfolder.config.servers import ServerConfig
+from hotfolder.config.webhooks import WebhookConfig
 from hotfolder.retry import Backoff
 
 # how long a job's owner on another machine may stay silent before its jobs are taken over
@@ -57,6 +58,21 @@ class Template:
     source_format: str = "api"  # "gui": the editor's Save, converted per server for each job
 
 
+@dataclass(frozen=True)
+class OutputPolicy:
+    """What a folder hands over: ComfyUI's files as written (the default), or re-encoded, or
+    without the prompt and workflow ComfyUI embeds in them (job/convert_output.py)."""
+
+    format: str = "png"  # png: as ComfyUI wrote them | jpeg | webp: still images re-encoded
+    quality: int = 90  # jpeg and webp
+    metadata: str = "keep"  # keep | strip: PNG text chunks (prompt, workflow) removed
+
+    @property
+    def untouched(self) -> bool:
+        """Every file delivered byte for byte, never opened: what hotfolder always did."""
+        return self.format == "png" and self.metadata == "keep"
+
+
 SUBFOLDERS = ("inbox", "processing", "outbox", "done", "failed")
 
 
@@ -84,6 +100,7 @@ class FolderConfig:
     txt_mode: str = "whole"  # whole: a .txt is one prompt | lines: one prompt per line
     batch_fail: str = "all"  # a batch goes to failed/ when all its runs failed | any did
     image_mode: str = "off"  # per-file: an image dropped alone is a job (images count as jobs)
+    output: OutputPolicy = field(default_factory=OutputPolicy)
     # each defaults to <root>/<name>; outbox, done and failed may live on another file system
     dirs: Mapping[str, Path] = field(default_factory=dict)
 
@@ -132,3 +149,4 @@ class Config:
     stop_grace_seconds: float = 30.0  # keep below systemd's TimeoutStopSec
     lease_seconds: float = LEASE_SECONDS
     http: HttpConfig = field(default_factory=HttpConfig)  # the status page; off by default
+    webhooks: tuple[WebhookConfig, ...] = ()  # where finished jobs are announced

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,11 +24,15 @@ class Problems:
             return {}
         for key in value:
             if key not in known:
-                self.add(join(where, str(key)), "unknown key (known: " + ", ".join(known) + ")")
+                near = difflib.get_close_matches(str(key), known, n=1)
+                hint = f"did you mean {join(where, near[0])}? " if near else ""
+                self.add(join(where, str(key)),
+                         f"unknown key ({hint}known: " + ", ".join(known) + ")")
         return value
 
     def number(self, data: Mapping[str, Any], key: str, where: str, default: float,
-               *, minimum: float = 0.0, integer: bool = False) -> Any:
+               *, minimum: float = 0.0, maximum: float | None = None,
+               integer: bool = False) -> Any:
         value = data.get(key, default)
         ok_type = (int,) if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, ok_type):
@@ -36,6 +41,9 @@ class Problems:
             return default
         if value < minimum:
             self.add(join(where, key), f"must be at least {minimum:g}, got {value}")
+            return default
+        if maximum is not None and value > maximum:
+            self.add(join(where, key), f"must be at most {maximum:g}, got {value}")
             return default
         return value
 

@@ -23,6 +23,7 @@ from hotfolder.config.model import Config, FolderConfig
 from hotfolder.daemon.live import LiveStatus
 from hotfolder.daemon.status import collect, folder_counts, status_line
 from hotfolder.daemon.wakeup import Wakeup
+from hotfolder.daemon.webhooks import Sender
 from hotfolder.daemon.workers import Work, Workers
 from hotfolder.errors import Cancelled, ConfigError
 from hotfolder.fsutil import clear_dead_temps
@@ -82,6 +83,7 @@ class Daemon:
         self._drain_deadline: float | None = None
         self.live = LiveStatus()
         self.metrics = JobMetrics()
+        self.sender = Sender(config)  # webhooks, in a thread of their own
         self.web: WebServer | None = None
         self._loop_ok_at: float | None = None  # when the loop last found everything alive
 
@@ -110,6 +112,7 @@ class Daemon:
         for folder in self.config.folders:
             sweep_inputs(folder)  # images whose job left processing/ just before a crash
         self._adopt_orphans(at_start=True)
+        self.sender.start()
         self.watcher.start()
         self._add_workers()
         log.info("daemon.ready", inboxes=[str(f.inbox) for f in self.config.folders])
@@ -165,6 +168,7 @@ class Daemon:
         self.watcher.stop()
         self.pool.close()
         self.workers.join(10.0)
+        self.sender.close()
         self.live.stopped(self.config.folders, self.pool.describe())
         if self.web is not None:
             self.web.stop()
@@ -172,7 +176,7 @@ class Daemon:
         log.info("daemon.stopped", **self.workers.counts)
 
     def _healthy(self) -> bool:
-        return (self.watcher.alive() and self.workers.alive()
+        return (self.watcher.alive() and self.workers.alive() and self.sender.alive()
                 and all(s.listener.alive() for s in self.pool.servers))
 
     def _busy(self) -> bool:
@@ -229,6 +233,7 @@ class Daemon:
         servers = self.pool.update(new.servers, new.comfy)
         self.config = new
         self.pipeline.update(new)
+        self.sender.update(new)
         self.orphans.lease_seconds = new.lease_seconds
         self.watcher.stop()
         self.watcher = InboxWatcher(new.folders, self._ready, self._cancel,
@@ -291,7 +296,8 @@ class Daemon:
         errors = {(s.name, operation, kind): n for s in self.pool.servers
                   for (operation, kind), n in s.client.error_counts().items()}
         return self.metrics.render(folders=folders, servers=self.pool.describe(),
-                                   server_errors=errors, healthy=self.health()["healthy"])
+                                   server_errors=errors, healthy=self.health()["healthy"],
+                                   webhooks=(dict(self.sender.results), self.sender.pending))
 
     def _status_line(self) -> str:
         counts = {"running": self.workers.running(), "waiting": self.workers.waiting(),

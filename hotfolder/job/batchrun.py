@@ -26,6 +26,7 @@ from hotfolder.fsutil import candidates
 from hotfolder.job.companions import job_image_files
 from hotfolder.job.context import Context
 from hotfolder.job.deliver import fetch
+from hotfolder.job.events import batch_data
 from hotfolder.job.finish import finish_batch, finish_failed, iso_time
 from hotfolder.job.intake import StillWritten, verify_content, verify_unchanged
 from hotfolder.job.naming import job_stem, release_stem
@@ -201,17 +202,19 @@ class BatchRun:
         outbox.chmod(MANIFEST, folder.file_mode)
         path = outbox / MANIFEST
         files = [outbox / name for r in done for name in r.outputs]
+        hooks = self.ctx.config.webhooks
+        batch = batch_data(folder.outbox, path, status, [r.status for r in runs], files)
         if self.cancelled:
             error = Cancelled(f"{self.cancelled.reason}; {len(done)} of {len(runs)} runs had "
                               f"finished (outputs kept in {folder.outbox.name}/"
                               f"{outbox.path.name}/)", details={"manifest": str(path)})
-            return finish_failed(folder, state, error, self.record)
+            return finish_failed(folder, state, error, self.record, hooks, batch)
         if status == "failed":
             return finish_failed(folder, state, _batch_error(failed, len(runs), outbox.path,
-                                                             path), self.record)
+                                                             path), self.record, hooks, batch)
         self.record.manifest = str(path)
         return finish_batch(folder, state, self.record, files,
-                            runs=len(runs), failed=len(failed))
+                            runs=len(runs), failed=len(failed), hooks=hooks, batch=batch)
 
     def _manifest(self, runs: list[RunState], status: str) -> dict[str, Any]:
         return {

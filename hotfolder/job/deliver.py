@@ -12,15 +12,17 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 import structlog
 
+from hotfolder import crashpoints
 from hotfolder.comfy.client import ComfyClient
 from hotfolder.comfy.failure import explain_history_failure
 from hotfolder.comfy.pool import Server
-from hotfolder.config.model import FolderConfig
+from hotfolder.config.model import FolderConfig, OutputPolicy
 from hotfolder.errors import JobError, Kind, Parked, ServerError
+from hotfolder.job import convert_output as convert
 from hotfolder.job.context import Context
 from hotfolder.job.finish import timings
 from hotfolder.job.naming import reserve_stem
@@ -79,7 +81,7 @@ def _download_all(ctx: Context, folder: FolderConfig, state: JobState, server: S
                                save=lambda: state.save(folder), file_mode=folder.file_mode,
                                max_bytes=comfy.max_output_bytes,
                                max_total=comfy.max_job_output_bytes,
-                               cancelled=ctx.stop.is_set)
+                               cancelled=ctx.stop.is_set, policy=folder.output)
         except ServerError as exc:
             ctx.pool.mark_down(server, exc)
             state.life.download_tries += 1
@@ -127,49 +129,83 @@ def deliver_all(client: ComfyClient, outputs: list[dict[str, Any]], outdir: OutD
                 state: JobState, save: Callable[[], None],
                 file_mode: int | None = None, max_bytes: int | None = None,
                 max_total: int | None = None, cancelled: Callable[[], bool] | None = None,
-                ) -> list[dict[str, Any]]:
+                policy: OutputPolicy | None = None) -> list[dict[str, Any]]:
     """Download every output as `<stem>_00001.ext`, …, skipping those already delivered.
 
     The stem is chosen once and the state saved after each file, so a retry after a broken
     download (or a restart) completes the set instead of starting a second one. A file that
     already has its final name belongs to this job (the stem is reserved for it): it was placed
-    just before a crash, so it is kept, not fetched again.
+    just before a crash, so it is kept, not fetched again. An output the folder's policy may
+    rewrite can end up under either of two names (`.png` as written, `.jpg` converted): both
+    are reserved, and either found counts as delivered.
     """
+    policy = policy or OutputPolicy()
     check_output_names(outputs)
-    names = [f"_{i:05d}{_extension(o['filename'])}" for i, o in enumerate(outputs, start=1)]
-    stem = reserve_stem(outdir, state, names)
+    suffixes = [_extension(o["filename"]) for o in outputs]
+    names = [[f"_{i:05d}{s}" for s in dict.fromkeys((convert.target_suffix(policy, s), s)
+                                                    if convert.applies(policy, s) else (s,))]
+             for i, s in enumerate(suffixes, start=1)]
+    stem = reserve_stem(outdir, state, [n for pair in names for n in pair])
     save()
     files = []
     total = sum(int(f.get("bytes") or 0) for f in state.delivered.values())
-    for output, suffix in zip(outputs, names, strict=True):
+    for output, suffix, options in zip(outputs, suffixes, names, strict=True):
         key = f"{output['node']}/{output.get('subfolder', '')}/{output['filename']}"
         if key not in state.delivered:
-            name = f"{stem}{suffix}"
-            size = outdir.plain_size(name)
-            if size is None:
+            found = [(f"{stem}{o}", outdir.plain_size(f"{stem}{o}")) for o in options]
+            name, size = next(((n, z) for n, z in found if z is not None), (None, None))
+            extra = convert.found_record(policy, suffix, name) if name else {}
+            if name is None or size is None:
                 room = None if max_total is None else max_total - total
                 limit = room if max_bytes is None or (room is not None and room < max_bytes) \
                     else max_bytes
                 if limit is not None and limit <= 0:
                     _too_much(max_total)
-                with outdir.writer(name) as (fh, placed):
-                    try:
-                        size = client.download(output, fh, limit, cancelled=cancelled)
-                    except JobError:
-                        if limit != max_bytes:
-                            _too_much(max_total)
-                        raise
-                name = placed[0]
+                name, size, extra = _download(client, output, outdir, stem + options[-1],
+                                              suffix, policy, limit, max_bytes, max_total,
+                                              cancelled)
                 outdir.chmod(name, file_mode)
+                crashpoints.reached("delivered", name)
             state.delivered[key] = {
                 "file": name, "bytes": size, "node": output["node"],
                 "kind": output["kind"], "server_filename": output["filename"],
-                "subfolder": output.get("subfolder", ""), "type": output.get("type", "output")}
+                "subfolder": output.get("subfolder", ""), "type": output.get("type", "output"),
+                **extra}
             save()
-            log.debug("job.output_saved", file=name, bytes=size)
+            log.debug("job.output_saved", file=name, bytes=size, **extra)
             total += size
         files.append(state.delivered[key])
     return files
+
+
+def _download(client: ComfyClient, output: dict[str, Any], outdir: OutDir, name: str,
+              suffix: str, policy: OutputPolicy, limit: int | None, max_bytes: int | None,
+              max_total: int | None, cancelled: Callable[[], bool] | None,
+              ) -> tuple[str, int, dict[str, Any]]:
+    """One output into the outbox under a free name: straight into its temp file, or (when the
+    policy may rewrite it) into a scratch file first, converted into the temp file."""
+    def fetch_into(fh: IO[bytes]) -> int:
+        try:
+            return client.download(output, fh, limit, cancelled=cancelled)
+        except JobError:
+            if limit != max_bytes:
+                _too_much(max_total)
+            raise
+
+    if not convert.applies(policy, suffix):
+        with outdir.writer(name) as (fh, placed):
+            size = fetch_into(fh)
+        return placed[0], size, convert.left_record(policy, suffix)
+    with outdir.scratch(name) as raw:
+        fetch_into(raw)
+        raw.seek(0)
+        plan = convert.plan(raw, policy, suffix, output["filename"])
+        final = name[: -len(suffix)] + plan.suffix
+        with outdir.writer(final) as (fh, placed):
+            convert.apply(plan, raw, fh, policy, output["filename"])
+            size = fh.tell()
+            crashpoints.reached("converted", final)
+    return placed[0], size, dict(plan.record)
 
 
 def _too_much(max_total: int | None) -> None:

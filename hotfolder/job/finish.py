@@ -1,7 +1,8 @@
 """The last step of every job: the sidecar and done/, or the error file and failed/.
 
 A job file leaves processing/ only here, so each one ends in exactly one of done/ or failed/;
-the images it took from the inbox follow it.
+the images it took from the inbox follow it. Its webhook events are queued (events.py) before
+it moves, so a job seen finished has its events on disk.
 """
 
 from __future__ import annotations
@@ -9,17 +10,20 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from hotfolder import crashpoints
 from hotfolder.config.model import FolderConfig
+from hotfolder.config.webhooks import WebhookConfig
 from hotfolder.credentials import redact
 from hotfolder.errors import JobError
 from hotfolder.fsutil import apply_mode, candidates, write_json
+from hotfolder.job import events
 from hotfolder.job.companions import finishing, sidecar_inputs, take_along
 from hotfolder.job.naming import error_name_for, release_stem
 from hotfolder.job.state import JobState, Outcome, Record
@@ -50,12 +54,17 @@ def timings(state: JobState, completed_at: float) -> dict[str, Any]:
 
 
 def finish_done(folder: FolderConfig, state: JobState, record: Record,
-                files: list[dict[str, Any]]) -> Outcome:
+                files: list[dict[str, Any]], hooks: Sequence[WebhookConfig] = ()) -> Outcome:
     assert state.out_stem is not None
     sidecar = {**record.as_dict(), **sidecar_inputs(state), "status": "done", "outputs": files}
     # the stem is this job's (reserved): rewriting it after a crash is not a clash
     sidecar_path = write_json(folder.outbox / f"{state.out_stem}.json", sidecar, replace=True)
     apply_mode(sidecar_path, folder.file_mode)
+    events.record(folder, hooks, "job.done", state.job_id, {
+        "job": record.job, "folder": folder.name, "status": "done",
+        **events.outputs(folder.outbox, (folder.outbox / f["file"] for f in files)),
+        "sidecar_path": sidecar_path.name, "sidecar": sidecar})
+    crashpoints.reached("queued", state.source, state.name)
     finishing(folder, state, "done")
     job_file = _file_away(folder, state, folder.done)
     take_along(folder, state, folder.done)  # images the job took from the inbox
@@ -83,8 +92,13 @@ def supersede_outputs(folder: FolderConfig, state: JobState) -> list[str]:
 
 
 def finish_batch(folder: FolderConfig, state: JobState, record: Record,
-                 outputs: list[Path], *, runs: int, failed: int) -> Outcome:
-    """A batch with at least one good run: its manifest is written; the job goes to done/."""
+                 outputs: list[Path], *, runs: int, failed: int,
+                 hooks: Sequence[WebhookConfig] = (),
+                 batch: Mapping[str, Any] | None = None) -> Outcome:
+    """A batch with at least one good run: its manifest is written; the job goes to done/.
+    `batch`: what its webhook event says of the runs (events.batch_data)."""
+    events.record(folder, hooks, "job.done", state.job_id,
+                  {"job": record.job, "folder": folder.name, **(batch or {})})
     finishing(folder, state, "done")
     job_file = _file_away(folder, state, folder.done)
     take_along(folder, state, folder.done)  # images the job took from the inbox
@@ -95,7 +109,8 @@ def finish_batch(folder: FolderConfig, state: JobState, record: Record,
 
 
 def finish_failed(folder: FolderConfig, state: JobState, error: JobError,
-                  record: Record) -> Outcome:
+                  record: Record, hooks: Sequence[WebhookConfig] = (),
+                  batch: Mapping[str, Any] | None = None) -> Outcome:
     report = {
         "job": record.job,
         "error": error.message,
@@ -109,6 +124,9 @@ def finish_failed(folder: FolderConfig, state: JobState, error: JobError,
         **sidecar_inputs(state),
         **({"job_file": record.job_file} if record.job_file else {}),
     }
+    events.record(folder, hooks, "job.failed", state.job_id, {
+        "job": record.job, "folder": folder.name, "status": "failed", "kind": error.kind,
+        "outputs": [], **(batch or {}), "error": redact(report)})
     job_file, error_path = _fail_files(folder, folder.processing / state.name,
                                        state.source or state.name, report)
     take_along(folder, state, folder.failed)  # images the job took from the inbox

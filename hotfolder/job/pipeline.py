@@ -61,7 +61,7 @@ class Pipeline:
             try:
                 return self._attempts(folder, state, record)
             except JobError as exc:
-                return finish_failed(folder, state, exc, record)
+                return finish_failed(folder, state, exc, record, self.ctx.config.webhooks)
             except Parked as later:
                 state.phase = "parked"  # waiting for its server: not a risky phase
                 state.save(folder)
@@ -81,7 +81,7 @@ class Pipeline:
                 error = JobError(f"hotfolder hit an internal error handling this job "
                                  f"({type(exc).__name__}: {exc}); please report it",
                                  kind=Kind.INTERNAL)
-                return finish_failed(folder, state, error, record)
+                return finish_failed(folder, state, error, record, self.ctx.config.webhooks)
 
     def _attempts(self, folder: FolderConfig, state: JobState, record: Record) -> Outcome:
         """Read, run and deliver; again whenever the job file turns out to be still written."""
@@ -109,7 +109,8 @@ class Pipeline:
                     verify_content(folder, state)
                     record.server, record.prompt_id = state.server, state.prompt_id
                     record.timings = timings(state, time.time())
-                    return finish_done(folder, state, record, list(state.delivered.values()))
+                    return finish_done(folder, state, record, list(state.delivered.values()),
+                                       ctx.config.webhooks)
                 entry, server = execute(ctx, folder, state, workflow, record)
                 return self._deliver(folder, state, entry, server, workflow, record)
             except StillWritten as again:
@@ -133,4 +134,4 @@ class Pipeline:
                 OutDir(folder.outbox, follow=True) as outbox:  # the configured outbox: ours
             files = fetch(self.ctx, folder, state, entry, server, workflow, record, outbox)
         verify_content(folder, state)  # what goes to done/ is what ran, or it runs again
-        return finish_done(folder, state, record, files)
+        return finish_done(folder, state, record, files, self.ctx.config.webhooks)

@@ -126,7 +126,7 @@ def to_api(ctx: Context, folder: FolderConfig, state: JobState, gui: Mapping[str
         if servers:
             server = servers[0]
             try:
-                info = ctx.object_info.get(server.client, node_types(gui))
+                info = ctx.object_info.get(server.client, node_types(gui), epoch=server.epoch)
             except ServerError as exc:
                 ctx.pool.mark_down(server, exc)
             else:

@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from hotfolder.comfy.explain import explain_rejection, node_info_disagrees, node_info_wanted
 from hotfolder.comfy.pool import Server
 from hotfolder.config.model import ComfyConfig, FolderConfig
 from hotfolder.errors import Failover, JobError, Kind, PromptLost, ServerError, Stopping
@@ -142,13 +143,37 @@ def submit(ctx: Context, server: Server, state: JobState, workflow: dict[str, An
         if exc.details.get("partial_prompt_id"):
             # ComfyUI queued the valid part of the graph anyway; the job failed, so stop it
             ctx.abandon(server, str(exc.details["partial_prompt_id"]))
-        raise
+        reworded = with_node_info(ctx, server, workflow, exc)
+        if reworded is exc:
+            raise
+        raise reworded from exc
     ctx.pool.mark_up(server)
     # not saved: after a crash, "submitting" and "submitted" are resumed alike (the
     # prompt id is looked up on the server), so the record needs no second write
     state.phase = "submitted"
     log.info("job.submitted", server=server.name, prompt_id=prompt_id,
              submission=state.submissions)
+
+
+def with_node_info(ctx: Context, server: Server, workflow: Mapping[str, Any],
+                   exc: JobError) -> JobError:
+    """A rejection worded again with the server's node definitions where they name the fix
+    (the choices ComfyUI left out of a long list, the class meant by an unknown one). They
+    are fetched once per server and cached; if they cannot be had, the wording stays as it
+    was: the job fails for what the server said, not for what could not be looked up."""
+    answer = exc.details.get("comfyui")
+    wanted = node_info_wanted(answer) if exc.kind == Kind.REJECTED else None
+    if wanted is None:
+        return exc
+    try:
+        info = ctx.object_info.get(server.client, wanted, epoch=server.epoch,
+                                   stale=lambda cached: node_info_disagrees(answer, cached))
+    except ServerError as error:
+        log.warning("job.node_info_unavailable", server=server.name, error=error.message,
+                    action="the rejection is reported without the server's choices")
+        return exc
+    message, problems = explain_rejection(answer, workflow, object_info=info)
+    return JobError(message, kind=exc.kind, details={**exc.details, "problems": problems})
 
 
 def _not_submitted(server: Server, state: JobState, prompt_id: str,

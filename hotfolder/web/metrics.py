@@ -59,6 +59,8 @@ class DaemonState:
     servers: Sequence[Mapping[str, Any]] = ()
     server_errors: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
     healthy: bool = False
+    # the webhook sender's attempts by result (ok, failed, gave_up), and events queued
+    webhooks: tuple[Mapping[str, int], int] = field(default_factory=lambda: ({}, 0))
 
 
 class StateCollector:
@@ -103,7 +105,16 @@ class StateCollector:
             errors.add_metric(key, float(n))
         healthy = GaugeMetricFamily("hotfolder_healthy", "1 while the daemon's main loop and "
                                     "threads are healthy.", value=1.0 if state.healthy else 0.0)
-        return [waiting, in_flight, up, ours, queued, errors, healthy]
+        results, pending = state.webhooks
+        deliveries = CounterMetricFamily(
+            "hotfolder_webhook_deliveries_total", "Webhook delivery attempts by result (ok, "
+            "failed: tried again later, gave_up: an event dropped undelivered).",
+            labels=("result",))
+        for result in ("ok", "failed", "gave_up"):
+            deliveries.add_metric((result,), float(results.get(result, 0)))
+        queue = GaugeMetricFamily("hotfolder_webhook_pending", "Webhook events queued and not "
+                                  "yet delivered (counted by destination).", value=pending)
+        return [waiting, in_flight, up, ours, queued, errors, healthy, deliveries, queue]
 
 
 class JobMetrics:
@@ -146,14 +157,15 @@ class JobMetrics:
 
     def render(self, *, folders: Mapping[str, tuple[int, int]],
                servers: Sequence[Mapping[str, Any]],
-               server_errors: Mapping[tuple[str, str, str], int], healthy: bool) -> str:
+               server_errors: Mapping[tuple[str, str, str], int], healthy: bool,
+               webhooks: tuple[Mapping[str, int], int] = ({}, 0)) -> str:
         """The text exposition format (version 0.0.4), with the daemon's state at scrape time
         (see `DaemonState`)."""
         for name in folders:  # each folder's outcomes at 0 before its first job, for rate()
             self.jobs.labels(name, "done")
             self.jobs.labels(name, "failed")
         with self._scrape_lock:
-            self._state.state = DaemonState(folders, servers, server_errors, healthy)
+            self._state.state = DaemonState(folders, servers, server_errors, healthy, webhooks)
             try:
                 return generate_latest(self.registry).decode()
             finally:

@@ -18,8 +18,9 @@ from hotfolder.workflow.nodeinfo import (
     class_outputs,
     closest,
     combo_choices,
+    nearest_classes,
+    not_a_choice,
     spec_parts,
-    suggest_choices,
     type_name,
 )
 
@@ -81,7 +82,9 @@ def _check_node(workflow: Mapping[str, Any], object_info: Mapping[str, Any], nod
     if not isinstance(class_type, str) or not class_type:
         return [f"{label} has no class_type, so ComfyUI cannot tell what kind of node it is."]
     if not isinstance(object_info.get(class_type), Mapping):
-        near = closest(class_type, object_info)
+        given = node.get("inputs")
+        near = nearest_classes(class_type, object_info,
+                               list(given) if isinstance(given, Mapping) else ())
         hint = f" Did you mean {near[0]!r}?" if near else " Is a custom node missing?"
         return [f"{label}: class_type {class_type!r} does not exist on this server.{hint}"]
     inputs = node.get("inputs", {})
@@ -132,8 +135,7 @@ def _check_combo(where: str, value: Any, choices: list[Any],
     bad = [v for v in values if v not in choices]
     if not bad:
         return []
-    advice, _ = suggest_choices(bad[0], choices)
-    return [f"{where}: {bad[0]!r} is not one of the server's choices. {advice}"]
+    return [not_a_choice(where, bad[0], choices)[0]]
 
 
 def _check_number(where: str, value: Any, kind: str, options: Mapping[str, Any]) -> list[str]:

@@ -7,30 +7,120 @@ specs (`[TYPE, {options}]`, old and new combo forms) and the same "did you mean"
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+import itertools
+import re
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 MAX_LISTED = 5  # choices shown when none is close
+# Names compared at most: /object_info is a server's answer (untrusted, and a model folder
+# can hold thousands of files); difflib costs grow with every name and its length.
+MAX_CANDIDATES = 20_000
+MAX_NAME = 200
+CLASS_CUTOFF = 0.75  # a class name must be this similar to be offered (difflib's ratio)
+CONTAINED_BONUS = 0.2  # every word of the name, in order, inside a longer class name
+# Words that turn a node into its opposite: VAEDecode is close to VAEEncode in spelling and
+# the wrong node to offer for it.
+_OPPOSITES = {("encode", "decode"), ("load", "save"), ("loader", "save"),
+              ("positive", "negative"), ("upscale", "downscale"), ("to", "from"),
+              ("enable", "disable"), ("add", "subtract"), ("min", "max")}
+_OPPOSITE = {a: b for pair in _OPPOSITES for a, b in (pair, pair[::-1])}
+_WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 
 
 def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """Close matches ignoring case, since `Euler` for `euler` is the commonest slip."""
     by_lower: dict[str, str] = {}
-    for choice in choices:
-        by_lower.setdefault(str(choice).lower(), str(choice))
-    return [by_lower[k] for k in difflib.get_close_matches(str(name).lower(), by_lower, n=n)]
+    for choice in itertools.islice(choices, MAX_CANDIDATES):
+        by_lower.setdefault(str(choice)[:MAX_NAME].lower(), str(choice))
+    return [by_lower[k] for k in
+            difflib.get_close_matches(str(name)[:MAX_NAME].lower(), by_lower, n=n)]
+
+
+def words(name: str) -> list[str]:
+    """`VAEEncodeForInpaint` -> vae, encode, for, inpaint."""
+    return [w.lower() for w in _WORD_RE.findall(name)]
+
+
+def nearest_classes(name: str, object_info: Mapping[str, Any] | None,
+                    inputs: Collection[str] = (), n: int = 3) -> list[str]:
+    """Node classes the server has that could be what `name` meant, best first.
+
+    Spelling alone misleads for node classes: `VAEDecode` is one letter from `VAEEncode` and
+    does the opposite, and a short form (`CheckpointSimple` for `CheckpointLoaderSimple`)
+    loses similarity with every word it leaves out. So a class is offered only when it is
+    very similar or holds all of the name's words in order, is not its opposite
+    (Encode/Decode, Load/Save, ...), and takes every input the node was given (`inputs`,
+    when known).
+    """
+    if not isinstance(object_info, Mapping):
+        return []
+    name = str(name)[:MAX_NAME]
+    mine = words(name)
+    matcher = difflib.SequenceMatcher(None, "", name.lower())  # it caches its second text
+    scored: list[tuple[float, str]] = []
+    for candidate in itertools.islice(object_info, MAX_CANDIDATES):
+        if not isinstance(candidate, str) or len(candidate) > MAX_NAME or candidate == name:
+            continue
+        matcher.set_seq1(candidate.lower())
+        if matcher.quick_ratio() + CONTAINED_BONUS < CLASS_CUTOFF:
+            continue  # cannot reach the cut-off even with the bonus: skip the costly ratio
+        theirs = words(candidate)
+        score = matcher.ratio()
+        if len(mine) >= 2 and _in_order(mine, theirs):
+            score += CONTAINED_BONUS
+        if score < CLASS_CUTOFF or _opposite(mine, theirs):
+            continue
+        if inputs and not set(inputs) <= _input_names(object_info.get(candidate)):
+            continue
+        scored.append((score, candidate))
+    scored.sort(key=lambda item: (-item[0], item[1]))
+    return [candidate for _, candidate in scored[:n]]
+
+
+def _in_order(part: list[str], whole: list[str]) -> bool:
+    rest = iter(whole)
+    return all(word in rest for word in part)
+
+
+def _opposite(mine: list[str], theirs: list[str]) -> bool:
+    return any(_OPPOSITE.get(w) in theirs and w not in theirs for w in mine)
+
+
+def _input_names(info: Any) -> set[str]:
+    sections = info.get("input") if isinstance(info, Mapping) else None
+    if not isinstance(sections, Mapping):
+        return set()
+    return {str(k) for section in sections.values() if isinstance(section, Mapping)
+            for k in section}
+
+
+def not_a_choice(where: str, value: Any, choices: Iterable[Any]) -> tuple[str, list[str]]:
+    """`WHERE: 'euler_ancestrial' is not one of the server's choices; did you mean
+    'euler_ancestral'?` (or the choices there are, when none is close), and the choices named."""
+    names = [str(c) for c in itertools.islice(choices, MAX_CANDIDATES)]
+    shown = repr(value)
+    shown = shown if len(shown) <= MAX_NAME else shown[: MAX_NAME - 1] + "…"
+    head = f"{where}: {shown} is not one of the server's choices"
+    near = closest(str(value), names)
+    if near:
+        also = f" Also close: {quote_all(near[1:])}." if len(near) > 1 else ""
+        return f"{head}; did you mean {near[0]!r}?{also}", near
+    advice, named = suggest_choices(value, names)
+    return f"{head}. {advice}", named
 
 
 def suggest_choices(value: Any, choices: Iterable[Any]) -> tuple[str, list[str]]:
     """A sentence naming valid choices to try, and those choices.
 
-    Says "Closest" only when difflib finds something close, so nobody is told that an
+    Asks "did you mean" only when difflib finds something close, so nobody is told that an
     unrelated file name is "close" to theirs.
     """
-    names = [str(c) for c in choices]
+    names = [str(c) for c in itertools.islice(choices, MAX_CANDIDATES)]
     near = closest(str(value), names)
     if near:
-        return f"Closest: {quote_all(near)}.", near
+        also = f" Also close: {quote_all(near[1:])}." if len(near) > 1 else ""
+        return f"Did you mean {near[0]!r}?{also}", near
     if not names:
         return "The server offers no choices at all for this input.", []
     if len(names) == 1:

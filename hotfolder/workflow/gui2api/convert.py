@@ -28,7 +28,7 @@ from hotfolder.workflow.gui2api.widgets import (
     serialize_value,
     widget_values,
 )
-from hotfolder.workflow.nodeinfo import class_inputs, closest
+from hotfolder.workflow.nodeinfo import class_inputs, nearest_classes
 
 MAX_LISTED = 8  # problems spelled out in one message; `details` has all of them
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
@@ -51,7 +51,7 @@ def convert(gui: Mapping[str, Any], object_info: Mapping[str, Any], *,
     """
     result = build(gui, object_info, rng=rng)
     if result.problems:
-        raise _error("the workflow cannot run on this server", result.problems)
+        raise _error("it cannot run on this server", result.problems)
     return result.prompt
 
 
@@ -124,7 +124,7 @@ def _check_known(runs: list[Exec], object_info: Mapping[str, Any]) -> None:
                 problems.append(f"{ex.label()} is a subgraph whose definition is missing from "
                                 "the file (definitions.subgraphs)")
                 continue
-            near = closest(kind, object_info)
+            near = nearest_classes(kind, object_info)
             hint = f" (closest: {', '.join(near)})" if near else " (is a custom node missing?)"
             problems.append(f"{ex.label()} is a node type this server does not have{hint}")
             continue
@@ -132,7 +132,7 @@ def _check_known(runs: list[Exec], object_info: Mapping[str, Any]) -> None:
             problems.append(f"{ex.label()}: its input '{name}' is filled in by the editor in "
                             "the browser at run time, so it cannot be converted here")
     if problems:
-        raise _error("the workflow cannot be converted", problems)
+        raise _error(None, problems)
 
 
 def _widget_inputs(ex: Exec, object_info: Mapping[str, Any],
@@ -184,10 +184,12 @@ def _is_output(object_info: Mapping[str, Any], class_type: str) -> bool:
     return isinstance(info, Mapping) and bool(info.get("output_node") or info.get("OUTPUT_NODE"))
 
 
-def _error(head: str, problems: list[str]) -> JobError:
+def _error(head: str | None, problems: list[str]) -> JobError:
+    """One prefix: "cannot convert the GUI workflow" already says the rest of a head."""
     shown = problems[:MAX_LISTED]
     more = len(problems) - len(shown)
     text = "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
-    return JobError(f"cannot convert the GUI workflow: {head}: {text}", kind=Kind.CONVERSION,
+    said = f"{head}: {text}" if head else text
+    return JobError(f"cannot convert the GUI workflow: {said}", kind=Kind.CONVERSION,
                     details={"problems": problems})
 
