@@ -119,9 +119,9 @@ class Server:
         # probes of a server that is down back off like every retry, spread by jitter
         self.probes = Backoff(comfy.backoff_initial, comfy.backoff_max, jitter=0.25).start()
         self.comebacks = 0  # times it answered again after being marked down
-        # the models of the last prompt we sent it, while its epoch lasts (a restarted
-        # ComfyUI has nothing loaded): what it will have loaded when our next prompt starts
-        self._models: tuple[tuple[str, int], frozenset[str]] | None = None
+        # the models of the last prompt we sent it, until it may have restarted (its socket
+        # dropped, or it was down): what it will have loaded when our next prompt starts
+        self._models: tuple[tuple[int, int], frozenset[str]] | None = None
         self.model_switches = 0  # prompts of ours that needed other models than the last
         self.pending: dict[str, int] = {}  # our prompts on it -> their priority
 
@@ -129,10 +129,14 @@ class Server:
     def models(self) -> frozenset[str] | None:
         """The models it has loaded, as far as we know (None: not known)."""
         known = self._models
-        return known[1] if known is not None and known[0] == self.epoch else None
+        return known[1] if known is not None and known[0] == self._life else None
 
     def loaded(self, models: frozenset[str]) -> None:
-        self._models = (self.epoch, models)
+        self._models = (self._life, models)
+
+    @property
+    def _life(self) -> tuple[int, int]:
+        return self.listener.drops, self.comebacks
 
     @property
     def load(self) -> tuple[float, int]:
