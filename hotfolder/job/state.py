@@ -243,7 +243,8 @@ def load_runs(folder: FolderConfig, parent: JobState) -> dict[int, RunState]:
 def new_run(parent: JobState, index: int) -> RunState:
     return RunState(name=parent.name, folder=parent.folder, source=parent.source,
                     job_id=parent.job_id, detected_at=parent.detected_at,
-                    claimed_at=parent.claimed_at, owner=parent.owner, index=index)
+                    claimed_at=parent.claimed_at, owner=parent.owner, index=index,
+                    priority=parent.priority)
 
 
 @dataclass
