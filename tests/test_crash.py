@@ -52,7 +52,8 @@ def assert_exactly_once(hot: HotFolder, names: list[str]) -> None:
         assert [o["file"] for o in sidecar["outputs"]] == [f"{stem}_00001.png"]
 
 
-def kill_and_restart_run(tmp_path: Path, jobs: int, seed: int, deadline: float) -> None:
+def kill_and_restart_run(tmp_path: Path, jobs: int, seed: int, deadline: float,
+                         max_kills: int) -> None:
     sim = SimServer(host="127.0.0.1", port=0, job_seconds=0.03)
     sim.start()
     hot = HotFolder(base=tmp_path, server_url=sim.url, config=make_config(tmp_path, sim.url))
@@ -63,13 +64,16 @@ def kill_and_restart_run(tmp_path: Path, jobs: int, seed: int, deadline: float) 
         names = drop_jobs(hot, jobs)
         kills = 0
         stop_at = time.monotonic() + deadline
-        while not all_finished(hot, names):
-            assert time.monotonic() < stop_at, \
-                f"not finished after {kills} kills\n{hot.log()[-4000:]}"
+        # kill at random until the jobs are done or enough kills landed, then let the last
+        # daemon finish: a kill between a claim's rename and its record leaves a job that is
+        # adopted only after claim.STATELESS_GRACE, which endless kills would never allow
+        while not all_finished(hot, names) and kills < max_kills:
             time.sleep(rng.uniform(0.05, 0.6))
             hot.kill()
             kills += 1
             hot.start()
+        wait_for(lambda: all_finished(hot, names), timeout=max(30.0, stop_at - time.monotonic()),
+                 what=f"every job to finish after {kills} kills")
         hot.stop()
         assert kills >= 5, "the run ended before the daemon was killed often enough"
         assert_exactly_once(hot, names)
@@ -81,13 +85,14 @@ def kill_and_restart_run(tmp_path: Path, jobs: int, seed: int, deadline: float) 
 
 
 def test_sigkill_at_many_points_loses_and_repeats_nothing(tmp_path):
-    kill_and_restart_run(tmp_path, jobs=50, seed=1, deadline=150)
+    kill_and_restart_run(tmp_path, jobs=50, seed=1, deadline=150, max_kills=40)
 
 
 @pytest.mark.slow
 def test_sigkill_soak(tmp_path):
     """The long variant: `pytest -m slow`."""
-    kill_and_restart_run(tmp_path, jobs=400, seed=int(time.time()), deadline=1200)
+    kill_and_restart_run(tmp_path, jobs=400, seed=int(time.time()), deadline=1200,
+                         max_kills=400)
 
 
 def test_simulator_restart_mid_run_loses_history_but_no_job(tmp_path, monkeypatch):
