@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import websocket
+
 from hotfolder.comfy import listener as complete
 from hotfolder.comfy.listener import CompletionListener
 
@@ -79,3 +81,39 @@ def test_progress_lines_are_at_most_one_a_second_per_job(monkeypatch) -> None:
     watch.progress_logged_at -= 1.0  # a second later
     listener.handle(_msg("progress", value=20, max=40, node="3"))
     assert [e["step"] for e in lines.lines if e["event"] == "job.progress"] == [10, 20]
+
+
+def test_frames_are_cut_whole_from_reads_of_any_size_and_survive_a_time_out() -> None:
+    """The parser's reads never line up with frames: split anywhere, with a time-out between
+    two pieces of one frame, every frame still comes out whole and in order."""
+    frames = [websocket.ABNF.create_frame("x" * size, websocket.ABNF.OPCODE_TEXT)
+              for size in (3, 125, 126, 300, 70_000)]
+    frames[1].mask_value = 1  # a masked frame (a client's; a server should not, but may)
+    stream = b"".join(f.format() if i == 1 else _unmasked(f) for i, f in enumerate(frames))
+    stream += bytes([0x89, 2]) + b"hi"  # a ping between them
+    for piece in (1, 7, 4096):
+        pieces: list[Any] = [stream[i:i + piece] for i in range(0, len(stream), piece)]
+        pieces.insert(len(pieces) // 2, websocket.WebSocketTimeoutException("time-out"))
+
+        def recv(_count: int, pieces: list[Any] = pieces) -> bytes:
+            item = pieces.pop(0)
+            if isinstance(item, Exception):
+                raise item
+            return item
+
+        parser = complete._CappedFrames(recv, True)
+        got = []
+        while len(got) < 6:
+            try:
+                got.append(parser.recv_frame())
+            except websocket.WebSocketTimeoutException:
+                continue
+        assert [len(f.data) for f in got[:5]] == [3, 125, 126, 300, 70_000]
+        assert all(f.data == b"x" * len(f.data) and f.fin == 1 for f in got[:5])
+        assert (got[5].opcode, got[5].data) == (websocket.ABNF.OPCODE_PING, b"hi")
+
+
+def _unmasked(frame: Any) -> bytes:
+    """A server's frame: header and payload, no mask."""
+    frame.mask_value = 0
+    return frame.format()
