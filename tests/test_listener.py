@@ -8,6 +8,7 @@ from typing import Any
 import websocket
 
 from hotfolder.comfy import listener as complete
+from hotfolder.comfy import wsframes
 from hotfolder.comfy.listener import CompletionListener
 
 WORKFLOW = {"4": {}, "9": {}, "12": {}}  # only the node order matters here
@@ -101,7 +102,7 @@ def test_frames_are_cut_whole_from_reads_of_any_size_and_survive_a_time_out() ->
                 raise item
             return item
 
-        parser = complete._CappedFrames(recv, True)
+        parser = wsframes._CappedFrames(recv, True)
         got = []
         while len(got) < 6:
             try:
@@ -117,3 +118,25 @@ def _unmasked(frame: Any) -> bytes:
     """A server's frame: header and payload, no mask."""
     frame.mask_value = 0
     return frame.format()
+
+
+def test_the_socket_rests_while_the_sampler_has_steps_to_go(monkeypatch: Any) -> None:
+    """Half the time the remaining steps will take (at the pace so far), at most 0.25 s; a
+    clock passed in by patching, so no test waits."""
+    clock = [100.0]
+    monkeypatch.setattr(complete.time, "monotonic", lambda: clock[0])
+    listener = _listener()
+    listener._ws = ws = wsframes.BufferedWebSocket()
+    listener.watch("p")
+
+    def step(value: int, at: float, steps: int = 30) -> float:
+        clock[0] = at
+        listener.handle(_msg("progress", value=value, max=steps, node="3"))
+        return ws.hold_until
+
+    assert step(1, 100.0) == 0.0  # one step tells no pace
+    assert step(2, 100.1) == 100.1 + 0.25  # 28 steps of 0.1 s to go: the cap
+    assert round(step(29, 102.8) - 102.8, 6) == 0.05  # one step to go: half of it
+    assert step(30, 102.9) == 102.85  # the last step: no new rest, the old one is over
+    assert step(1, 103.0, steps=4) == 102.85  # a second sampler starts its own pace
+    assert round(step(2, 103.2, steps=4) - 103.2, 6) == 0.2
