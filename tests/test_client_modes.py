@@ -61,3 +61,17 @@ def test_jobs_run_on_both_and_an_earlier_identical_job_gets_a_fresh_file(tmp_pat
                 assert len(hot.sidecar(stem)["prompt_id"]) == 36
         finally:
             hot.stop()
+
+
+def test_a_front_submission_runs_before_the_prompts_queued_earlier():
+    with SimServer(host="127.0.0.1", port=0, job_seconds=0.5) as sim:
+        client = ComfyClient(sim.url)
+        ids = [str(uuid.uuid4()) for _ in range(4)]
+        for prompt_id, text in zip(ids[:3], ("running", "queued", "queued too"), strict=True):
+            client.submit(_workflow(text), prompt_id=prompt_id, client_id="c")
+        client.submit(_workflow("rush"), prompt_id=ids[3], client_id="c", front=True)
+        wait_for(lambda: all(client.history(p) for p in ids), what="every prompt run")
+        with sim.engine.mutex:
+            ran = [p for p in sim.engine.history if p in ids]
+        # ahead of the prompts still queued when it came (never of the one running)
+        assert ran[0] == ids[0] and ran.index(ids[3]) < ran.index(ids[2])

@@ -181,3 +181,39 @@ def test_http_actions_off_loopback_need_auth(tmp_path, monkeypatch):
     data["http"]["basic_auth"] = {"user": "studio", "password": {"env": "WEB_PASSWORD"}}
     http = parse_config(data, base=tmp_path).http
     assert http.basic_auth == ("studio", "correct horse") and not http.loopback
+
+
+def test_schedule_and_priorities(tmp_path):
+    data = _base(tmp_path)
+    config = parse_config(data, base=tmp_path)
+    assert (config.schedule.policy, config.schedule.max_reorder_seconds,
+            config.schedule.max_overtaken) == ("models", 120.0, 20)
+    folder = config.folders[0]
+    assert (folder.priority, folder.limits.min_priority, folder.limits.max_priority) == (0, 0, 0)
+    data["schedule"] = "fifo"
+    data["folders"][0].update(priority=-2, limits={"min_priority": -5, "max_priority": 3})
+    config = parse_config(data, base=tmp_path)
+    assert config.schedule.policy == "fifo"
+    folder = config.folders[0]
+    assert (folder.priority, folder.limits.min_priority, folder.limits.max_priority) == (-2, -5, 3)
+    data["schedule"] = {"policy": "models", "max_reorder_seconds": 30, "max_overtaken": 4}
+    assert parse_config(data, base=tmp_path).schedule.max_overtaken == 4
+
+
+def test_schedule_and_priority_problems(tmp_path):
+    data = _base(tmp_path)
+    data["schedule"] = {"policy": "smart", "max_overtaken": 1.5, "max_reorder": 3}
+    data["folders"][0].update(priority="high", limits={"min_priority": 2, "max_priority": 1})
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, base=tmp_path)
+    text = "\n".join(info.value.problems)
+    assert "schedule.policy: expected one of models, fifo, got 'smart'" in text
+    assert "schedule.max_overtaken: expected a whole number, got 1.5" in text
+    assert "schedule.max_reorder: unknown key (did you mean schedule.max_reorder_seconds?" in text
+    assert "folders[0].priority: expected a whole number, got 'high'" in text
+    assert "folders[0].limits.min_priority: must not be above max_priority (2 > 1)" in text
+    data = _base(tmp_path)
+    data["schedule"] = "random"
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, base=tmp_path)
+    assert "schedule.policy: expected one of models, fifo, got 'random'" in info.value.problems

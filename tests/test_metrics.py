@@ -98,7 +98,8 @@ def test_job_metrics_count_outcomes_and_times():
 FAMILIES = ["hotfolder_jobs", "hotfolder_job_failures", "hotfolder_job_duration_seconds",
             "hotfolder_job_queue_wait_seconds", "hotfolder_jobs_waiting",
             "hotfolder_jobs_in_flight", "hotfolder_server_up", "hotfolder_server_in_flight",
-            "hotfolder_server_queue_remaining", "hotfolder_server_errors", "hotfolder_healthy",
+            "hotfolder_server_queue_remaining", "hotfolder_server_errors",
+            "hotfolder_model_switches", "hotfolder_healthy",
             "hotfolder_webhook_deliveries", "hotfolder_webhook_pending"]
 
 

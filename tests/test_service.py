@@ -110,15 +110,18 @@ def test_sigterm_lets_a_running_job_finish_and_leaves_the_rest(tmp_path):
         try:
             hot.drop("first.txt", "runs while we stop")
             wait_for(lambda: sim.stats()["prompts_received"] == 1, what="first submitted")
-            hot.drop("second.txt", "claimed, waiting for a slot, never submitted")
-            wait_for(lambda: "second.txt" in hot.in_processing(), what="second claimed")
+            # ready, waiting for the server's one slot: it stays unclaimed in the inbox
+            hot.drop("second.txt", "waiting for a slot, never claimed")
+            wait_for(lambda: any(e.get("event") == "job.ready" and e.get("file") == "second.txt"
+                                 for e in hot.events()), what="second ready")
             hot.proc.send_signal(signal.SIGTERM)
             hot.drop("third.txt", "dropped after SIGTERM")
             assert hot.proc.wait(timeout=20) == 0
             assert (hot.dir("done") / "first.txt").exists()  # finished and delivered
             assert (hot.dir("outbox") / "first_00001.png").exists()
             assert sim.stats()["prompts_received"] == 1  # nothing new was submitted
-            assert [n for n in hot.in_processing() if not n.startswith(".")] == ["second.txt"]
+            assert not [n for n in hot.in_processing() if not n.startswith(".")]
+            assert (hot.dir("inbox") / "second.txt").exists()
             assert (hot.dir("inbox") / "third.txt").exists()  # not claimed while stopping
             # the next start picks up what was left
             hot.start()
@@ -238,9 +241,9 @@ def test_sighup_swaps_servers_without_losing_the_job_in_flight(tmp_path):
             hot.stop()
 
 
-def test_a_claimed_job_waiting_for_a_slot_gets_its_record(tmp_path):
-    """The claim itself writes no record (the submission does); one that waits gets it from
-    the daemon soon after, so another daemon never takes it for an orphan."""
+def test_a_job_waiting_for_a_slot_stays_unclaimed_in_the_inbox(tmp_path):
+    """A file is claimed only when a server has a slot for it (the scheduler chooses which
+    file then): while it waits, another daemon on the same folder may still take it."""
     with SimServer(host="127.0.0.1", port=0, job_seconds=4) as sim:
         config = make_config(tmp_path, sim.url)
         config["comfy"]["max_in_flight"] = 1
@@ -249,12 +252,11 @@ def test_a_claimed_job_waiting_for_a_slot_gets_its_record(tmp_path):
         try:
             hot.drop("first.txt", "holds the only slot")
             wait_for(lambda: sim.stats()["prompts_received"] == 1, what="first submitted")
-            hot.drop("second.txt", "claimed, then waits for the slot")
-            record = hot.dir("processing") / ".second.txt.state.json"
-            wait_for(record.exists, what="the waiting job's record")
-            state = json.loads(record.read_text())
-            assert state["phase"] == "claimed" and state["prompt_id"] is None
-            assert state["owner"]["pid"] == hot.proc.pid
+            hot.drop("second.txt", "waits for the slot")
+            wait_for(lambda: any(e.get("event") == "job.ready" and e.get("file") == "second.txt"
+                                 for e in hot.events()), what="second ready")
+            assert (hot.dir("inbox") / "second.txt").exists()
+            assert "second.txt" not in hot.in_processing()
             assert sim.stats()["prompts_received"] == 1
             assert hot.finished("second.txt") == "done"
         finally:

@@ -157,3 +157,20 @@ def test_a_reader_that_goes_away_ends_status_without_a_traceback(tmp_path):
     finally:
         os.close(write)
     assert proc.returncode == 141 and proc.stderr == ""
+
+
+def test_status_text_shows_a_servers_models_and_a_job_loading_them():
+    from hotfolder.commands.status import format_text
+
+    doc = {"daemon": {"running": True, "pid": 1, "host": "h", "age_seconds": 0.5},
+           "folders": [{"name": "sdxl", "root": "/hot", "counts": {"waiting": 0, "running": 1,
+                                                                   "done": 0, "failed": 0},
+                        "jobs": [{"job": "fox.txt", "phase": "submitted", "server": "gpu",
+                                  "prompt_id": "p", "age_seconds": 3, "model_switch": True}]}],
+           "servers": [{"name": "gpu", "url": "http://gpu:8188", "up": True,
+                        "queue_remaining": 1, "models": ["sd_xl_base_1.0.safetensors"],
+                        "model_switches": 4}]}
+    text = format_text(doc)
+    assert "fox.txt: submitted on gpu (loading models), prompt p" in text
+    assert "server gpu http://gpu:8188: up, 1 queued, models sd_xl_base_1.0.safetensors, " \
+           "4 model switches" in text

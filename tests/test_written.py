@@ -62,9 +62,9 @@ def _status_json(hot: HotFolder) -> dict[str, Any]:
 
 
 def test_a_settled_file_swapped_for_a_link_before_its_claim_is_refused(tmp_path, make_sim):
-    sim = make_sim(job_seconds=60)  # the busy jobs hold their workers until cancelled
+    sim = make_sim(job_seconds=60)  # the busy job holds the server until cancelled
     config = make_config(tmp_path, sim.url, file_mode="0666")
-    config["comfy"]["max_in_flight"] = 1  # one slot: three workers (slots + 2) to fill
+    config["comfy"]["max_in_flight"] = 1  # one slot: the next file is claimed when it frees
     hot = HotFolder(base=tmp_path, server_url=sim.url, config=config)
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -73,27 +73,23 @@ def test_a_settled_file_swapped_for_a_link_before_its_claim_is_refused(tmp_path,
     secret.chmod(0o600)
     try:
         hot.start()
-        for i in range(3):  # hold every worker: one on the server, two waiting for its slot
-            hot.drop(f"busy{i}.txt", f"a job that keeps a worker busy {i}")
-        wait_for(lambda: len([e for e in hot.events() if e.get("event") == "job.claimed"]) == 3,
-                 what="three busy jobs claimed")
+        hot.drop("busy.txt", "a job that keeps the only slot")
+        wait_for(lambda: _event(hot, "job.claimed", job="busy.txt"), what="the busy job claimed")
         inbox = hot.dir("inbox")
         hot.drop("victim-link.txt", "an honest prompt")
         hot.drop("victim-hardlink.txt", "another honest prompt")
         for name in ("victim-link.txt", "victim-hardlink.txt"):
             wait_for(lambda name=name: _event(hot, "job.ready", file=name),
-                     what=f"{name} settled and waiting for a worker")
+                     what=f"{name} settled and waiting for a slot")
         assert (inbox / "victim-link.txt").exists() and not _claimed_at(hot, "victim-link.txt")
-        # swapped while it waits for a worker: a link to the daemon's own token, and a hard
+        # swapped while it waits for a slot: a link to the daemon's own token, and a hard
         # link to it
         (inbox / "victim-link.txt").unlink()
         os.symlink(secret, inbox / "victim-link.txt")
         (inbox / "victim-hardlink.txt").unlink()
         os.link(secret, inbox / "victim-hardlink.txt")
-        for i in range(3):  # the workers are freed: the victims' claims come now
-            (inbox / f"busy{i}.cancel").write_text("")
-        for i in range(3):
-            assert hot.finished(f"busy{i}.txt", timeout=30) == "failed"
+        (inbox / "busy.cancel").write_text("")  # the slot is freed: the victims' claims come now
+        assert hot.finished("busy.txt", timeout=30) == "failed"
         for name in ("victim-link.txt", "victim-hardlink.txt"):
             wait_for(lambda name=name: _event(hot, "job.refused", file=repr(name)),
                      what=f"{name} refused at its claim")
@@ -105,7 +101,7 @@ def test_a_settled_file_swapped_for_a_link_before_its_claim_is_refused(tmp_path,
         assert secret.read_text() == SECRET
         assert not [p for p in hot.dir("done").iterdir() if p.name.startswith("victim")]
         assert not [p for p in hot.dir("failed").iterdir() if p.name.startswith("victim")]
-        assert hot.error("busy0.txt")["kind"] == "cancelled"
+        assert hot.error("busy.txt")["kind"] == "cancelled"
         assert not [p for p in hot.dir("processing").iterdir() if p.name.startswith("victim")]
         # the secret is nowhere: not in the outbox, not on the server, not in the log
         for path in hot.dir("outbox").iterdir():
@@ -190,7 +186,7 @@ def test_a_file_held_open_is_not_taken_until_closed_and_shows_as_being_written(h
         assert held["file"] == "held.txt"
         assert {"pid": os.getpid(), "process": Path(f"/proc/{os.getpid()}/comm").read_text()
                 .strip()} in held["writers"]
-        time.sleep(max(0.0, 10 - held["seconds"]))  # held open 10 s in all, quiet all along
+        time.sleep(max(0.0, 3 - held["seconds"]))  # held open 3 s in all (15 x settle), quiet
         assert path.exists(), "taken while its writer still had it open"
         assert not _claimed_at(hot, "held.txt")
     finally:

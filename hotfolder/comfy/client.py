@@ -52,9 +52,13 @@ class ComfyClient(Transport):
     # -- the API ------------------------------------------------------------------------------
 
     def submit(self, workflow: Mapping[str, Any], *, prompt_id: str,
-               client_id: str) -> Submitted:
-        """POST /prompt with our own prompt_id, so the job can be found again after any crash."""
-        body = {"prompt": workflow, "client_id": client_id, "prompt_id": prompt_id}
+               client_id: str, front: bool = False) -> Submitted:
+        """POST /prompt with our own prompt_id, so the job can be found again after any crash.
+        `front`: ahead of every prompt queued there (never of the one running)."""
+        body: dict[str, Any] = {"prompt": workflow, "client_id": client_id,
+                                "prompt_id": prompt_id}
+        if front:
+            body["front"] = True
         response = self._request("POST", "/prompt", json=body)
         try:
             answer = response.json()

@@ -97,6 +97,7 @@ class CompletionListener:
         self._lock = threading.Lock()
         self._watches: dict[str, Watch] = {}
         self._client_id = uuid.uuid4().hex
+        self.drops = 0  # connections that were live and ended
         self._live = threading.Event()
         self.queue_remaining: int | None = None
         self._thread: threading.Thread | None = None
@@ -191,6 +192,7 @@ class CompletionListener:
                 self._receive(ws)
             finally:
                 self._live.clear()
+                self.drops += 1  # the server may have restarted (pool.py: its models)
                 self._ws = None
                 ws.close(timeout=0.5)
                 self._wake_all()

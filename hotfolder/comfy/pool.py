@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -119,6 +119,29 @@ class Server:
         # probes of a server that is down back off like every retry, spread by jitter
         self.probes = Backoff(comfy.backoff_initial, comfy.backoff_max, jitter=0.25).start()
         self.comebacks = 0  # times it answered again after being marked down
+        # the models of the last prompt we sent it, until it may have restarted (its socket
+        # dropped, or it was down): what it will have loaded when our next prompt starts
+        self._models: tuple[tuple[int, int], frozenset[str]] | None = None
+        self.model_switches = 0  # prompts of ours that needed other models than the last
+        self.pending: dict[str, int] = {}  # our prompts on it -> their priority
+
+    @property
+    def models(self) -> frozenset[str] | None:
+        """The models it has loaded, as far as we know (None: not known)."""
+        known = self._models
+        return known[1] if known is not None and known[0] == self._life else None
+
+    def loaded(self, models: frozenset[str]) -> None:
+        self._models = (self._life, models)
+
+    @property
+    def _life(self) -> tuple[int, int]:
+        return self.listener.drops, self.comebacks
+
+    @property
+    def load(self) -> tuple[float, int]:
+        """Lower is less loaded: our prompts and other clients' work, by weight."""
+        return _load(self)
 
     @property
     def epoch(self) -> tuple[str, int]:
@@ -139,6 +162,26 @@ class Server:
             self.downloading -= 1
 
 
+class Reservation:
+    """A slot taken on a server for a job that is yet to be claimed and prepared: the job
+    submits there (`take`), or the slot goes back (`cancel`) if it never gets that far."""
+
+    def __init__(self, pool: ServerPool, server: Server) -> None:
+        self.pool = pool
+        self.server: Server | None = server
+        self._lock = threading.Lock()
+
+    def take(self) -> Server | None:
+        with self._lock:
+            server, self.server = self.server, None
+        return server
+
+    def cancel(self) -> None:
+        server = self.take()
+        if server is not None:
+            self.pool.release(server)
+
+
 class ServerPool:
     def __init__(self, servers: Sequence[ServerConfig], comfy: ComfyConfig,
                  stop: threading.Event, draining: threading.Event | None = None) -> None:
@@ -148,6 +191,8 @@ class ServerPool:
         self.servers = [Server(s, comfy, stop) for s in servers]
         self._cond = threading.Condition()
         self._started = False
+        # called (outside the pool's lock) when a slot may have come free: the scheduler's
+        self.on_free: Callable[[], None] = lambda: None
 
     def by_name(self, name: str | None) -> Server | None:
         return next((s for s in self.servers if s.name == name), None)
@@ -180,12 +225,15 @@ class ServerPool:
                 if self._started:
                     server.listener.start()
             self._cond.notify_all()
+        self.on_free()
         return {"servers_added": added, "servers_removed": removed}
 
     def describe(self) -> list[dict[str, object]]:
         return [{"name": s.name, "url": s.url, "up": s.up, "in_flight": s.in_flight,
                  "queue_remaining": s.listener.queue_remaining, "last_error": s.last_error,
-                 "tags": sorted(s.tags)} for s in self.servers if not s.retired or s.in_flight]
+                 "tags": sorted(s.tags), "models": _listed(s.models),
+                 "model_switches": s.model_switches}
+                for s in self.servers if not s.retired or s.in_flight]
 
     def progress(self, server_name: str | None, prompt_id: str | None) -> dict[str, int] | None:
         server = self.by_name(server_name)
@@ -203,21 +251,60 @@ class ServerPool:
         return [s for s in self.servers
                 if not s.retired and (not tags or s.tags.intersection(tags))]
 
-    def acquire(self, tags: tuple[str, ...] = ()) -> Server | None:
+    def acquire(self, tags: tuple[str, ...] = (),
+                models: frozenset[str] | None = None) -> Server | None:
         """Block until an eligible server that is up has a free slot; None when stopping.
 
-        Among free servers the least loaded wins: our prompts there plus other clients' work
-        (its `queue_remaining` beyond ours, from the WebSocket), divided by its weight.
+        A free server that has the job's `models` loaded wins; then the least loaded: our
+        prompts there plus other clients' work (its `queue_remaining` beyond ours, from the
+        WebSocket), divided by its weight.
         """
         with self._cond:
             while not self.stop.is_set() and not self.draining.is_set():
                 free = [s for s in self.eligible(tags) if s.up and _has_room(s)]
                 if free:
-                    chosen = min(free, key=_load)
+                    chosen = min(free, key=lambda s: (models is None or s.models != models,
+                                                      _load(s)))
                     chosen.in_flight += 1
                     return chosen
                 self._cond.wait(0.5)
         return None
+
+    def free(self) -> list[Server]:
+        """The servers that would take a prompt now (up, a slot free, in the config)."""
+        with self._cond:
+            return [s for s in self.servers if not s.retired and s.up and _has_room(s)]
+
+    def reserve(self, server: Server) -> Reservation | None:
+        """A slot on `server` for a job about to be claimed, if it still has one."""
+        with self._cond:
+            if self.stop.is_set() or server.retired or not server.up or not _has_room(server):
+                return None
+            server.in_flight += 1
+        return Reservation(self, server)
+
+    def queueing(self, server: Server, prompt_id: str, priority: int) -> bool:
+        """Note a prompt about to be sent; True when it should go to the front of the
+        server's queue, ahead of our prompts there of lower priority."""
+        with self._cond:
+            front = any(p < priority for p in server.pending.values())
+            server.pending[prompt_id] = priority
+        return front
+
+    def queued(self, server: Server, models: frozenset[str]) -> bool | None:
+        """A prompt loading `models` was queued on `server`: whether the server must load
+        other models than the last prompt's (None: what it had loaded was not known)."""
+        with self._cond:
+            loaded = server.models
+            switch = None if loaded is None else loaded != models
+            server.model_switches += switch is True
+            server.loaded(models)
+        return switch
+
+    def forget_prompt(self, server: Server, prompt_id: str) -> None:
+        """Our prompt left the server's queue (finished, failed, cancelled, not sent)."""
+        with self._cond:
+            server.pending.pop(prompt_id, None)
 
     def others_up(self, server: Server, tags: tuple[str, ...] = ()) -> bool:
         return any(s.up for s in self.eligible(tags) if s is not server)
@@ -232,6 +319,7 @@ class ServerPool:
         with self._cond:
             server.in_flight = max(0, server.in_flight - 1)
             self._cond.notify_all()
+        self.on_free()
 
     def mark_down(self, server: Server, error: ServerError) -> None:
         with self._cond:
@@ -255,6 +343,7 @@ class ServerPool:
             server.last_error = ""
             self._cond.notify_all()
         if was_down:
+            self.on_free()
             log.info("server.up", server=server.name, url=server.url)
 
     def probe(self, now: float | None = None) -> None:
@@ -281,6 +370,10 @@ class ServerPool:
             else:
                 up.append(server)
         return up
+
+
+def _listed(models: frozenset[str] | None) -> list[str] | None:
+    return None if models is None else sorted(models)
 
 
 def _others(server: Server) -> int:

@@ -97,6 +97,7 @@ folders:
     ignore: []              # extra file name patterns never treated as jobs, e.g. ["draft-*"]
     # server_tags: [big-memory]   # only servers with one of these tags take this folder's jobs
     # image_mode: off        # per-file: each image dropped alone is a job (see upscale below)
+    # priority: 0           # higher goes first, in every folder (docs/scheduling.md)
     # What is handed over (docs/outputs.md). png: every file as ComfyUI wrote it, never
     # re-encoded | jpeg | webp: still images re-encoded (quality 1-100), without ComfyUI's
     # prompt and workflow; JPEG transparency goes onto white. Video, audio and animations
@@ -109,7 +110,9 @@ folders:
     #          max_side: 8192, max_batch: 64, max_runs: 1000, max_image_bytes: 104857600,
     #          max_folder_files: 100, max_folder_bytes: 1073741824,   # max_runs: per batch job
     #          max_nodes: 2000, max_links: 10000, max_depth: 16,   # a workflow, GUI subgraphs
-    #          max_prompt_bytes: 16777216}                         # unfolded; the prompt sent
+    #          max_prompt_bytes: 16777216,                         # unfolded; the prompt sent
+    #          min_priority: 0, max_priority: 0}   # a job's own `priority: N`, added to the
+    #                                              # folder's; outside this range it fails
     # accept_workflows: true      # false: only prompts and job specs, no whole workflows
     # deny_classes: ["Save*Model*", "LoadImage*"]   # node classes a job may never run
     # allow_set: ["*"]            # NODE.INPUT or CLASS.INPUT patterns set: may change
@@ -141,6 +144,15 @@ folders:
     root: @ROOT@/upscale
     workflow: upscale
     image_mode: per-file    # needs a workflow with a LoadImage node
+
+# Which waiting job goes to which server (docs/scheduling.md). models: a server keeps to the
+# models it has loaded (a switch costs seconds on a GPU) | fifo: drop order. Both take higher
+# priorities first. No job is overtaken once it has been ready max_reorder_seconds, nor by
+# more than max_overtaken later jobs. `schedule: fifo` is short for {policy: fifo}.
+schedule:
+  policy: models
+  max_reorder_seconds: 120
+  max_overtaken: 20
 
 # Seconds a stopping daemon (SIGTERM) lets prompts already on ComfyUI finish and deliver;
 # keep it below systemd's TimeoutStopSec. What is left waits in processing/ for the next start.

@@ -37,7 +37,8 @@ def format_text(doc: dict[str, Any], config: Config | None = None) -> str:
         for job in folder["jobs"]:
             progress = job.get("progress")
             step = f"step {progress['step']}/{progress['steps']}" if progress else job["phase"]
-            lines.append(f"  {job['job']}: {step} on {job.get('server') or '-'}, prompt "
+            loads = " (loading models)" if job.get("model_switch") else ""
+            lines.append(f"  {job['job']}: {step} on {job.get('server') or '-'}{loads}, prompt "
                          f"{job.get('prompt_id') or '-'}, {job['age_seconds']:.0f} s old")
         for held in folder.get("being_written", []):
             who = ", ".join(f"pid {w['pid']} ({w['process']})" for w in held.get("writers", []))
@@ -52,5 +53,10 @@ def format_text(doc: dict[str, Any], config: Config | None = None) -> str:
         queued = server.get("queue_remaining")
         extra = f", {queued} queued" if isinstance(queued, int) else ""
         error = f" ({server['last_error']})" if server.get("last_error") else ""
+        models = server.get("models")
+        if models is not None:
+            extra += f", models {', '.join(models) or 'none'}"
+        if server.get("model_switches"):
+            extra += f", {server['model_switches']} model switches"
         lines.append(f"server {server['name']} {server['url']}: {state}{extra}{error}")
     return "\n".join(lines)

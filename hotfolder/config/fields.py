@@ -101,6 +101,24 @@ class Limits:
     max_links: int = 10_000  # links between them
     max_depth: int = 16  # subgraphs inside subgraphs
     max_prompt_bytes: int = 16 * 1024 * 1024  # the API prompt as sent to ComfyUI
+    min_priority: int = 0  # the range of a job's own `priority` (added to the folder's)
+    max_priority: int = 0
+
+
+PRIORITY_LIMITS = ("min_priority", "max_priority")  # may be 0 or negative, unlike the rest
+
+
+def check_priority(value: Any, limits: Limits) -> str | None:
+    """What is wrong with a job's own `priority`, naming the limit it breaks."""
+    if not _is_int(value):
+        return f"expected {_INT}, got {_describe(value)}"
+    if value > limits.max_priority:
+        return (f"must be at most {limits.max_priority} (this folder's limits.max_priority), "
+                f"got {shown(value)}")
+    if value < limits.min_priority:
+        return (f"must be at least {limits.min_priority} (this folder's limits.min_priority), "
+                f"got {shown(value)}")
+    return None
 
 
 _LIMITED = {"steps": "max_steps", "width": "max_side", "height": "max_side",

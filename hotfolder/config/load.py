@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from hotfolder.config.fields import JOB_FIELDS, Limits, check_field
+from hotfolder.config.fields import JOB_FIELDS, PRIORITY_LIMITS, Limits, check_field
 from hotfolder.config.http import parse_http
 from hotfolder.config.model import (
     DEFAULT_EXTENSIONS,
@@ -30,6 +30,7 @@ from hotfolder.config.model import (
     Template,
 )
 from hotfolder.config.problems import Problems, join, patterns
+from hotfolder.config.schedule import parse_schedule
 from hotfolder.config.servers import parse_servers
 from hotfolder.config.webhooks import parse_webhooks
 from hotfolder.errors import ConfigError, JobError
@@ -77,7 +78,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def parse_config(data: Any, *, base: Path, path: Path | None = None) -> Config:
     p = Problems()
     top = p.mapping(data, "", ("servers", "comfy", "workflows", "folders", "log",
-                              "stop_grace_seconds", "lease_seconds", "http", "webhooks"))
+                              "stop_grace_seconds", "lease_seconds", "http", "webhooks",
+                              "schedule"))
     servers = parse_servers(top.get("servers"), base, p)
     comfy = _comfy(top.get("comfy"), p)
     templates = _templates(top.get("workflows"), base, p)
@@ -95,13 +97,14 @@ def parse_config(data: Any, *, base: Path, path: Path | None = None) -> Config:
     )
     http = parse_http(top.get("http"), p)
     webhooks = parse_webhooks(top.get("webhooks"), tuple(f.name for f in folders), p)
+    schedule = parse_schedule(top.get("schedule"), p)
     if p.lines:
         raise ConfigError(p.lines)
     return Config(path=path, servers=servers, comfy=comfy, templates=templates,
                   folders=folders, log=log,
                   stop_grace_seconds=p.number(top, "stop_grace_seconds", "", 30.0),
                   lease_seconds=p.number(top, "lease_seconds", "", LEASE_SECONDS, minimum=2.0),
-                  http=http, webhooks=webhooks)
+                  http=http, webhooks=webhooks, schedule=schedule)
 
 
 def _comfy(value: Any, p: Problems) -> ComfyConfig:
@@ -206,7 +209,7 @@ _FOLDER_KEYS = ("name", "root", "workflow", "defaults", "extensions", "settle_se
                 "include_temp_outputs", "job_timeout", "watch", "ready", "rescan_seconds", "ignore",
                 "file_mode", "prune_days", "server_tags", "limits", "accept_workflows",
                 "deny_classes", "allow_set", "txt_mode", "batch_fail", "image_mode",
-                "output_format", "output_quality", "metadata", *SUBFOLDERS)
+                "output_format", "output_quality", "metadata", "priority", *SUBFOLDERS)
 
 
 def _folders(value: Any, base: Path, templates: dict[str, Template],
@@ -237,6 +240,8 @@ def _folders(value: Any, base: Path, templates: dict[str, Template],
             extensions=extensions,
             image_mode=image_mode,
             output=_output_policy(data, where, p),
+            priority=p.number(data, "priority", where, 0, minimum=-1_000_000,
+                              maximum=1_000_000, integer=True),
             settle_seconds=p.number(data, "settle_seconds", where, 1.0),
             include_temp_outputs=p.boolean(data, "include_temp_outputs", where, False),
             job_timeout=(p.number(data, "job_timeout", where, 0.0, minimum=0.1)
@@ -325,8 +330,14 @@ def _defaults(value: Any, where: str, p: Problems) -> dict[str, Any]:
 def _limits(value: Any, where: str, p: Problems) -> Limits:
     d = Limits()
     data = p.mapping(value, where, tuple(Limits.__dataclass_fields__))
-    return Limits(**{key: p.number(data, key, where, getattr(d, key), minimum=1, integer=True)
-                     for key in Limits.__dataclass_fields__})
+    values = {key: p.number(data, key, where, getattr(d, key), integer=True,
+                            minimum=-1_000_000 if key in PRIORITY_LIMITS else 1,
+                            maximum=1_000_000 if key in PRIORITY_LIMITS else None)
+              for key in Limits.__dataclass_fields__}
+    if values["min_priority"] > values["max_priority"]:
+        p.add(join(where, "min_priority"), f"must not be above max_priority "
+              f"({values['min_priority']} > {values['max_priority']})")
+    return Limits(**values)
 
 
 def _mode(value: Any, where: str, p: Problems) -> int | None:

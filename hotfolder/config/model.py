@@ -73,6 +73,16 @@ class OutputPolicy:
         return self.format == "png" and self.metadata == "keep"
 
 
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Which waiting job goes to which server (daemon/schedule.py): `models` keeps each server
+    on the models it has loaded, within the bounds below; `fifo` takes jobs in drop order."""
+
+    policy: str = "models"  # models | fifo; both put higher priorities first
+    max_reorder_seconds: float = 120.0  # a job ready this long is overtaken no more
+    max_overtaken: int = 20  # ... nor one that this many later jobs overtook
+
+
 SUBFOLDERS = ("inbox", "processing", "outbox", "done", "failed")
 
 
@@ -101,6 +111,7 @@ class FolderConfig:
     batch_fail: str = "all"  # a batch goes to failed/ when all its runs failed | any did
     image_mode: str = "off"  # per-file: an image dropped alone is a job (images count as jobs)
     output: OutputPolicy = field(default_factory=OutputPolicy)
+    priority: int = 0  # higher goes first; a job's own `priority` adds to it (limits bound it)
     # each defaults to <root>/<name>; outbox, done and failed may live on another file system
     dirs: Mapping[str, Path] = field(default_factory=dict)
 
@@ -150,3 +161,4 @@ class Config:
     lease_seconds: float = LEASE_SECONDS
     http: HttpConfig = field(default_factory=HttpConfig)  # the status page; off by default
     webhooks: tuple[WebhookConfig, ...] = ()  # where finished jobs are announced
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

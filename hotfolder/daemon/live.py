@@ -57,6 +57,7 @@ def jobs_in_flight(owned: Owned, pool: ServerPool) -> dict[str, list[dict[str, A
         jobs_by_folder.setdefault(folder.name, []).append({
             "job": state.source or state.name, "name": state.name, "phase": state.phase,
             "server": state.server, "prompt_id": state.prompt_id,
+            "model_switch": state.model_switch if state.models is not None else None,
             "progress": pool.progress(state.server, state.prompt_id),
             "age_seconds": round(now - state.claimed_at, 1)})
     return jobs_by_folder

@@ -1,7 +1,8 @@
 """The daemon: watcher, worker threads and servers, held together by one health-checked loop.
 
 Signal handlers only set events; everything else happens in the loop. Workers claim a file only
-when they can work on it, so the inbox itself is the queue. The first SIGTERM drains: nothing
+when a server has a slot for it, and the scheduler (dispatch.py, schedule.py) chooses which of
+the waiting files that is, so the inbox itself is the queue. The first SIGTERM drains: nothing
 new is claimed or submitted, prompts already on ComfyUI may finish and deliver within the grace
 period, the rest stay in processing/ with their state for the next start. A second one stops at
 once. SIGHUP re-reads the config.
@@ -20,6 +21,7 @@ import structlog
 from hotfolder.comfy.pool import ServerPool
 from hotfolder.config.load import load_config
 from hotfolder.config.model import Config, FolderConfig
+from hotfolder.daemon.dispatch import Dispatcher
 from hotfolder.daemon.live import LiveStatus
 from hotfolder.daemon.status import collect, folder_counts, status_line
 from hotfolder.daemon.wakeup import Wakeup
@@ -77,7 +79,9 @@ class Daemon:
         self.wakeup = Wakeup()  # the observer, a signal, a stop request: tick now
         self.watcher = InboxWatcher(config.folders, self._ready, self._cancel,
                                     wake=self.wakeup.wake)
-        self.workers = Workers(self._handle, self.stop)
+        self.dispatcher = Dispatcher(config, self.pool)
+        self.workers = Workers(self._handle, self.stop, self.dispatcher)
+        self.pool.on_free = self.workers.poke
         self.orphans = Orphans(config.lease_seconds)
         self._next = {"orphans": 0.0, "heartbeat": 0.0, "prune": 0.0, "status": 0.0}
         self._drain_deadline: float | None = None
@@ -233,6 +237,7 @@ class Daemon:
         servers = self.pool.update(new.servers, new.comfy)
         self.config = new
         self.pipeline.update(new)
+        self.dispatcher.update(new)
         self.sender.update(new)
         self.orphans.lease_seconds = new.lease_seconds
         self.watcher.stop()
@@ -368,7 +373,7 @@ class Daemon:
                      waited=round(time.time() - (work.detected_at or time.time()), 3))
         parked = False
         try:
-            outcome = self.pipeline.run(work.folder, state)
+            outcome = self.pipeline.run(work.folder, state, work.slot)
             if outcome.status == "parked":  # still ours: picked up again when it is due
                 parked = True
                 self.workers.park(Work(work.folder, state=state), outcome.retry_in)

@@ -50,6 +50,7 @@ def _done_single(path: Path, mtime: float) -> dict[str, Any] | None:
     timings = sidecar.get("timings")
     timings = timings if isinstance(timings, dict) else {}
     return {"job": sidecar.get("job"), "sidecar": path.name, "server": sidecar.get("server"),
+            "model_switch": sidecar.get("model_switch"),
             "prompt": sidecar.get("prompt"), "finished_at": iso(mtime),
             "seconds": timings.get("total_seconds"), "batch": None,
             "outputs": [o["file"] for o in sidecar["outputs"]

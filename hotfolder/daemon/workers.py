@@ -1,22 +1,30 @@
 """The worker threads and the books they keep: which jobs this daemon owns, how many pieces of
 work are queued or running, and which jobs are parked (waiting for their server without
 holding a worker). The daemon decides what a piece of work means (daemon/loop.py `_handle`);
-this module only runs it and counts."""
+this module only runs it and counts.
+
+Jobs already ours (resumed, unparked) are run in turn; new inbox files come from a `Source`
+(dispatch.py), which hands one out only when a server has a slot for it, so an idle worker
+asks it again whenever a slot may have come free (`poke`)."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+from hotfolder.comfy.pool import Reservation
 from hotfolder.config.model import FolderConfig
 from hotfolder.job.state import JobState, Outcome
+
+IDLE_WAIT = 30.0  # an idle worker with nothing waiting anywhere: only a poke wakes it sooner
+WAITING_WAIT = 0.5  # jobs wait for a slot: a server's own queue may shrink without a word
 
 
 @dataclass
@@ -26,13 +34,23 @@ class Work:
     state: JobState | None = None  # or a job already in processing/ (resumed)
     detected_at: float | None = None
     ready_by: str | None = None  # what said the file was complete (watch.py)
+    slot: Reservation | None = None  # the server slot the scheduler reserved for it
+
+
+class Source(Protocol):
+    def add(self, work: Work) -> None: ...
+    def take(self) -> Work | None: ...
+    def __len__(self) -> int: ...
 
 
 class Workers:
-    def __init__(self, handle: Callable[[Work], Outcome | None], stop: threading.Event) -> None:
+    def __init__(self, handle: Callable[[Work], Outcome | None], stop: threading.Event,
+                 source: Source) -> None:
         self.handle = handle
         self.stop = stop
-        self.queue: queue.Queue[Work | None] = queue.Queue()
+        self.source = source
+        self._ours: deque[Work] = deque()  # jobs already ours, run in turn
+        self._wake = threading.Condition()
         self.threads: list[threading.Thread] = []
         self.lock = threading.Lock()  # guards everything below
         self.active: dict[tuple[str, str], JobState] = {}  # (folder, name) -> jobs we own
@@ -57,19 +75,32 @@ class Workers:
     def join(self, seconds: float) -> None:
         """After `stop` is set: wake the idle workers, give the busy ones `seconds` in all (a
         worker in a network read notices the stop at its next byte or time-out)."""
-        for _ in self.threads:
-            self.queue.put(None)
+        with self._wake:
+            self._wake.notify_all()
         deadline = time.monotonic() + seconds
         for thread in self.threads:
             if thread.is_alive():
                 thread.join(timeout=max(0.1, deadline - time.monotonic()))
 
+    def poke(self) -> None:
+        """Something changed (a file waits, a slot came free): one idle worker looks."""
+        with self._wake:
+            self._wake.notify()
+
+    def _next(self) -> Work | None:
+        with self._wake:
+            while not self.stop.is_set():
+                work = self._ours.popleft() if self._ours else self.source.take()
+                if work is not None:
+                    if self._ours or len(self.source):
+                        self._wake.notify()  # there may be more for another worker
+                    return work
+                self._wake.wait(WAITING_WAIT if len(self.source) else IDLE_WAIT)
+        return None
+
     def _run(self) -> None:
         while not self.stop.is_set():
-            try:
-                work = self.queue.get(timeout=30.0)  # join() wakes idle workers (None)
-            except queue.Empty:
-                continue
+            work = self._next()
             if work is None:
                 continue
             try:
@@ -78,15 +109,24 @@ class Workers:
                     with self.lock:
                         self.counts[outcome.status] += 1
             finally:
+                if work.slot is not None:
+                    work.slot.cancel()  # reserved, but the job never submitted: it goes back
                 with self.lock:
                     self.outstanding -= 1
 
     # -- the books -------------------------------------------------------------------------------
 
     def enqueue(self, work: Work) -> None:
+        """A job already ours (resumed, or back from parking), or a new inbox file, which
+        waits in the source for a server."""
         with self.lock:
             self.outstanding += 1
-        self.queue.put(work)
+        if work.path is not None and work.state is None:
+            self.source.add(work)
+        else:
+            with self._wake:
+                self._ours.append(work)
+        self.poke()
 
     def own(self, folder: FolderConfig, state: JobState) -> None:
         with self.lock:

@@ -40,7 +40,7 @@ log = structlog.get_logger()
 
 MANIFEST = "manifest.json"
 RECORDED = ("prompt", "negative", "seed", "fields", "set", "workflow", "server", "prompt_id",
-            "timings")  # what the manifest keeps of each run's record
+            "models", "model_switch", "timings")  # what the manifest keeps of each run's record
 
 
 class BatchRun:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from hotfolder.config.fields import JOB_FIELDS, Limits, check_field, shown
+from hotfolder.config.fields import JOB_FIELDS, Limits, check_field, check_priority, shown
 from hotfolder.errors import JobError, Kind
 from hotfolder.job.batchspec import (
     BATCH_KEYS,
@@ -38,7 +38,7 @@ from hotfolder.jobfile import (
 from hotfolder.workflow.graph import workflow_format
 from hotfolder.workflow.gui2api.graph import expanded_size, read_workflow
 
-SPEC_KEYS = (*JOB_FIELDS, "workflow", "set", "images")
+SPEC_KEYS = (*JOB_FIELDS, "workflow", "set", "images", "priority")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class JobSpec:
     runs: tuple[JobSpec, ...] = ()  # kind "batch": one spec per run
     seed_offset: int = 0  # a run of `count`: added to a fixed default seed
     images: Mapping[str, str] = field(default_factory=dict)  # image/mask/NODE -> file name
+    priority: int = 0  # the job's own, within the folder's limits (added to the folder's)
 
 
 def name_problem(name: Any) -> str | None:
@@ -178,8 +179,9 @@ def parse_object(obj: Any, limits: Limits | None = None) -> JobSpec:
                        kind=Kind.INVALID)
     if is_batch_spec(obj):
         # the shared fields first, so a typo there is reported once, not once per run
-        _parse_spec({k: v for k, v in obj.items() if k not in BATCH_KEYS}, limits)
-        return _batch(expand_spec(obj, limits), limits)
+        shared = _parse_spec({k: v for k, v in obj.items() if k not in BATCH_KEYS}, limits)
+        runs = expand_spec({k: v for k, v in obj.items() if k != "priority"}, limits)
+        return replace(_batch(runs, limits), priority=shared.priority)
     return _parse_spec(obj, limits)
 
 
@@ -199,6 +201,9 @@ def _batch(runs: list[dict[str, Any]], limits: Limits) -> JobSpec:
     for i, run in enumerate(runs, start=1):
         where = run.pop("_where", f"run {i}")
         offset = run.pop("_seed_offset", 0)
+        if "priority" in run:  # a job's place in the queue: one for the whole file
+            raise JobError(f"{where}: priority applies to a whole job, not to one run",
+                           kind=Kind.INVALID)
         try:
             spec = _parse_spec(run, limits)
         except JobError as exc:
@@ -228,11 +233,16 @@ def _parse_spec(obj: Mapping[str, Any], limits: Limits) -> JobSpec:
         template = None
     sets = _parse_sets(obj.get("set"), problems, limits)
     images = parse_images_field(obj.get("images"), problems)
+    priority = obj.get("priority", 0)
+    problem = check_priority(priority, limits)
+    if problem:
+        problems.append(f"priority: {problem}")
     if problems:
         raise JobError("the job spec is invalid: " + "; ".join(problems)
                        + f". Known fields: {', '.join(SPEC_KEYS)}", kind=Kind.INVALID,
                        details={"problems": problems})
-    return JobSpec(kind="spec", fields=fields, template=template, sets=sets, images=images)
+    return JobSpec(kind="spec", fields=fields, template=template, sets=sets, images=images,
+                   priority=priority if not problem else 0)
 
 
 def _parse_sets(value: Any, problems: list[str], limits: Limits) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from hotfolder import crashpoints
-from hotfolder.comfy.pool import Server, ServerPool
+from hotfolder.comfy.pool import Reservation, Server, ServerPool
 from hotfolder.config.model import Config, FolderConfig
 from hotfolder.errors import JobError, Kind, Parked, Stopping
 from hotfolder.job.batchrun import BatchRun
@@ -54,12 +54,14 @@ class Pipeline:
     def request_cancel(self, folder: FolderConfig, state: JobState) -> None:
         self.ctx.request_cancel(folder, state)
 
-    def run(self, folder: FolderConfig, state: JobState) -> Outcome:
+    def run(self, folder: FolderConfig, state: JobState,
+            slot: Reservation | None = None) -> Outcome:
+        """`slot`: a server slot the scheduler reserved for the job, where it is submitted."""
         path = folder.processing / state.name
         record = Record(job=state.source or state.name, folder=folder.name)
         with structlog.contextvars.bound_contextvars(job=record.job, folder=folder.name):
             try:
-                return self._attempts(folder, state, record)
+                return self._attempts(folder, state, record, slot)
             except JobError as exc:
                 return finish_failed(folder, state, exc, record, self.ctx.config.webhooks)
             except Parked as later:
@@ -83,7 +85,8 @@ class Pipeline:
                                  kind=Kind.INTERNAL)
                 return finish_failed(folder, state, error, record, self.ctx.config.webhooks)
 
-    def _attempts(self, folder: FolderConfig, state: JobState, record: Record) -> Outcome:
+    def _attempts(self, folder: FolderConfig, state: JobState, record: Record,
+                  slot: Reservation | None) -> Outcome:
         """Read, run and deliver; again whenever the job file turns out to be still written."""
         if state.crashes >= MAX_CRASHES:
             raise JobError(f"hotfolder stopped while handling this job {state.crashes} times; "
@@ -99,10 +102,14 @@ class Pipeline:
                     crashpoints.reached("start", state.source, state.name)
                     spec = read_job(folder, state, settled=settled, final=final)
                     record.job_file = state.read
+                    state.priority = folder.priority + spec.priority
+                    record.priority = state.priority or None
                     if spec.kind != "batch":
                         workflow = prepare(ctx, folder, state, spec, record)
                     self._enter(folder, state, "claimed")  # prepared: waits for a slot
                 if spec.kind == "batch":
+                    if slot is not None:
+                        slot.cancel()  # each run takes a slot of its own
                     return BatchRun(ctx, folder, state, spec, record).run()
                 if state.expected is not None and len(state.delivered) >= state.expected:
                     # every output was already delivered before a restart: just finish
@@ -111,9 +118,11 @@ class Pipeline:
                     record.timings = timings(state, time.time())
                     return finish_done(folder, state, record, list(state.delivered.values()),
                                        ctx.config.webhooks)
-                entry, server = execute(ctx, folder, state, workflow, record)
+                entry, server = execute(ctx, folder, state, workflow, record, slot)
                 return self._deliver(folder, state, entry, server, workflow, record)
             except StillWritten as again:
+                if slot is not None:
+                    slot.cancel()  # it may take a while: a server slot is not held meanwhile
                 wait_out(folder, state, again, record, wait=ctx.wait,
                          check=lambda: ctx.check_cancelled(folder, state))
                 settled, final = True, again.error is not None

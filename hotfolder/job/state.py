@@ -87,6 +87,9 @@ class JobState:
     crashes: int = 0
     generation: int = 0  # how often the job was adopted: each owner holds its own (claim.adopt)
     uploads: dict[str, dict[str, str]] = field(default_factory=dict)  # server -> file -> name
+    priority: int = 0  # the folder's plus the job's own
+    models: list[str] | None = None  # what the prompt as submitted loads (workflow/models.py)
+    model_switch: bool | None = None  # its server had other models loaded (None: not known)
     life: Life = field(default_factory=lambda: Life(), repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _closed: bool = field(default=False, repr=False, compare=False)
@@ -173,7 +176,8 @@ _PERSISTED = frozenset(f.name for f in fields(JobState)
 
 RUN_FIELDS = ("index", "status", "error", "params", "outputs", "job_id", "seed", "server",
               "prompt_id", "client_id", "submitted_at", "submissions", "out_stem",
-              "delivered", "expected", "phase", "started_at", "finished_at")
+              "delivered", "expected", "phase", "started_at", "finished_at", "models",
+              "model_switch")
 
 
 @dataclass
@@ -239,7 +243,8 @@ def load_runs(folder: FolderConfig, parent: JobState) -> dict[int, RunState]:
 def new_run(parent: JobState, index: int) -> RunState:
     return RunState(name=parent.name, folder=parent.folder, source=parent.source,
                     job_id=parent.job_id, detected_at=parent.detected_at,
-                    claimed_at=parent.claimed_at, owner=parent.owner, index=index)
+                    claimed_at=parent.claimed_at, owner=parent.owner, index=index,
+                    priority=parent.priority)
 
 
 @dataclass
@@ -264,6 +269,9 @@ class Record:
     converted_with: str | None = None  # ... with this server's node definitions
     server: str | None = None
     prompt_id: str | None = None
+    priority: int | None = None  # shown when not 0
+    models: list[str] | None = None  # what the prompt loads, and whether its server had to
+    model_switch: bool | None = None  # load them (None: what it had loaded was not known)
     timings: dict[str, Any] | None = None
     manifest: str | None = None  # a batch's manifest.json
 
@@ -273,7 +281,8 @@ class Record:
         prepared = self.workflow is not None
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if getattr(self, f.name) is not None
-                or (prepared and f.name in _PREPARED)}
+                or (prepared and f.name in _PREPARED)
+                or (f.name == "model_switch" and self.models is not None)}
 
 
 _PREPARED = frozenset({"workflow", "kind", "prompt", "negative", "seed", "fields", "set",

@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from hotfolder.comfy.explain import explain_rejection, node_info_disagrees, node_info_wanted
-from hotfolder.comfy.pool import Server
+from hotfolder.comfy.pool import Reservation, Server
 from hotfolder.config.model import ComfyConfig, FolderConfig
 from hotfolder.errors import Failover, JobError, Kind, PromptLost, ServerError, Stopping
 from hotfolder.job.context import Context
@@ -32,6 +32,7 @@ from hotfolder.job.images import upload as upload_images
 from hotfolder.job.intake import verify_unchanged
 from hotfolder.job.state import JobState, Record
 from hotfolder.retry import Backoff, Retry
+from hotfolder.workflow.models import models_of
 
 log = structlog.get_logger()
 
@@ -39,13 +40,14 @@ HISTORY_LAG_TRIES = 40  # `execution_success` arrives before the history entry i
 
 
 def execute(ctx: Context, folder: FolderConfig, state: JobState, workflow: dict[str, Any],
-            record: Record) -> tuple[dict[str, Any], Server]:
+            record: Record, slot: Reservation | None = None) -> tuple[dict[str, Any], Server]:
     """Run the workflow on a server (submitting it, or following it where a previous life of
-    the daemon submitted it) and return its history entry and the server."""
+    the daemon submitted it) and return its history entry and the server. `slot`: the server
+    the scheduler chose for it, a slot there already taken."""
     comfy = ctx.config.comfy
     limit = folder.job_timeout or comfy.job_timeout
     retry = comfy.backoff.start()
-    server: Server | None = None
+    server: Server | None = slot.take() if slot is not None else None
     unconfirmed: ServerError | None = None  # the last submission's lost answer
     appear_by = None
     if state.phase in ("submitting", "unconfirmed") and state.submitted_at:
@@ -88,9 +90,10 @@ def execute(ctx: Context, folder: FolderConfig, state: JobState, workflow: dict[
                         server = None
                     continue
                 record.server, record.prompt_id = known.name, state.prompt_id
+                record.models, record.model_switch = state.models, state.model_switch
                 return entry, known
             if server is None:
-                server = ctx.pool.acquire(folder.server_tags)
+                server = ctx.pool.acquire(folder.server_tags, models_of(workflow))
                 if server is None:
                     raise Stopping
                 continue  # the wait for a slot may have been long: check cancel again
@@ -121,16 +124,18 @@ def submit(ctx: Context, server: Server, state: JobState, workflow: dict[str, An
                       save=lambda: state.save(folder))
     prompt_id = str(uuid.uuid4())
     watch = server.listener.watch(prompt_id, job=state.source, folder=state.folder)
+    front = ctx.pool.queueing(server, prompt_id, state.priority)
     # record the id before the POST: after a crash the job is found again by it
     state.server, state.prompt_id, state.client_id = server.name, prompt_id, watch.client_id
     state.phase, state.submitted_at = "submitting", time.time()
     state.submissions += 1
     state.save(folder)
     try:
-        server.client.submit(workflow, prompt_id=prompt_id, client_id=watch.client_id)
+        server.client.submit(workflow, prompt_id=prompt_id, client_id=watch.client_id,
+                             front=front)
     except ServerError as exc:
         if not exc.uncertain:
-            _not_submitted(server, state, prompt_id, folder)
+            _not_submitted(ctx, server, state, prompt_id, folder)
             raise
         # the server may have queued it: keep the id (and the watch), look it up first
         state.phase = "unconfirmed"
@@ -139,7 +144,7 @@ def submit(ctx: Context, server: Server, state: JobState, workflow: dict[str, An
                     error=exc.message, action="looking the prompt up before submitting again")
         raise
     except JobError as exc:
-        _not_submitted(server, state, prompt_id, folder)
+        _not_submitted(ctx, server, state, prompt_id, folder)
         if exc.details.get("partial_prompt_id"):
             # ComfyUI queued the valid part of the graph anyway; the job failed, so stop it
             ctx.abandon(server, str(exc.details["partial_prompt_id"]))
@@ -148,11 +153,14 @@ def submit(ctx: Context, server: Server, state: JobState, workflow: dict[str, An
             raise
         raise reworded from exc
     ctx.pool.mark_up(server)
+    models = models_of(workflow)
+    state.models, state.model_switch = sorted(models), ctx.pool.queued(server, models)
     # not saved: after a crash, "submitting" and "submitted" are resumed alike (the
     # prompt id is looked up on the server), so the record needs no second write
     state.phase = "submitted"
     log.info("job.submitted", server=server.name, prompt_id=prompt_id,
-             submission=state.submissions)
+             submission=state.submissions, models=state.models,
+             model_switch=state.model_switch, **({"front": True} if front else {}))
 
 
 def with_node_info(ctx: Context, server: Server, workflow: Mapping[str, Any],
@@ -176,9 +184,10 @@ def with_node_info(ctx: Context, server: Server, workflow: Mapping[str, Any],
     return JobError(message, kind=exc.kind, details={**exc.details, "problems": problems})
 
 
-def _not_submitted(server: Server, state: JobState, prompt_id: str,
+def _not_submitted(ctx: Context, server: Server, state: JobState, prompt_id: str,
                    folder: FolderConfig) -> None:
     server.listener.forget(prompt_id)
+    ctx.pool.forget_prompt(server, prompt_id)
     state.prompt_id = None
     state.phase = "claimed"
     state.save(folder)
@@ -283,6 +292,7 @@ def follow(ctx: Context, server: Server, state: JobState, workflow: Mapping[str,
                                kind=Kind.TIMEOUT, details={"limit_seconds": limit})
     finally:
         listener.forget(prompt_id)
+        ctx.pool.forget_prompt(server, prompt_id)
 
 
 def _confirmed(ctx: Context, server: Server, state: JobState) -> None:

@@ -103,6 +103,11 @@ class StateCollector:
                                      labels=("server", "operation", "kind"))
         for key, n in sorted(state.server_errors.items()):
             errors.add_metric(key, float(n))
+        switches = CounterMetricFamily("hotfolder_model_switches_total", "Prompts sent to a "
+                                       "server that had other models loaded (as far as known).",
+                                       labels=("server",))
+        for s in state.servers:
+            switches.add_metric((str(s["name"]),), float(s.get("model_switches") or 0))
         healthy = GaugeMetricFamily("hotfolder_healthy", "1 while the daemon's main loop and "
                                     "threads are healthy.", value=1.0 if state.healthy else 0.0)
         results, pending = state.webhooks
@@ -114,7 +119,8 @@ class StateCollector:
             deliveries.add_metric((result,), float(results.get(result, 0)))
         queue = GaugeMetricFamily("hotfolder_webhook_pending", "Webhook events queued and not "
                                   "yet delivered (counted by destination).", value=pending)
-        return [waiting, in_flight, up, ours, queued, errors, healthy, deliveries, queue]
+        return [waiting, in_flight, up, ours, queued, errors, switches, healthy, deliveries,
+                queue]
 
 
 class JobMetrics:

@@ -1,0 +1,75 @@
+"""Between "a file is ready" and "a worker claims it": the waiting jobs, handed out one at a
+time when a server has a free slot, to the server the choice (schedule.py) pairs them with.
+
+A job is paired when a slot is free, not when it is dropped, so the choice sees every job
+waiting at that moment. The slot is reserved for the job (comfy/pool.py `Reservation`) while
+it is claimed and prepared; a job that never gets as far as submitting gives it back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+from hotfolder.comfy.pool import ServerPool
+from hotfolder.config.model import Config
+from hotfolder.daemon.schedule import FreeServer, Queue, Waiting
+from hotfolder.daemon.workers import Work
+from hotfolder.job.peek import Peeker
+
+
+class Dispatcher:
+    def __init__(self, config: Config, pool: ServerPool) -> None:
+        self.pool = pool
+        self.queue = Queue(config.schedule)
+        self.peeker = Peeker(config.templates)
+        self._lock = threading.Lock()
+        self._unpaired: deque[Work] = deque()  # handed out without a server: we are stopping
+
+    def update(self, config: Config) -> None:
+        with self._lock:
+            self.queue.config = config.schedule
+            self.peeker.update(config.templates)
+
+    def add(self, work: Work, now: float | None = None) -> None:
+        """A ready inbox file: looked at (its models and priority), then it waits."""
+        assert work.path is not None
+        peek = self.peeker.look(work.folder, work.path)
+        with self._lock:
+            self.queue.add(Waiting(priority=peek.priority, models=peek.models,
+                                   tags=work.folder.server_tags,
+                                   ready_at=time.monotonic() if now is None else now,
+                                   item=work))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self.queue) + len(self._unpaired)
+
+    def take(self, now: float | None = None) -> Work | None:
+        """The next job with a slot reserved for it on its server, or None for now. While
+        the daemon stops, every waiting job is handed out without one (it stays unclaimed)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if self.pool.draining.is_set() or self.pool.stop.is_set():
+                self._unpaired.extend(j.item for j in self.queue.take_all())
+            if self._unpaired:
+                return self._unpaired.popleft()
+            if not len(self.queue):
+                return None
+            servers = {s.name: s for s in self.pool.free()}
+            views = [FreeServer(s.name, s.tags, s.models, s.load) for s in servers.values()]
+            while views:
+                chosen = self.queue.choose(views, now)
+                if chosen is None:
+                    return None
+                job, view = chosen
+                slot = self.pool.reserve(servers[view.name])
+                if slot is None:  # taken meanwhile by a job that was not waiting here
+                    views.remove(view)
+                    continue
+                self.queue.remove(job)
+                work: Work = job.item
+                work.slot = slot
+                return work
+        return None
