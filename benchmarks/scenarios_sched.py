@@ -162,13 +162,17 @@ def _affinity_measure(d: Daemon, base: Path, sim_list: list[Sim], names: list[st
     loads = [x.stats()["model_loads"] for x in sim_list]
     per_server_loads = 2 if servers == 1 else 1
     ideal = per_server_loads * load + jobs / servers * job_s
-    sequence = ["".join(names[CHECKPOINTS.index(m)][0] for m in runs[p]["models"])
-                for p in sorted(runs, key=lambda p: runs[p]["started_at"])]
+    def letters(which: list[str]) -> str:  # b or r per run, in the order they began
+        return "".join("".join(names[CHECKPOINTS.index(m)][0] for m in runs[p]["models"])
+                       for p in sorted(which, key=lambda p: runs[p]["started_at"]))
     return {"servers": servers, "jobs": jobs, "job_s": job_s, "model_load_s": load,
             "wall_s": round(wall, 3), "ideal_s": round(ideal, 3),
             "ratio_to_ideal": round(wall / ideal, 3), "model_loads": sum(loads),
             "model_loads_per_server": loads, **overtaking(order, starts),
-            "run_order": "".join(sequence), **_sidecar_stats(sidecars), "cpu": cpu,
+            "run_order": letters(list(runs)),
+            "run_order_per_server": [letters([p for p in runs if runs[p]["sim"] == i])
+                                     for i in range(servers)],
+            **_sidecar_stats(sidecars), "cpu": cpu,
             "daemon_problems": d.problems()}
 
 
