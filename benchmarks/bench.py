@@ -7,7 +7,9 @@
 
 Scenarios: `single` (40 jobs at once, one server, vs the tutorial client), `two_servers`,
 `fanout` (8 servers), `latency`, `arrival` (drop → claim: renamed, copied, written in
-chunks), `scale` (10,000 jobs, then idle CPU). Only 127.0.0.1 is used;
+chunks), `scale` (10,000 jobs, then idle CPU), `affinity` (two checkpoints, FIFO vs the
+model-aware schedule), `priority` (a rush job behind 30), `fleet` (32 servers, 2,000 jobs of
+2 s; `--fleet-servers`, `--fleet-jobs`). Only 127.0.0.1 is used;
 everything runs in a temporary directory that is removed afterwards (unless --keep).
 """
 
@@ -29,7 +31,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scenarios import SCENARIOS, Result, Settings
+from scenarios import SCENARIOS as BASIC
+from scenarios import Result, Settings
+from scenarios_sched import SCHED_SCENARIOS
+
+SCENARIOS = {**BASIC, **SCHED_SCENARIOS}
 
 
 def settings(args: argparse.Namespace) -> Settings:
@@ -39,6 +45,10 @@ def settings(args: argparse.Namespace) -> Settings:
         s.batch_jobs, s.fanout_jobs, s.latency_jobs = 5, 64, 6
         s.scale_jobs, s.idle_seconds = 1000, 10.0
         s.arrival_renames, s.arrival_copies, s.arrival_big_mib, s.arrival_chunked = 6, 2, 5, 2
+        s.affinity_jobs, s.model_load_seconds, s.priority_waiting = 8, 0.5, 6
+        s.fleet_servers, s.fleet_jobs, s.fleet_job_seconds = 8, 64, 0.5
+    s.fleet_servers = args.fleet_servers or s.fleet_servers
+    s.fleet_jobs = args.fleet_jobs or s.fleet_jobs
     return s
 
 
@@ -85,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write all figures and checks here")
     parser.add_argument("--settle", type=float, default=1.0,
                         help="the folders' settle_seconds (default 1.0, the shipped default)")
+    parser.add_argument("--fleet-servers", type=int, metavar="N",
+                        help="simulated servers in `fleet` (default 32; 8 with --quick)")
+    parser.add_argument("--fleet-jobs", type=int, metavar="N",
+                        help="jobs in `fleet` (default 2000; 64 with --quick)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (logs, hot folders) for inspection")
     args = parser.parse_args(argv)

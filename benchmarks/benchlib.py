@@ -120,7 +120,7 @@ class CpuMeter:
 class Sim:
     """`hotfolder sim` in its own process on a free port of 127.0.0.1."""
 
-    def __init__(self, workdir: Path, job_seconds: float) -> None:
+    def __init__(self, workdir: Path, job_seconds: float, model_load_seconds: float = 0.0) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.port_file = workdir / "port"
@@ -128,7 +128,9 @@ class Sim:
         self.log = open(workdir / "sim.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hotfolder", "sim", "--host", "127.0.0.1", "--port", "0",
-             "--port-file", str(self.port_file), "--job-seconds", str(job_seconds)],
+             "--port-file", str(self.port_file), "--job-seconds", str(job_seconds),
+             # only when asked for: an older simulator (PYTHONPATH) still runs the rest
+             *(["--model-load-seconds", str(model_load_seconds)] if model_load_seconds else [])],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir)
 
     def wait_listening(self) -> None:
@@ -142,6 +144,10 @@ class Sim:
     def stats(self) -> dict[str, Any]:
         return http_json(f"{self.url}/sim/stats")
 
+    def runs(self) -> dict[str, Any]:
+        """Every prompt run in order: model set, whether it loaded, start and end (epoch s)."""
+        return http_json(f"{self.url}/sim/runs", 60)
+
     def history(self, prompt_id: str | None = None) -> dict[str, Any]:
         """One entry, or (benchmark only: the daemon never does this) the whole history."""
         return http_json(f"{self.url}/history" + (f"/{prompt_id}" if prompt_id else ""), 60)
@@ -152,11 +158,12 @@ class Sim:
 
 
 @contextlib.contextmanager
-def sims(workdir: Path, count: int, job_seconds: float) -> Iterator[list[Sim]]:
+def sims(workdir: Path, count: int, job_seconds: float,
+         model_load_seconds: float = 0.0) -> Iterator[list[Sim]]:
     started: list[Sim] = []
     try:
         for i in range(count):
-            started.append(Sim(workdir / f"sim{i}", job_seconds))
+            started.append(Sim(workdir / f"sim{i}", job_seconds, model_load_seconds))
         for sim in started:
             sim.wait_listening()
         yield started
@@ -178,18 +185,25 @@ class Daemon:
     """`python -m hotfolder run` on a temp hot folder, its JSON log in a file."""
 
     def __init__(self, base: Path, urls: list[str], *, settle: float, watch: str = "native",
-                 limits: dict[str, int] | None = None, **comfy: Any) -> None:
+                 limits: dict[str, int] | None = None, folders: list[dict[str, Any]] | None = None,
+                 workflows: dict[str, str] | None = None, extra: dict[str, Any] | None = None,
+                 **comfy: Any) -> None:
+        """`folders`, `workflows` and `extra` (more top-level keys) replace the one `bench`
+        folder's defaults: scenarios add only the keys they need, so a daemon that does not know
+        a key refuses only the scenarios that use it."""
         self.base = base
         self.root = base / "hot"
         self.log_path = base / "daemon.log"
         self.config = {
             "servers": list(urls),
             "comfy": {"max_in_flight": 2, "poll_interval": 1.0, **comfy},
-            "workflows": {"sdxl": str(TEMPLATE)},
-            "folders": [{"name": "bench", "root": str(self.root), "workflow": "sdxl",
-                         "settle_seconds": settle, "watch": watch, "limits": limits or {},
-                         "defaults": {"negative": "blurry, low quality", "seed": "random"}}],
+            "workflows": workflows or {"sdxl": str(TEMPLATE)},
+            "folders": folders or [
+                {"name": "bench", "root": str(self.root), "workflow": "sdxl",
+                 "settle_seconds": settle, "watch": watch, "limits": limits or {},
+                 "defaults": {"negative": "blurry, low quality", "seed": "random"}}],
             "log": {"level": "info", "format": "json"},
+            **(extra or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.usage: Any = None

@@ -60,6 +60,15 @@ class Settings:
     scale_jobs: int = 10_000
     scale_job_seconds: float = 0.001
     idle_seconds: float = 60.0
+    affinity_jobs: int = 40
+    affinity_job_seconds: float = 0.3
+    model_load_seconds: float = 3.0
+    priority_waiting: int = 30
+    priority_job_seconds: float = 0.3
+    fleet_servers: int = 32
+    fleet_jobs: int = 2000
+    fleet_job_seconds: float = 2.0
+    fleet_overload: float = 1.25  # jobs are offered at this × the servers' combined rate
     cache: dict[str, Any] = field(default_factory=dict)  # results reused across scenarios
 
 

@@ -343,9 +343,7 @@ def replay_server() -> Iterator[ReplayServer]:
 
 
 def _close_client(client: ComfyClient) -> None:
-    session = getattr(client._local, "session", None)
-    if session is not None:
-        session.close()
+    client.close()
 
 
 @pytest.fixture

@@ -5,7 +5,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import websocket
+
 from hotfolder.comfy import listener as complete
+from hotfolder.comfy import wsframes
 from hotfolder.comfy.listener import CompletionListener
 
 WORKFLOW = {"4": {}, "9": {}, "12": {}}  # only the node order matters here
@@ -79,3 +82,61 @@ def test_progress_lines_are_at_most_one_a_second_per_job(monkeypatch) -> None:
     watch.progress_logged_at -= 1.0  # a second later
     listener.handle(_msg("progress", value=20, max=40, node="3"))
     assert [e["step"] for e in lines.lines if e["event"] == "job.progress"] == [10, 20]
+
+
+def test_frames_are_cut_whole_from_reads_of_any_size_and_survive_a_time_out() -> None:
+    """The parser's reads never line up with frames: split anywhere, with a time-out between
+    two pieces of one frame, every frame still comes out whole and in order."""
+    frames = [websocket.ABNF.create_frame("x" * size, websocket.ABNF.OPCODE_TEXT)
+              for size in (3, 125, 126, 300, 70_000)]
+    frames[1].mask_value = 1  # a masked frame (a client's; a server should not, but may)
+    stream = b"".join(f.format() if i == 1 else _unmasked(f) for i, f in enumerate(frames))
+    stream += bytes([0x89, 2]) + b"hi"  # a ping between them
+    for piece in (1, 7, 4096):
+        pieces: list[Any] = [stream[i:i + piece] for i in range(0, len(stream), piece)]
+        pieces.insert(len(pieces) // 2, websocket.WebSocketTimeoutException("time-out"))
+
+        def recv(_count: int, pieces: list[Any] = pieces) -> bytes:
+            item = pieces.pop(0)
+            if isinstance(item, Exception):
+                raise item
+            return item
+
+        parser = wsframes._CappedFrames(recv, True)
+        got = []
+        while len(got) < 6:
+            try:
+                got.append(parser.recv_frame())
+            except websocket.WebSocketTimeoutException:
+                continue
+        assert [len(f.data) for f in got[:5]] == [3, 125, 126, 300, 70_000]
+        assert all(f.data == b"x" * len(f.data) and f.fin == 1 for f in got[:5])
+        assert (got[5].opcode, got[5].data) == (websocket.ABNF.OPCODE_PING, b"hi")
+
+
+def _unmasked(frame: Any) -> bytes:
+    """A server's frame: header and payload, no mask."""
+    frame.mask_value = 0
+    return frame.format()
+
+
+def test_the_socket_rests_while_the_sampler_has_steps_to_go(monkeypatch: Any) -> None:
+    """Half the time the remaining steps will take (at the pace so far), at most 0.25 s; a
+    clock passed in by patching, so no test waits."""
+    clock = [100.0]
+    monkeypatch.setattr(complete.time, "monotonic", lambda: clock[0])
+    listener = _listener()
+    listener._ws = ws = wsframes.BufferedWebSocket()
+    listener.watch("p")
+
+    def step(value: int, at: float, steps: int = 30) -> float:
+        clock[0] = at
+        listener.handle(_msg("progress", value=value, max=steps, node="3"))
+        return ws.hold_until
+
+    assert step(1, 100.0) == 0.0  # one step tells no pace
+    assert step(2, 100.1) == 100.1 + 0.25  # 28 steps of 0.1 s to go: the cap
+    assert round(step(29, 102.8) - 102.8, 6) == 0.05  # one step to go: half of it
+    assert step(30, 102.9) == 102.85  # the last step: no new rest, the old one is over
+    assert step(1, 103.0, steps=4) == 102.85  # a second sampler starts its own pace
+    assert round(step(2, 103.2, steps=4) - 103.2, 6) == 0.2

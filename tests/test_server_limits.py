@@ -19,8 +19,8 @@ import websocket
 from harness import HotFolder, make_config, wait_for
 
 from hotfolder.comfy.client import ComfyClient
-from hotfolder.comfy.listener import _CappedFrames, _CappedMessages
 from hotfolder.comfy.transport import TransferLimits
+from hotfolder.comfy.wsframes import _CappedFrames, _CappedMessages
 from hotfolder.errors import ServerError
 
 

@@ -22,15 +22,14 @@ from typing import Any
 
 import structlog
 import websocket
-from websocket import continuous_frame, frame_buffer
 
+from hotfolder.comfy.wsframes import BufferedWebSocket
 from hotfolder.retry import Backoff
 
 log = structlog.get_logger()
 
-READ_SIZE = 65536  # bytes asked of the socket at once (see BufferedWebSocket)
-COALESCE_SECONDS = 0.02  # pause before each socket read (see BufferedWebSocket)
 PROGRESS_LOG_SECONDS = 1.0  # at most one job.progress line a second per job
+MAX_HOLD_SECONDS = 0.25  # the longest pause between reads while a sampler has steps to go
 # ComfyUI sends `progress_state` (every node's state, again at each step) about as often as
 # `progress`; it is nine tenths of the bytes of a job's messages and nothing here uses it.
 # ComfyUI writes messages with json.dumps' default separators, so the prefix identifies it
@@ -51,6 +50,7 @@ class Watch:
     error: dict[str, Any] | None = None
     progress: tuple[int, int] | None = None
     progress_logged_at: float = float("-inf")
+    steps_from: tuple[float, int, int] | None = None  # (monotonic, step, steps) of a sampler
     outputs: dict[str, Any] = field(default_factory=dict)  # from `executed`, in run order
     succeeded: bool = False  # `execution_success`
     ended: bool = False  # `executing` node null: nothing more will come about this prompt
@@ -75,67 +75,6 @@ class Watch:
         outputs = dict(sorted(self.outputs.items(), key=lambda item: order[item[0]]))
         return {"outputs": outputs, "from": "websocket",
                 "status": {"status_str": "success", "completed": True, "messages": []}}
-
-
-class _CappedFrames(frame_buffer):
-    """Refuses a frame longer than the cap as soon as its length is read, before its payload
-    is gathered: a server cannot make the daemon buffer a 4 GB frame."""
-
-    limit = 64 * 1024 * 1024
-
-    def recv_length(self) -> None:
-        super().recv_length()
-        if self.length is not None and self.length > self.limit:
-            raise websocket.WebSocketProtocolException(
-                f"a WebSocket frame of {self.length} bytes, over comfy.max_answer_bytes "
-                f"({self.limit})")
-
-
-class _CappedMessages(continuous_frame):
-    """The same cap for a message sent in many frames."""
-
-    limit = 64 * 1024 * 1024
-
-    def add(self, frame: websocket.ABNF) -> None:
-        super().add(frame)
-        if self.cont_data is not None and len(self.cont_data[1]) > self.limit:
-            raise websocket.WebSocketProtocolException(
-                f"a WebSocket message over comfy.max_answer_bytes ({self.limit} bytes)")
-
-
-class BufferedWebSocket(websocket.WebSocket):
-    """websocket-client with reads from the socket in large gulps.
-
-    It asks the socket separately for each frame's 2-byte header, its length and its payload:
-    three system calls per frame and about 80 frames per job, which made reading the socket the
-    largest CPU cost of a daemon feeding several servers. Here one read takes whatever has
-    arrived, and the frame parser is served from that.
-
-    ComfyUI sends a message per sampler step, each a few milliseconds apart; waking for every
-    one costs a thread switch apiece. A short pause before each read lets them gather in the
-    socket's buffer and be taken together, at the price of up to COALESCE_SECONDS later
-    notice of a finished job.
-    """
-
-    _chunk = b""
-    _offset = 0
-
-    def cap_messages(self, limit: int) -> None:
-        """Frames and messages from now on at most `limit` bytes (comfy.max_answer_bytes)."""
-        frames = _CappedFrames(self._recv, self.frame_buffer.skip_utf8_validation)
-        frames.limit = limit
-        messages = _CappedMessages(self.cont_frame.fire_cont_frame,
-                                   self.cont_frame.skip_utf8_validation)
-        messages.limit = limit
-        self.frame_buffer, self.cont_frame = frames, messages
-
-    def _recv(self, bufsize: int) -> bytes:
-        if self._offset >= len(self._chunk):
-            time.sleep(COALESCE_SECONDS)
-            self._chunk, self._offset = super()._recv(READ_SIZE), 0
-        start = self._offset
-        self._offset = min(start + bufsize, len(self._chunk))
-        return self._chunk[start:self._offset]
 
 
 class CompletionListener:
@@ -324,6 +263,7 @@ class CompletionListener:
         except (KeyError, TypeError, ValueError):
             return
         w.progress = (value, maximum)
+        self._hold(w, value, maximum)
         # one line per quarter, at most one a second: a long job shows it is moving, a
         # 30-step job gets a few lines, and a fast one (tens a second) does not flood the log
         quarter = (value * 4) // maximum if maximum > 0 else 0
@@ -333,6 +273,21 @@ class CompletionListener:
             w.progress_logged_at = now
             log.info("job.progress", job=w.job, folder=w.folder, prompt_id=w.prompt_id,
                      server=self.name, node=data.get("node"), step=value, steps=maximum)
+
+    def _hold(self, w: Watch, value: int, maximum: int) -> None:
+        """Let the socket rest while the sampler has steps to go: ComfyUI runs one prompt at a
+        time, so nothing can finish before them. The pause is half the time those steps took
+        so far, at most MAX_HOLD_SECONDS: fewer wake-ups of this thread (a long job sends a
+        message a step), and a finished job is still noticed within COALESCE_SECONDS."""
+        now = time.monotonic()
+        start = w.steps_from
+        if start is None or value <= start[1] or maximum != start[2]:
+            w.steps_from = (now, value, maximum)  # a new sampler, or the first step seen
+            return
+        per_step = (now - start[0]) / (value - start[1])
+        ws = self._ws
+        if ws is not None and maximum > value:
+            ws.hold_until = now + min(MAX_HOLD_SECONDS, 0.5 * per_step * (maximum - value))
 
     def _wake_all(self) -> None:
         with self._lock:

@@ -42,27 +42,47 @@ class Transport:
         self.timeout = timeout
         self.headers = dict(headers or {})
         self.verify = verify
-        self._local = threading.local()
+        self._idle: list[requests.Session] = []  # sessions no thread is sending on
+        self._idle_lock = threading.Lock()
+        self._proxies: dict[str, str] | None = None
         self._verify_setting = _ca_bundle_from_env(verify)
 
     def _session(self) -> requests.Session:
-        """A session that reads the environment once, when it is made.
+        """An idle session of this server's, or a new one that reads the environment once.
 
         By default requests looks up proxies, no_proxy, netrc and CA-bundle variables on every
         request, about a third of the client's CPU time at the job rates hotfolder runs. Here
-        the proxies (honouring no_proxy) and, for `verify: true`, $REQUESTS_CA_BUNDLE or
-        $CURL_CA_BUNDLE are resolved once per session; ~/.netrc is not read (credentials
-        come from the server's config). A config reload makes new clients, so new sessions.
+        the proxies (honouring no_proxy) are resolved once per client and, for `verify: true`,
+        $REQUESTS_CA_BUNDLE or $CURL_CA_BUNDLE once; ~/.netrc is not read (credentials come
+        from the server's config). A config reload makes new clients, so new sessions.
+
+        Sessions are lent to one request at a time and shared by all threads: with a session
+        per thread and server, every worker met every server with a new session and a new
+        connection (64 workers x 32 servers), which cost more than the jobs themselves.
         """
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.trust_env = False
-            session.proxies.update(requests.utils.get_environ_proxies(self.url))
-            session.headers["User-Agent"] = "hotfolder"
-            session.headers.update(self.headers)
-            self._local.session = session
+        with self._idle_lock:
+            if self._idle:
+                return self._idle.pop()
+            if self._proxies is None:
+                self._proxies = requests.utils.get_environ_proxies(self.url)
+        session = requests.Session()
+        session.trust_env = False
+        session.proxies.update(self._proxies)
+        session.headers["User-Agent"] = "hotfolder"
+        session.headers.update(self.headers)
         return session
+
+    def _give_back(self, session: requests.Session) -> None:
+        """Once its request is sent and answered (a streamed body is read without it)."""
+        with self._idle_lock:
+            self._idle.append(session)
+
+    def close(self) -> None:
+        """Close the idle sessions and their kept-alive connections."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for session in idle:
+            session.close()
 
     def _request(self, method: str, path: str, *, stream: bool = False,
                  **kwargs: Any) -> requests.Response:
@@ -72,7 +92,11 @@ class Transport:
         kwargs.setdefault("timeout", self.timeout)
         kwargs.setdefault("verify", self._verify_setting)
         try:
-            response = self._session().request(method, self.url + path, stream=True, **kwargs)
+            session = self._session()
+            try:
+                response = session.request(method, self.url + path, stream=True, **kwargs)
+            finally:
+                self._give_back(session)
             if not stream:
                 with response:
                     body = io.BytesIO()

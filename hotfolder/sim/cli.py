@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulated GPU time per prompt (default 1.0)",
     )
     parser.add_argument(
+        "--model-load-seconds",
+        type=_non_negative(float),
+        default=0.0,
+        help="GPU time a prompt spends first when it needs other model files than the ones "
+        "loaded (checkpoint, LoRA, VAE, ...; default 0)",
+    )
+    parser.add_argument(
         "--output-dir", help="where SaveImage writes (default: a temporary folder, removed on exit)"
     )
     parser.add_argument(
@@ -149,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         preview_method=None if args.preview_method == "none" else args.preview_method,
         random_seed=args.random_seed,
         api=args.api,
+        model_load_seconds=args.model_load_seconds,
     )
     # the handler touches no lock: a second signal could interrupt it inside Event.set(),
     # which then waits for ever for the lock its own thread holds

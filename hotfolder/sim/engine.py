@@ -23,6 +23,7 @@ from hotfolder.sim.catalog import Catalog
 from hotfolder.sim.executor import CacheEntry, PromptRun, history_lag
 from hotfolder.sim.faults import FaultState
 from hotfolder.sim.hub import SocketHub
+from hotfolder.sim.models import ModelMemory
 
 log = structlog.get_logger()
 
@@ -43,6 +44,7 @@ class Engine:
         job_seconds: float,
         preview_method: str | None = None,
         api: ApiBehaviour = API_0_3_64,
+        model_load_seconds: float = 0.0,
     ) -> None:
         self.api = api
         self.catalog = catalog
@@ -59,6 +61,7 @@ class Engine:
         self.running: dict[int, list[Any]] = {}
         self.history: dict[str, dict[str, Any]] = {}
         self.cache: dict[str, CacheEntry] = {}  # oldest first (the LRU order when api keeps many)
+        self.models = ModelMemory(model_load_seconds)
         self.asset_ids: dict[str, str] = {}  # output file path -> asset id (api.output_assets)
         self.number = 0
         self._seq = itertools.count()
@@ -211,7 +214,7 @@ class Engine:
             if taken is None:
                 return
             task_id, item = taken
-            started = time.monotonic()
+            started, started_at = time.monotonic(), time.time()
             run = PromptRun(self, item)
             try:
                 success, result = run.execute()
@@ -219,6 +222,7 @@ class Engine:
                 log.exception("sim.worker_crash", prompt_id=item[1])
                 success, result = False, {"outputs": {}, "meta": {}}
             self._finish(task_id, item, success, result, run.messages, started)
+            self.models.record(item[1], run.models, run.model_load, started_at, success)
 
     def _finish(
         self,

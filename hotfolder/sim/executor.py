@@ -28,6 +28,7 @@ from hotfolder.sim.graph import ExecutionList, is_link, signatures, trim_cache
 from hotfolder.sim.hub import SocketHub
 from hotfolder.sim.imagefiles import encode_jpeg
 from hotfolder.sim.imaging import ImageBatch, blend_towards_grey, resize
+from hotfolder.sim.models import ModelMemory, models_needed
 from hotfolder.sim.nodes import SAMPLERS, planned_steps, run_node
 from hotfolder.sim.outputs import OUTPUT_NODES
 
@@ -60,6 +61,7 @@ class EngineState(Protocol):
     job_seconds: float
     preview_method: str | None
     cache: dict[str, CacheEntry]
+    models: ModelMemory
     asset_ids: dict[str, str]
     interrupt_event: threading.Event
     client_id: str | None  # client of the running prompt, for a reconnect's replay
@@ -91,6 +93,8 @@ class PromptRun:
         self.step_seconds = 0.0
         self.node_seconds = 0.0
         self.clock = time.monotonic()
+        self.models = models_needed(self.prompt, self.outputs_to_execute)
+        self.model_load = False  # whether this run had to load its models first
         # NodeContext / OutputContext attributes
         self.input_dir = engine.input_dir
         self.output_dir = engine.output_dir
@@ -204,6 +208,7 @@ class PromptRun:
         self._plan(order)
         success = True
         try:
+            self._load_models()
             while not order.is_empty():
                 node_id = order.stage()
                 if is_cached(node_id):
@@ -235,6 +240,14 @@ class PromptRun:
             "outputs": {n: self.ui[n] for n in order_keys},
             "meta": {n: self.meta[n] for n in order_keys},
         }
+
+    def _load_models(self) -> None:
+        """Before the first node, as the GPU time of a model switch (no message of its own)."""
+        seconds = self.engine.models.begin(self.models)
+        if seconds is not None:
+            self.model_load = True
+            self._spend(seconds)
+            self.engine.models.loaded_now(self.models, seconds)
 
     def _class(self, node_id: str | None) -> str:
         node = self.prompt.get(node_id) if node_id is not None else None

@@ -142,6 +142,10 @@ def get_sim_stats(sim: SimContext, req: Request) -> Response:
     return json_response(sim.stats())
 
 
+def get_sim_runs(sim: SimContext, req: Request) -> Response:
+    return json_response(sim.engine.models.report())
+
+
 Route = tuple[str, re.Pattern[str], Handler]
 
 
@@ -175,6 +179,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
         ("GET", "/sim/faults", get_sim_faults),
         ("POST", "/sim/faults", post_sim_faults),
         ("GET", "/sim/stats", get_sim_stats),
+        ("GET", "/sim/runs", get_sim_runs),
     ]
 ]
 

@@ -135,5 +135,7 @@ def post_interrupt(sim: SimContext, req: Request) -> Response:
 
 
 def post_free(sim: SimContext, req: Request) -> Response:
-    req.json_or({})
+    body = req.json_or({})
+    if isinstance(body, dict) and body.get("unload_models") is True:
+        sim.engine.models.unload()
     return empty(200)

@@ -287,6 +287,7 @@ class SimServer:
         preview_method: str | None = None,
         random_seed: int | None = None,
         api: str = "0.3.64",
+        model_load_seconds: float = 0.0,
     ) -> None:
         self.api = api_behaviour(api)
         self.host = host
@@ -309,6 +310,7 @@ class SimServer:
             job_seconds=job_seconds,
             preview_method=preview_method,
             api=self.api,
+            model_load_seconds=model_load_seconds,
         )
         self.counters = {"prompts_rejected": 0, "http_5xx_injected": 0,
                          "http_5xx_after_queue": 0, "uploads": 0}
@@ -340,6 +342,14 @@ class SimServer:
         self._job_seconds = float(value)
         if hasattr(self, "engine"):
             self.engine.job_seconds = self._job_seconds
+
+    @property
+    def model_load_seconds(self) -> float:  # what switching models costs (sim/models.py)
+        return self.engine.models.load_seconds
+
+    @model_load_seconds.setter
+    def model_load_seconds(self, value: float) -> None:
+        self.engine.models.load_seconds = float(value)
 
     def set_faults(self, **updates: Any) -> dict[str, Any]:
         return self.fault_state.update(updates)
@@ -385,5 +395,6 @@ class SimServer:
             out["queue_remaining"] = len(engine.queue) + len(engine.running)
         out["busy_seconds"] = round(out["busy_seconds"], 6)
         out.update(self.counters)
+        out.update(engine.models.counters())
         out["websockets"] = self.hub.count()
         return out
