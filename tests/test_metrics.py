@@ -8,7 +8,7 @@ from prometheus_client import REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from hotfolder.comfy.pool import error_kind
+from hotfolder.comfy.counting import error_kind
 from hotfolder.errors import JobError, ServerError
 from hotfolder.web.metrics import JobMetrics, Registry
 

@@ -21,6 +21,7 @@ from hotfolder.workflow.models import models_of
 WORKFLOWS = ROOT / "config" / "workflows"
 PAIRS = Path(__file__).parent / "fixtures" / "gui2api"
 SDXL = frozenset({"sd_xl_base_1.0.safetensors"})
+FLUX = frozenset({"flux1-dev.safetensors"})
 
 
 def _load(path: Path) -> dict:
@@ -155,3 +156,39 @@ def test_the_pool_remembers_each_servers_models_and_puts_rush_prompts_in_front()
     assert pool.queueing(gpu, "p4", 5) is False
     gpu.comebacks += 1  # it was down: it may have restarted with nothing loaded
     assert gpu.models is None
+
+
+def test_a_slot_given_makes_the_job_s_models_the_servers_upcoming_ones():
+    pool = ServerPool([ServerConfig(url="http://127.0.0.1:9", name="gpu")], ComfyConfig(),
+                      threading.Event())
+    gpu = pool.servers[0]
+    slot = pool.reserve(gpu, SDXL)
+    assert slot is not None and gpu.models is None and gpu.upcoming == SDXL
+    assert pool.free() == ([(gpu, None)], [])
+    gpu.comebacks += 1  # it may have restarted: nothing is known
+    assert gpu.upcoming is None
+
+
+def test_one_slot_beyond_max_in_flight_for_a_job_above_every_prompt_there():
+    pool = ServerPool([ServerConfig(url="http://127.0.0.1:9", name="gpu")],
+                      ComfyConfig(max_in_flight=2), threading.Event())
+    gpu = pool.servers[0]
+    slots = [pool.reserve(gpu, SDXL, 0), pool.reserve(gpu, SDXL, 3)]
+    assert all(slots) and gpu.in_flight == 2
+    pool.queueing(gpu, "p1", 0)
+    # a slot holder not queued yet: its priority is not known, so no rush slot
+    assert pool.free() == ([], [SDXL]) and pool.reserve(gpu, SDXL, 9) is None
+    pool.queueing(gpu, "p2", 3)
+    assert pool.free() == ([(gpu, 4)], [])
+    assert pool.reserve(gpu, SDXL, 3) is None  # not above every prompt there
+    rush = pool.reserve(gpu, FLUX, 4)
+    assert rush is not None and gpu.in_flight == 3
+    assert pool.reserve(gpu, FLUX, 9) is None  # one rush slot a server
+    assert pool.queueing(gpu, "rush", 4) is True  # in front
+    assert pool.free() == ([], [FLUX])
+    rush.cancel()
+    pool.forget_prompt(gpu, "rush")
+    assert gpu.in_flight == 2 and pool.free() == ([(gpu, 4)], [])
+    pool.forget_prompt(gpu, "p2")
+    pool.release(gpu)
+    assert pool.free() == ([(gpu, None)], [])

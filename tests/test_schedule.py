@@ -207,3 +207,37 @@ def test_many_waiting_jobs_cost_a_choice_per_group_not_per_job():
         q.remove(waiting)
     assert len(q) == 18_000
     assert sum(len(v) for v in q._taken.values()) <= 20_000
+
+
+def test_idle_servers_spread_over_the_model_groups_waiting():
+    # the first folder's jobs became ready first; a server given one of them is busy with it
+    q = queue()
+    for name, models in [("r0", FLUX), ("r1", FLUX), ("r2", FLUX), ("b0", SDXL), ("b1", SDXL)]:
+        q.add(job(name, models))
+    waiting, a = q.choose([server("a"), server("b")], now=1.0)
+    assert (waiting.item, a.name) == ("r0", "a")
+    q.remove(waiting)
+    # a's slots are full, flux coming up there: b takes the other checkpoint, not r1
+    waiting, b = q.choose([server("b")], now=1.0, busy=[FLUX])
+    assert (waiting.item, b.name) == ("b0", "b")
+
+
+def test_a_server_whose_models_another_has_too_goes_over_to_an_unserved_group():
+    q = queue()
+    for name, models in [("r0", FLUX), ("b0", SDXL)]:
+        q.add(job(name, models))
+    chosen = q.choose([server("a", FLUX)], now=1.0, busy=[FLUX])
+    assert chosen is not None and chosen[0].item == "b0"
+    # the only server with its models keeps them
+    chosen = q.choose([server("a", FLUX)], now=1.0, busy=[SDXL])
+    assert chosen is not None and chosen[0].item == "r0"
+
+
+def test_a_full_servers_rush_slot_takes_only_a_higher_priority():
+    q = queue()
+    q.add(job("a1", SDXL))
+    rush_slot = FreeServer(name="gpu", models=SDXL, min_priority=1)
+    assert q.choose([rush_slot], now=1.0) is None
+    q.add(job("rush", FLUX, priority=1))
+    chosen = q.choose([rush_slot], now=1.0)
+    assert chosen is not None and chosen[0].item == "rush"

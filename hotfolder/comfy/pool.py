@@ -10,81 +10,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import structlog
 
-from hotfolder.comfy.client import ComfyClient
+from hotfolder.comfy.counting import CountingClient
 from hotfolder.comfy.listener import CompletionListener
 from hotfolder.comfy.transport import TransferLimits
 from hotfolder.config.model import ComfyConfig
 from hotfolder.config.servers import ServerConfig
-from hotfolder.errors import JobError, ServerError
+from hotfolder.errors import ServerError
 from hotfolder.retry import Backoff
 
 log = structlog.get_logger()
-
-
-class CountingClient(ComfyClient):
-    """A server's client that counts failed submits and downloads by kind, for /metrics."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.errors: dict[tuple[str, str], int] = {}  # (operation, kind) -> count
-        self._errors_lock = threading.Lock()
-
-    def submit(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().submit(*args, **kwargs)
-        except (ServerError, JobError) as exc:
-            self._count("submit", exc)
-            raise
-
-    def download(self, *args: Any, **kwargs: Any) -> int:
-        try:
-            return super().download(*args, **kwargs)
-        except (ServerError, JobError) as exc:
-            self._count("download", exc)
-            raise
-
-    def upload_image(self, *args: Any, **kwargs: Any) -> str:
-        try:
-            return super().upload_image(*args, **kwargs)
-        except (ServerError, JobError) as exc:
-            self._count("upload", exc)
-            raise
-
-    def upload_mask(self, *args: Any, **kwargs: Any) -> str:
-        try:
-            return super().upload_mask(*args, **kwargs)
-        except (ServerError, JobError) as exc:
-            self._count("upload", exc)
-            raise
-
-    def error_counts(self) -> dict[tuple[str, str], int]:
-        with self._errors_lock:
-            return dict(self.errors)
-
-    def _count(self, operation: str, exc: ServerError | JobError) -> None:
-        key = (operation, error_kind(exc))
-        with self._errors_lock:
-            self.errors[key] = self.errors.get(key, 0) + 1
-
-
-def error_kind(exc: ServerError | JobError) -> str:
-    """A short, stable label for an error: unreachable, http_5xx, unauthorised, rejected, …"""
-    if isinstance(exc, JobError):
-        status = exc.details.get("status")
-        if exc.kind in ("download", "upload"):
-            return "too_large" if status is None else f"http_{status}"
-        return exc.kind
-    if exc.status is None:
-        return "unreachable"
-    if exc.status in (401, 407):
-        return "unauthorised"
-    if exc.status == 403:
-        return "forbidden"
-    return "http_5xx" if exc.status >= 500 else f"http_{exc.status}"
 
 
 class Server:
@@ -122,6 +59,10 @@ class Server:
         # the models of the last prompt we sent it, until it may have restarted (its socket
         # dropped, or it was down): what it will have loaded when our next prompt starts
         self._models: tuple[tuple[int, int], frozenset[str]] | None = None
+        # the models of the last job given one of its slots (reserved or acquired): queued
+        # only once that job is claimed and prepared, yet what the server will run next, so
+        # the scheduler pairs the following jobs with it, not with what it ran before
+        self._next: tuple[tuple[int, int], frozenset[str] | None] | None = None
         self.model_switches = 0  # prompts of ours that needed other models than the last
         self.pending: dict[str, int] = {}  # our prompts on it -> their priority
 
@@ -131,8 +72,19 @@ class Server:
         known = self._models
         return known[1] if known is not None and known[0] == self._life else None
 
+    @property
+    def upcoming(self) -> frozenset[str] | None:
+        """The models it will have loaded once the jobs given its slots have run (None: not
+        known): what the scheduler matches waiting jobs with."""
+        planned = self._next
+        return planned[1] if planned is not None and planned[0] == self._life else self.models
+
     def loaded(self, models: frozenset[str]) -> None:
         self._models = (self._life, models)
+
+    def given(self, models: frozenset[str] | None) -> None:
+        """A slot was given to a job needing `models` (None: not known)."""
+        self._next = (self._life, models)
 
     @property
     def _life(self) -> tuple[int, int]:
@@ -263,24 +215,46 @@ class ServerPool:
             while not self.stop.is_set() and not self.draining.is_set():
                 free = [s for s in self.eligible(tags) if s.up and _has_room(s)]
                 if free:
-                    chosen = min(free, key=lambda s: (models is None or s.models != models,
+                    chosen = min(free, key=lambda s: (models is None or s.upcoming != models,
                                                       _load(s)))
                     chosen.in_flight += 1
+                    chosen.given(models)
                     return chosen
                 self._cond.wait(0.5)
         return None
 
-    def free(self) -> list[Server]:
-        """The servers that would take a prompt now (up, a slot free, in the config)."""
+    def free(self) -> tuple[list[tuple[Server, int | None]], list[frozenset[str] | None]]:
+        """The servers that would take a prompt now (up, in the config), each with the lowest
+        priority it takes: None with a slot free; above all our prompts there when its slots
+        are full but its one slot for a rush job is not (`_rush_bar`). And the upcoming
+        models of the other servers that are up."""
         with self._cond:
-            return [s for s in self.servers if not s.retired and s.up and _has_room(s)]
+            free, busy = [], []
+            for s in self.servers:
+                if s.retired or not s.up:
+                    continue
+                room = _has_room(s)
+                bar = None if room else _rush_bar(s)
+                if room or bar is not None:
+                    free.append((s, bar))
+                else:
+                    busy.append(s.upcoming)
+            return free, busy
 
-    def reserve(self, server: Server) -> Reservation | None:
-        """A slot on `server` for a job about to be claimed, if it still has one."""
+    def reserve(self, server: Server, models: frozenset[str] | None = None,
+                priority: int | None = None) -> Reservation | None:
+        """A slot on `server` for a job about to be claimed (needing `models`), if it still
+        has one, or, for a job of `priority` higher than all our prompts there, its rush
+        slot."""
         with self._cond:
-            if self.stop.is_set() or server.retired or not server.up or not _has_room(server):
+            if self.stop.is_set() or server.retired or not server.up:
                 return None
+            if not _has_room(server):
+                bar = _rush_bar(server)
+                if bar is None or priority is None or priority < bar:
+                    return None
             server.in_flight += 1
+            server.given(models)
         return Reservation(self, server)
 
     def queueing(self, server: Server, prompt_id: str, priority: int) -> bool:
@@ -289,6 +263,9 @@ class ServerPool:
         with self._cond:
             front = any(p < priority for p in server.pending.values())
             server.pending[prompt_id] = priority
+            rush_slot = _rush_bar(server) is not None
+        if rush_slot:  # every slot holder is now queued: a rush job may take the extra one
+            self.on_free()
         return front
 
     def queued(self, server: Server, models: frozenset[str]) -> bool | None:
@@ -386,6 +363,18 @@ def _has_room(server: Server) -> bool:
     if server.in_flight >= server.limit:
         return False
     return server.in_flight == 0 or server.in_flight + _others(server) < server.limit
+
+
+def _rush_bar(server: Server) -> int | None:
+    """The lowest priority that may take one slot beyond `max_in_flight` (submitted in front,
+    it runs right after the prompt now running): above every prompt of ours there. None while
+    that slot is taken, a slot is free, or a slot holder is not queued yet (its priority is
+    not known here)."""
+    if server.in_flight != server.limit or not server.pending:
+        return None
+    if len(server.pending) < server.in_flight:
+        return None
+    return max(server.pending.values()) + 1
 
 
 def _load(server: Server) -> tuple[float, int]:

@@ -57,14 +57,15 @@ class Dispatcher:
                 return self._unpaired.popleft()
             if not len(self.queue):
                 return None
-            servers = {s.name: s for s in self.pool.free()}
-            views = [FreeServer(s.name, s.tags, s.models, s.load) for s in servers.values()]
+            free, busy = self.pool.free()
+            servers = {s.name: s for s, _ in free}
+            views = [FreeServer(s.name, s.tags, s.upcoming, s.load, bar) for s, bar in free]
             while views:
-                chosen = self.queue.choose(views, now)
+                chosen = self.queue.choose(views, now, busy)
                 if chosen is None:
                     return None
                 job, view = chosen
-                slot = self.pool.reserve(servers[view.name])
+                slot = self.pool.reserve(servers[view.name], job.models, job.priority)
                 if slot is None:  # taken meanwhile by a job that was not waiting here
                     views.remove(view)
                     continue

@@ -136,7 +136,8 @@ class Daemon:
             if self.draining.is_set() and self._drained(now):
                 break
             if not self.draining.is_set():
-                self.watcher.tick(now)
+                with self.workers.held():
+                    self.watcher.tick(now)
             self.pool.probe(now)
             self._housekeeping(now)
             if not self._healthy():

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +49,14 @@ class FreeServer:
     tags: frozenset[str] = frozenset()
     models: Models = None  # what it has loaded, as far as we know
     load: tuple[float, int] = (0.0, 0)  # lower is less loaded (comfy/pool.py)
+    # its slots are full: only a job of this priority or higher may take its rush slot
+    min_priority: int | None = None
 
 
-def eligible(tags: tuple[str, ...], server: FreeServer) -> bool:
-    return not tags or not server.tags.isdisjoint(tags)
+def eligible(job: Waiting, server: FreeServer) -> bool:
+    if server.min_priority is not None and job.priority < server.min_priority:
+        return False
+    return not job.tags or not server.tags.isdisjoint(job.tags)
 
 
 @dataclass
@@ -92,11 +97,13 @@ class Queue:
         return (now - job.ready_at >= self.config.max_reorder_seconds
                 or self.overtaken(job) >= self.config.max_overtaken)
 
-    def choose(self, free: list[FreeServer], now: float) -> tuple[Waiting, FreeServer] | None:
+    def choose(self, free: list[FreeServer], now: float,
+               busy: Iterable[Models] = ()) -> tuple[Waiting, FreeServer] | None:
         """The next pairing of a waiting job and a free server, or None; nothing is removed
-        (`remove` does that once the server's slot is really had)."""
+        (`remove` does that once the server's slot is really had). `busy`: the models of the
+        servers without a free slot (what they will have loaded)."""
         heads = [g[0] for g in self._groups.values()]
-        usable = [(j, [s for s in free if eligible(j.tags, s)]) for j in heads]
+        usable = [(j, [s for s in free if eligible(j, s)]) for j in heads]
         usable = [(j, servers) for j, servers in usable if servers]
         if not usable:
             return None
@@ -108,14 +115,28 @@ class Queue:
             if self.config.policy == "fifo":
                 return job, min(servers, key=lambda s: s.load)
             return job, _best_server(job, servers, set())
+        wanted = {j.models for j, _ in usable if j.models is not None}
+        # models waiting jobs need that no server has or is about to have: a free server
+        # that is not the only one with its models (or has none known, or none wanted) goes
+        # over to them, so that model groups spread over the servers instead of every server
+        # running the group that came first, then every server switching
+        served = Counter([*(s.models for s in free), *busy])
+        spare = {s.name for s in free
+                 if s.models is None or served[s.models] > 1 or s.models not in wanted}
+        unserved = [(j, [s for s in servers if s.name in spare]) for j, servers in usable
+                    if j.models is not None and not served[j.models]]
+        unserved = [(j, servers) for j, servers in unserved if servers]
+        kept = {s.name for _, servers in unserved for s in servers}
         matches = [(j, s) for j, servers in usable if j.models is not None
-                   for s in servers if s.models == j.models]
+                   for s in servers if s.models == j.models and s.name not in kept]
         if matches:
             job = min(matches, key=lambda c: c[0].seq)[0]
             return job, min((s for j, s in matches if j is job), key=lambda s: s.load)
+        if unserved:
+            job, servers = min(unserved, key=lambda c: c[0].seq)
+            return job, _best_server(job, servers, wanted)
         job, servers = min(usable, key=lambda c: c[0].seq)
         # keep servers whose models other waiting jobs want for those jobs
-        wanted = {j.models for j, _ in usable if j.models is not None}
         return job, _best_server(job, servers, wanted)
 
     def remove(self, job: Waiting) -> None:

@@ -9,12 +9,13 @@ asks it again whenever a slot may have come free (`poke`)."""
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -51,6 +52,8 @@ class Workers:
         self.source = source
         self._ours: deque[Work] = deque()  # jobs already ours, run in turn
         self._wake = threading.Condition()
+        self._held = 0  # pokes are held back (`held`) ...
+        self._missed = 0  # ... and this many are due when they are let go
         self.threads: list[threading.Thread] = []
         self.lock = threading.Lock()  # guards everything below
         self.active: dict[tuple[str, str], JobState] = {}  # (folder, name) -> jobs we own
@@ -85,7 +88,26 @@ class Workers:
     def poke(self) -> None:
         """Something changed (a file waits, a slot came free): one idle worker looks."""
         with self._wake:
-            self._wake.notify()
+            if self._held:
+                self._missed += 1
+            else:
+                self._wake.notify()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Files found ready together wait together before any is handed out: the scheduler
+        then sees every folder's jobs at its first choice, not the first folder's alone (which
+        would put every idle server on that folder's models)."""
+        with self._wake:
+            self._held += 1
+        try:
+            yield
+        finally:
+            with self._wake:
+                self._held -= 1
+                if not self._held and self._missed:
+                    self._wake.notify(self._missed)
+                    self._missed = 0
 
     def _next(self) -> Work | None:
         with self._wake:
