@@ -1,8 +1,9 @@
 """The ComfyUI servers and their in-flight slots: which server takes the next job, and when.
 
 Each server holds at most `max_in_flight` of our prompts, so the next job is already queued when
-the current one ends, while the rest wait in the inbox where another daemon could take them. A
-server that stops answering is out of rotation until a probe sees it answer again.
+the current one ends, while the rest wait in the inbox where another daemon could take them;
+one more for a job above every prompt of ours there, so that a rush job need not wait for a
+slot. A server that stops answering is out of rotation until a probe sees it answer again.
 """
 
 from __future__ import annotations
