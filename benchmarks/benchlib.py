@@ -286,6 +286,18 @@ def drop(inbox: Path, name: str, text: str) -> float:
     return time.time()
 
 
+def drop_paced(inbox: Path, jobs: int, rate: float) -> float:
+    """Drop `jobs` prompt files at `rate` per second, as a steady stream of arrivals would;
+    returns when the first was due."""
+    t0 = time.time()
+    for i in range(jobs):
+        delay = t0 + i / rate - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        drop(inbox, job_name(i), prompt_text(i))
+    return t0
+
+
 def prompt_text(i: int) -> str:
     return f"benchmark job {i}: a photorealistic red fox in snow, golden hour lighting"
 

@@ -25,6 +25,7 @@ from benchlib import (
     appeared,
     daemon,
     drop,
+    drop_paced,
     iso_epoch,
     job_name,
     log_time,
@@ -209,12 +210,7 @@ def fan_out(tmp: Path, s: Settings) -> Result:
             daemon(tmp / "fan-daemon", [x.url for x in sim_list], settle=s.settle) as d:
         inbox = d.dir("inbox")
         meter = CpuMeter(d.proc.pid, [x.proc.pid for x in sim_list])
-        t0 = time.time()
-        for i in range(jobs):
-            delay = t0 + i / rate - time.time()
-            if delay > 0:
-                time.sleep(delay)
-            drop(inbox, job_name(i), prompt_text(i))
+        t0 = drop_paced(inbox, jobs, rate)
         _wait_outputs(d.dir("outbox"), stems, jobs * s.job_seconds + 120)
         cpu = meter.stop()
         cpu_run = cpu["daemon_cpu_s"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from benchlib import (
     Sim,
     appeared,
     drop,
+    drop_paced,
     job_name,
     outputs_done,
     prompt_text,
@@ -273,12 +273,7 @@ def fleet(tmp: Path, s: Settings) -> Result:
             running(base, [x.url for x in sim_list], settle=s.settle) as d:
         inbox, outbox = d.dir("inbox"), d.dir("outbox")
         meter = CpuMeter(d.proc.pid, [x.proc.pid for x in sim_list])
-        t0 = time.time()
-        for i in range(jobs):
-            delay = t0 + i / rate - time.time()
-            if delay > 0:
-                time.sleep(delay)
-            drop(inbox, job_name(i), prompt_text(i))
+        t0 = drop_paced(inbox, jobs, rate)
         # counting names is cheap enough to repeat; each file is checked once at the end
         wait_until(lambda: len(os.listdir(outbox)) >= 2 * jobs and outputs_done(outbox, stems),
                    jobs / rate * 2 + 120, f"{jobs} outputs", interval=0.2)
