@@ -187,7 +187,8 @@ def test_schedule_and_priorities(tmp_path):
     data = _base(tmp_path)
     config = parse_config(data, base=tmp_path)
     assert (config.schedule.policy, config.schedule.max_reorder_seconds,
-            config.schedule.max_overtaken) == ("models", 120.0, 20)
+            config.schedule.max_overtaken, config.schedule.switch_wait_seconds) == (
+                "models", 120.0, 20, 0.25)
     folder = config.folders[0]
     assert (folder.priority, folder.limits.min_priority, folder.limits.max_priority) == (0, 0, 0)
     data["schedule"] = "fifo"
@@ -202,13 +203,15 @@ def test_schedule_and_priorities(tmp_path):
 
 def test_schedule_and_priority_problems(tmp_path):
     data = _base(tmp_path)
-    data["schedule"] = {"policy": "smart", "max_overtaken": 1.5, "max_reorder": 3}
+    data["schedule"] = {"policy": "smart", "max_overtaken": 1.5, "max_reorder": 3,
+                        "switch_wait_seconds": 60}
     data["folders"][0].update(priority="high", limits={"min_priority": 2, "max_priority": 1})
     with pytest.raises(ConfigError) as info:
         parse_config(data, base=tmp_path)
     text = "\n".join(info.value.problems)
     assert "schedule.policy: expected one of models, fifo, got 'smart'" in text
     assert "schedule.max_overtaken: expected a whole number, got 1.5" in text
+    assert "schedule.switch_wait_seconds: must be at most 30, got 60" in text
     assert "schedule.max_reorder: unknown key (did you mean schedule.max_reorder_seconds?" in text
     assert "folders[0].priority: expected a whole number, got 'high'" in text
     assert "folders[0].limits.min_priority: must not be above max_priority (2 > 1)" in text

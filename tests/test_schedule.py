@@ -241,3 +241,41 @@ def test_a_full_servers_rush_slot_takes_only_a_higher_priority():
     q.add(job("rush", FLUX, priority=1))
     chosen = q.choose([rush_slot], now=1.0)
     assert chosen is not None and chosen[0].item == "rush"
+
+
+def test_a_model_load_waits_for_jobs_ready_moments_later_then_each_server_takes_one_group():
+    """Two folders' files dropped together become ready a tick apart: a choice at the first
+    would put both idle servers on its models, each to switch again once the second's come."""
+    q = queue(switch_wait_seconds=0.25)
+    q.add(job("b1", SDXL, ready_at=10.0))
+    q.add(job("b2", SDXL, ready_at=10.0))
+    idle = [server("a"), server("b")]
+    assert q.choose(idle, now=10.01) is None
+    assert q.hold_until == 10.25
+    q.add(job("f1", FLUX, ready_at=10.1))
+    q.add(job("f2", FLUX, ready_at=10.1))
+    first = q.choose(idle, now=10.25)
+    assert first is not None and q.hold_until is None
+    q.remove(first[0])
+    loaded = {first[1].name: first[0].models}
+    other = next(s for s in idle if s.name != first[1].name)
+    second = q.choose([other], now=10.26, busy=list(loaded.values()))
+    assert second is not None
+    assert {first[0].models, second[0].models} == {SDXL, FLUX}
+
+
+def test_a_job_its_server_has_the_models_for_never_waits():
+    q = queue(switch_wait_seconds=5)
+    q.add(job("b1", SDXL, ready_at=10.0))
+    chosen = q.choose([server("a", SDXL)], now=10.0)
+    assert chosen is not None and chosen[0].item == "b1"
+
+
+def test_the_load_wait_gives_way_to_the_fairness_bound_and_to_fifo():
+    q = queue(switch_wait_seconds=5, max_reorder_seconds=1)
+    q.add(job("b1", SDXL, ready_at=10.0))
+    assert q.choose([server("a", FLUX)], now=10.5) is None and q.hold_until == 15.0
+    assert q.choose([server("a", FLUX)], now=11.0) is not None  # overdue: no more waiting
+    q = queue(policy="fifo", switch_wait_seconds=5)
+    q.add(job("b1", SDXL, ready_at=10.0))
+    assert q.choose([server("a", FLUX)], now=10.0) is not None

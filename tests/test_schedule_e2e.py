@@ -129,3 +129,37 @@ def test_models_then_drop_order_priorities_first_and_fifo_keeps_drop_order(tmp_p
     finally:
         hot.stop()
         sim.stop()
+
+
+def test_files_ready_moments_apart_still_put_each_idle_server_on_one_model(tmp_path):
+    """Two idle servers, two folders: the first folder's files become ready before the
+    second's are even dropped. Handing them out at once would put both servers on the first
+    folder's checkpoint (both to switch later); the scheduler holds a model load back for
+    `switch_wait_seconds`, so each server takes one folder's jobs."""
+    ports = [free_port(), free_port()]
+    config = _config(tmp_path, ports[0], free_port())
+    config["servers"] = [{"url": f"http://127.0.0.1:{p}", "name": f"gpu{i}"}
+                         for i, p in enumerate(ports)]
+    config["comfy"]["max_in_flight"] = 2
+    config["schedule"] = {"switch_wait_seconds": 1.5}
+    hot = HotFolder(base=tmp_path, server_url="", config=config)
+    sims = [SimServer(host="127.0.0.1", port=p, job_seconds=0.2) for p in ports]
+    for sim in sims:
+        sim.start()
+    hot.start()
+    try:
+        jobs = [(folder, f"{folder}{i}.txt") for folder in ("base", "refiner") for i in range(4)]
+        for folder, name in jobs:  # each seen ready before the next is dropped
+            _drop(hot, folder, name, f"a lighthouse, {name}")
+        wait_for(lambda: all((hot.base / f / "done" / n).exists() for f, n in jobs),
+                 timeout=60, what=f"every job done\n{hot.log()[-3000:]}")
+        folders_by_server: dict[str, set[str]] = {}
+        for folder, name in jobs:
+            car = json.loads((hot.base / folder / "outbox" / f"{Path(name).stem}.json")
+                             .read_text())
+            folders_by_server.setdefault(car["server"], set()).add(folder)
+        assert sorted(folders_by_server.values(), key=sorted) == [{"base"}, {"refiner"}]
+    finally:
+        hot.stop()
+        for sim in sims:
+            sim.stop()

@@ -81,6 +81,7 @@ class ScheduleConfig:
     policy: str = "models"  # models | fifo; both put higher priorities first
     max_reorder_seconds: float = 120.0  # a job ready this long is overtaken no more
     max_overtaken: int = 20  # ... nor one that this many later jobs overtook
+    switch_wait_seconds: float = 0.25  # a job that makes a server load models waits this long
 
 
 SUBFOLDERS = ("inbox", "processing", "outbox", "done", "failed")

@@ -24,4 +24,6 @@ def parse_schedule(value: Any, p: Problems) -> ScheduleConfig:
                                      d.max_reorder_seconds),
         max_overtaken=p.number(data, "max_overtaken", "schedule", d.max_overtaken,
                                integer=True),
+        switch_wait_seconds=p.number(data, "switch_wait_seconds", "schedule",
+                                     d.switch_wait_seconds, maximum=30),
     )

@@ -26,6 +26,7 @@ class Dispatcher:
         self.peeker = Peeker(config.templates)
         self._lock = threading.Lock()
         self._unpaired: deque[Work] = deque()  # handed out without a server: we are stopping
+        self._hold_until: float | None = None  # a model load held back (schedule.py) until
 
     def update(self, config: Config) -> None:
         with self._lock:
@@ -46,6 +47,14 @@ class Dispatcher:
         with self._lock:
             return len(self.queue) + len(self._unpaired)
 
+    def wait_hint(self, longest: float) -> float:
+        """How long a worker may wait before asking again, at most `longest`: less when a
+        model load was held back and may go sooner."""
+        with self._lock:
+            if self._hold_until is None:
+                return longest
+            return min(longest, max(0.0, self._hold_until - time.monotonic()) + 0.005)
+
     def take(self, now: float | None = None) -> Work | None:
         """The next job with a slot reserved for it on its server, or None for now. While
         the daemon stops, every waiting job is handed out without one (it stays unclaimed)."""
@@ -62,6 +71,7 @@ class Dispatcher:
             views = [FreeServer(s.name, s.tags, s.upcoming, s.load, bar) for s, bar in free]
             while views:
                 chosen = self.queue.choose(views, now, busy)
+                self._hold_until = self.queue.hold_until
                 if chosen is None:
                     return None
                 job, view = chosen

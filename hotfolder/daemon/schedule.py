@@ -7,6 +7,12 @@ before it. That reordering is bounded: a job ready for `max_reorder_seconds`, or
 `max_overtaken` later jobs of its priority, goes next regardless of models. `fifo` takes jobs
 by priority and drop order only (and servers least loaded first, as without a scheduler).
 
+A server is committed to a model load only once the oldest job waiting has been ready
+`switch_wait_seconds`: files dropped together become ready a tick or two apart (one folder's
+before another's), and a choice made at the first of them would put every idle server on
+that folder's models, each to switch again later. A job that its server already has the
+models for never waits.
+
 This module is the choice alone, without threads, clocks or files (daemon/dispatch.py feeds
 it). Waiting jobs are kept in groups of equal (priority, server tags, models), each in drop
 order, so a choice costs O(groups x free servers), never O(waiting jobs): within a group the
@@ -70,6 +76,8 @@ class Queue:
     _taken: dict[int, list[int]] = field(default_factory=dict)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
     _count: int = 0
+    # set by `choose` when it held a model load back: when to choose again
+    hold_until: float | None = None
 
     def __len__(self) -> int:
         return self._count
@@ -102,6 +110,22 @@ class Queue:
         """The next pairing of a waiting job and a free server, or None; nothing is removed
         (`remove` does that once the server's slot is really had). `busy`: the models of the
         servers without a free slot (what they will have loaded)."""
+        self.hold_until = None
+        chosen = self._choose(free, now, busy)
+        if chosen is None or self.config.policy == "fifo":
+            return chosen
+        job, server = chosen
+        # jobs gather from the moment the oldest one waiting became ready
+        gathered_at = min(g[0].ready_at for g in self._groups.values())
+        gathered_at += self.config.switch_wait_seconds
+        if (job.models is not None and server.models != job.models and now < gathered_at
+                and not self.overdue(job, now)):
+            self.hold_until = gathered_at
+            return None
+        return chosen
+
+    def _choose(self, free: list[FreeServer], now: float,
+                busy: Iterable[Models]) -> tuple[Waiting, FreeServer] | None:
         heads = [g[0] for g in self._groups.values()]
         usable = [(j, [s for s in free if eligible(j, s)]) for j in heads]
         usable = [(j, servers) for j, servers in usable if servers]

@@ -42,6 +42,7 @@ class Source(Protocol):
     def add(self, work: Work) -> None: ...
     def take(self) -> Work | None: ...
     def __len__(self) -> int: ...
+    def wait_hint(self, longest: float) -> float: ...
 
 
 class Workers:
@@ -117,7 +118,8 @@ class Workers:
                     if self._ours or len(self.source):
                         self._wake.notify()  # there may be more for another worker
                     return work
-                self._wake.wait(WAITING_WAIT if len(self.source) else IDLE_WAIT)
+                self._wake.wait(self.source.wait_hint(WAITING_WAIT) if len(self.source)
+                                else IDLE_WAIT)
         return None
 
     def _run(self) -> None:
