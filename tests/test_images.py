@@ -359,6 +359,11 @@ def test_per_file_needs_a_loadimage_and_makes_images_job_extensions(tmp_path):
            "links": []}
     config = parse_config(_config(tmp_path, gui, image_mode="per-file"), base=tmp_path)
     assert config.folders[0].image_mode == "per-file"
+    assert config.folders[0].image_wait_seconds == 10
+    config = parse_config(_config(tmp_path, gui, image_wait_seconds=60), base=tmp_path)
+    assert config.folders[0].image_wait_seconds == 60
+    with pytest.raises(ConfigError, match=r"folders\[0\].image_wait_seconds: expected a number"):
+        parse_config(_config(tmp_path, gui, image_wait_seconds="1m"), base=tmp_path)
     data = _config(tmp_path, UPSCALE)
     data["workflows"]["t"] = {"path": "t.json", "bindings": {"image": "1.image",
                                                              "mask": "1.image"}}

@@ -115,13 +115,14 @@ def test_spec_naming_an_image_takes_it_along(hot, sim):
 
 
 def test_spec_naming_a_missing_image_fails_and_says_which(hot, sim):
-    image_folder(hot, "img2img", "sdxl_img2img.json")
+    image_folder(hot, "img2img", "sdxl_img2img.json", image_wait_seconds=1)
     hot.start()
     hot.drop("ghost.json", json.dumps({"prompt": "x", "images": "ghost.png"}))
     assert hot.finished("ghost.json", timeout=40) == "failed"
     error = hot.error("ghost.json")
     assert error["kind"] == "missing_image"
     assert "ghost.png" in error["error"] and "not in the inbox" in error["error"]
+    assert "waited 1 s" in error["error"]
     assert uploads(sim) == {}
 
 

@@ -209,7 +209,8 @@ _FOLDER_KEYS = ("name", "root", "workflow", "defaults", "extensions", "settle_se
                 "include_temp_outputs", "job_timeout", "watch", "ready", "rescan_seconds", "ignore",
                 "file_mode", "prune_days", "server_tags", "limits", "accept_workflows",
                 "deny_classes", "allow_set", "txt_mode", "batch_fail", "image_mode",
-                "output_format", "output_quality", "metadata", "priority", *SUBFOLDERS)
+                "image_wait_seconds", "output_format", "output_quality", "metadata", "priority",
+                *SUBFOLDERS)
 
 
 def _folders(value: Any, base: Path, templates: dict[str, Template],
@@ -239,6 +240,7 @@ def _folders(value: Any, base: Path, templates: dict[str, Template],
             defaults=_defaults(data.get("defaults"), join(where, "defaults"), p),
             extensions=extensions,
             image_mode=image_mode,
+            image_wait_seconds=p.number(data, "image_wait_seconds", where, 10.0),
             output=_output_policy(data, where, p),
             priority=p.number(data, "priority", where, 0, minimum=-1_000_000,
                               maximum=1_000_000, integer=True),

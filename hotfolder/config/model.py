@@ -111,6 +111,7 @@ class FolderConfig:
     txt_mode: str = "whole"  # whole: a .txt is one prompt | lines: one prompt per line
     batch_fail: str = "all"  # a batch goes to failed/ when all its runs failed | any did
     image_mode: str = "off"  # per-file: an image dropped alone is a job (images count as jobs)
+    image_wait_seconds: float = 10.0  # an image a job names, not in the inbox yet, is waited for
     output: OutputPolicy = field(default_factory=OutputPolicy)
     priority: int = 0  # higher goes first; a job's own `priority` adds to it (limits bound it)
     # each defaults to <root>/<name>; outbox, done and failed may live on another file system

@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 RECORD = ".inputs.json"  # in processing/.NAME.inputs/: {"job": NAME, "to": "failed"|"done"}
-COMPANION_WAIT_SECONDS = 10.0  # a named image not in the inbox yet is waited for this long
 
 Wait = Callable[[float], None]  # sleeps, or raises when the job must stop waiting
 
@@ -102,7 +101,7 @@ def take_companions(folder: FolderConfig, state: JobState, names: set[str], wait
     for name in wanted:
         if name in own:
             raise JobError(f"images: names the job file itself ({name})", kind=Kind.INVALID)
-    limit = wait_seconds if wait_seconds is not None else max(COMPANION_WAIT_SECONDS,
+    limit = wait_seconds if wait_seconds is not None else max(folder.image_wait_seconds,
                                                               3 * folder.settle_seconds)
     _settle(folder, wanted, limit, wait)
     base.mkdir(exist_ok=True)
