@@ -217,17 +217,24 @@ def write_json(target: Path, data: Any, *, replace: bool = False, compact: bool 
     else:
         text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
     if replace:
+        # plain descriptors: no buffered text file around a single write, and no unlink of a
+        # temp name the replace already took (a record is written several times a job)
         tmp = temp_path(target.parent, target.name)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
+            try:
+                data_bytes = text.encode("utf-8")
+                while data_bytes:
+                    data_bytes = data_bytes[os.write(fd, data_bytes):]
                 if durable:
-                    os.fsync(fh.fileno())
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, target)
-        finally:
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            raise
         return target
     with atomic_writer(target, "w") as (fh, placed):
         fh.write(text)

@@ -30,6 +30,17 @@ def _redact_rendered(_logger: Any, _method: str, line: Any) -> Any:
     return redact(line)
 
 
+class _BoundLogger(structlog.stdlib.BoundLogger):
+    """A debug event the level filters out is dropped before the processors run (context,
+    timestamp, secret masking): the stdlib logger would only drop it after them, and a job
+    makes several."""
+
+    def debug(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        if not self._logger.isEnabledFor(logging.DEBUG):
+            return None
+        return super().debug(event, *args, **kw)
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
     stream = stream or sys.stderr
     if fmt == "auto":
@@ -50,7 +61,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        wrapper_class=_BoundLogger,
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(

@@ -114,6 +114,29 @@ def test_frames_are_cut_whole_from_reads_of_any_size_and_survive_a_time_out() ->
         assert (got[5].opcode, got[5].data) == (websocket.ABNF.OPCODE_PING, b"hi")
 
 
+def test_frames_already_read_are_taken_in_one_pass_up_to_one_that_needs_the_library() -> None:
+    """After a read, whole text frames are cut out together; binary ones and the unused kind
+    are passed over; a ping (or a frame not all there yet) is left for `recv_frame`."""
+    def text(payload: str, fin: int = 1) -> bytes:
+        return _unmasked(websocket.ABNF(fin, 0, 0, 0, websocket.ABNF.OPCODE_TEXT, 0, payload))
+
+    binary = _unmasked(websocket.ABNF.create_frame(b"\x01" * 200, websocket.ABNF.OPCODE_BINARY))
+    big = "y" * 70_000
+    stream = (text("a") + binary + text('{"type": "skip me"}') + text(big) + text("b")
+              + bytes([0x89, 2]) + b"hi" + text("c") + text("d")[:-1])
+    pieces = [stream]
+    parser = wsframes._CappedFrames(lambda _n: pieces.pop(0), True)
+    assert parser.recv_frame().data == b"a"
+    assert parser.take_buffered(b'{"type": "skip') == [big.encode(), b"b"]
+    assert parser.take_buffered(b"") == []  # the ping comes first
+    assert parser.recv_frame().opcode == websocket.ABNF.OPCODE_PING
+    assert parser.take_buffered(b"") == [b"c"]  # "d" is not all there
+    pieces.append(b"d")
+    assert parser.recv_frame().data == b"d"
+    parser._buf, parser._pos = text("e", fin=0) + text("f"), 0  # a fragment: the library's
+    assert parser.take_buffered(b"") == []
+
+
 def _unmasked(frame: Any) -> bytes:
     """A server's frame: header and payload, no mask."""
     frame.mask_value = 0

@@ -202,6 +202,8 @@ class CompletionListener:
 
     def _receive(self, ws: websocket.WebSocket) -> None:
         ws.settimeout(1.0)
+        # a read brings a burst of frames: after the first, the rest are cut out in one pass
+        take = getattr(ws, "take_buffered", None)
         while not self._stop.is_set():
             try:
                 opcode, data = ws.recv_data()
@@ -216,16 +218,21 @@ class CompletionListener:
                 return
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 return
-            if opcode != websocket.ABNF.OPCODE_TEXT:
-                continue  # binary previews and SaveImageWebsocket frames: not ours to keep
-            if data.startswith(UNUSED_PREFIX):
-                continue  # see UNUSED_PREFIX
-            try:
-                message = json.loads(data)
-            except ValueError:
-                continue
-            if isinstance(message, dict):
-                self.handle(message)
+            if opcode == websocket.ABNF.OPCODE_TEXT:  # binary previews are not ours to keep
+                self._text(data)
+            if take is not None:
+                for data in take(UNUSED_PREFIX):
+                    self._text(data)
+
+    def _text(self, data: bytes) -> None:
+        if data.startswith(UNUSED_PREFIX):
+            return  # see UNUSED_PREFIX
+        try:
+            message = json.loads(data)
+        except ValueError:
+            return
+        if isinstance(message, dict):
+            self.handle(message)
 
     def handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")

@@ -81,6 +81,40 @@ class _CappedFrames(frame_buffer):
         frame.validate(self.skip_utf8_validation)
         return frame
 
+    def take_buffered(self, skip: bytes) -> list[bytes]:
+        """The payloads of the text frames already whole in the buffer, cut out in one pass:
+        the frames a read brought after the one `recv_frame` returned (a step's messages come
+        in bursts). Binary frames and text frames starting with `skip` are passed over without
+        being copied. Stops at the first frame that needs websocket-client's own handling (a
+        control frame, a fragment, a mask, reserved bits) or is not all there yet: those are
+        left for `recv_frame`. The caller makes sure no fragmented message is under way."""
+        out: list[bytes] = []
+        with self.lock:
+            buf, pos = self._buf, self._pos
+            end = len(buf)
+            while end - pos >= 2:
+                b1, b2 = buf[pos], buf[pos + 1]
+                opcode = b1 & 0x0F
+                if b1 & 0xF0 != 0x80 or b2 & 0x80 or opcode not in (1, 2):
+                    break  # not fin, reserved bits, masked, or control/continuation
+                length, head = b2 & 0x7F, 2
+                if length == 126:
+                    if end - pos < 4:
+                        break
+                    length, head = (buf[pos + 2] << 8) | buf[pos + 3], 4
+                elif length == 127:
+                    if end - pos < 10:
+                        break
+                    length, head = struct.unpack_from("!Q", buf, pos + 2)[0], 10
+                start = pos + head
+                if length > self.limit or end - start < length:
+                    break
+                pos = start + length
+                if opcode == 1 and not (skip and buf.startswith(skip, start, pos)):
+                    out.append(buf[start:pos])
+            self._pos = pos
+        return out
+
 
 class _CappedMessages(continuous_frame):
     """The same cap for a message sent in many frames."""
@@ -121,6 +155,14 @@ class BufferedWebSocket(websocket.WebSocket):
                                    self.cont_frame.skip_utf8_validation)
         messages.limit = limit
         self.frame_buffer, self.cont_frame = frames, messages
+
+    def take_buffered(self, skip: bytes) -> list[bytes]:
+        """Text messages already whole in the buffer, without a read (`_CappedFrames`); none
+        while a fragmented message is being put together (websocket-client does that)."""
+        frames = self.frame_buffer
+        if not isinstance(frames, _CappedFrames) or self.cont_frame.cont_data is not None:
+            return []
+        return frames.take_buffered(skip)
 
     def _recv(self, bufsize: int) -> bytes:
         if self._offset >= len(self._chunk):

@@ -45,8 +45,11 @@ def live_doc(folder: FolderConfig, jobs: list[dict[str, Any]], servers: list[dic
 
 def write_live(folder: FolderConfig, jobs: list[dict[str, Any]], servers: list[dict[str, Any]],
                being_written: list[dict[str, Any]] | None = None) -> None:
+    # rewritten every second while jobs run: compact (json's C encoder; the indenting one is
+    # pure Python) and without an fsync (a power cut that loses it has stopped the daemon,
+    # which a stale file already says)
     write_json(status_path(folder), live_doc(folder, jobs, servers, being_written),
-               replace=True)
+               replace=True, compact=True, durable=False)
 
 
 def jobs_in_flight(owned: Owned, pool: ServerPool) -> dict[str, list[dict[str, Any]]]:

@@ -106,7 +106,10 @@ class Pipeline:
                     record.priority = state.priority or None
                     if spec.kind != "batch":
                         workflow = prepare(ctx, folder, state, spec, record)
-                    self._enter(folder, state, "claimed")  # prepared: waits for a slot
+                    # prepared: waits for a slot, unless it holds one already and goes
+                    # straight on to the submit's own save (see _submits_at_once)
+                    self._enter(folder, state, "claimed",
+                                save=not _submits_at_once(state, spec.kind, slot))
                 if spec.kind == "batch":
                     if slot is not None:
                         slot.cancel()  # each run takes a slot of its own
@@ -128,13 +131,14 @@ class Pipeline:
                 settled, final = True, again.error is not None
 
     @staticmethod
-    def _enter(folder: FolderConfig, state: JobState, phase: str) -> None:
+    def _enter(folder: FolderConfig, state: JobState, phase: str, *, save: bool = True) -> None:
         """Note what the daemon does with the job, for the crash guard: a daemon that dies
         while the record says a risky phase may have died of the job. Only a crash of this
         process needs to see it, so the record is not fsync'd here."""
         if state.phase != phase or not state.saved:
             state.phase = phase
-            state.save(folder, durable=False)
+            if save:
+                state.save(folder, durable=False)
 
     def _deliver(self, folder: FolderConfig, state: JobState, entry: dict[str, Any],
                  server: Server, workflow: Mapping[str, Any], record: Record) -> Outcome:
@@ -144,3 +148,15 @@ class Pipeline:
             files = fetch(self.ctx, folder, state, entry, server, workflow, record, outbox)
         verify_content(folder, state)  # what goes to done/ is what ran, or it runs again
         return finish_done(folder, state, record, files, self.ctx.config.webhooks)
+
+
+def _submits_at_once(state: JobState, kind: str, slot: Reservation | None) -> bool:
+    """A new job (never submitted) holding a server slot, with no images to upload: nothing
+    lies between its preparation and the submit, which saves the record (phase `submitting`)
+    before its POST, and every way out before that saves it too (a stop, a file still being
+    written, a failure). Its `claimed` phase then needs no write of its own: one write a job
+    fewer, and the record says `preparing` only for the moment the submit takes to begin."""
+    images = state.life.images
+    return (slot is not None and slot.server is not None and kind != "batch"
+            and state.prompt_id is None
+            and (images is None or not images.bound))
