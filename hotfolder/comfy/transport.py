@@ -188,9 +188,10 @@ def _send(session: requests.Session, method: str, url: str,
     handed to the session's adapter directly, skipping the merging of per-request and session
     settings (a tenth of a millisecond a request: it was the client's largest cost after the
     socket). What the lean path does not do itself goes the usual way: a request with other
-    arguments (an upload) from the start; a redirect, or a server setting cookies, again
-    through `session.request` (a 3xx was not acted on, so asking again is safe). Cookies the
-    session holds are sent."""
+    arguments (an upload) from the start; a redirect again through `session.request` (a 3xx
+    was not acted on, so asking again is safe). Cookies a server sets are kept in the
+    session's jar and sent with later requests; the request that set them is never sent again
+    (a POST /prompt behind a sticky load balancer would queue the prompt twice)."""
     if not _LEAN.issuperset(kwargs):
         return session.request(method, url, stream=True, **kwargs)
     prepared = requests.PreparedRequest()
@@ -199,9 +200,11 @@ def _send(session: requests.Session, method: str, url: str,
                      cookies=session.cookies if len(session.cookies) else None)
     response = session.get_adapter(url).send(prepared, stream=True, timeout=kwargs["timeout"],
                                              verify=kwargs["verify"], proxies=session.proxies)
-    if response.is_redirect or "set-cookie" in response.headers:
+    if response.is_redirect:
         response.close()
         return session.request(method, url, stream=True, **kwargs)
+    if "set-cookie" in response.headers:  # kept, as session.request would: never sent again
+        requests.cookies.extract_cookies_to_jar(session.cookies, prepared, response.raw)
     return response
 
 
