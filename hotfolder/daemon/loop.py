@@ -140,12 +140,14 @@ class Daemon:
                     self.watcher.tick(now)
             self.pool.probe(now)
             self._housekeeping(now)
-            if now >= self._next["health"]:  # about a hundred threads: once a second will do
-                if not self._healthy():
-                    log.error("daemon.unhealthy",
+            if now >= self._next["health"]:  # ~100 threads: once a second (or per watchdog ping)
+                dead = self._dead()
+                if dead:
+                    log.error("daemon.unhealthy", dead=dead,
                               action="stopping so the service manager restarts us")
                     return 1
-                self._next["health"], self._loop_ok_at = now + 1.0, now
+                self._next["health"] = now + min(1.0, self.notifier.watchdog_seconds or 1.0)
+                self._loop_ok_at = now
                 self.notifier.watchdog(now)  # only from a loop that just proved itself healthy
             if self.once and self._idle():
                 break
@@ -181,9 +183,10 @@ class Daemon:
         self.wakeup.close()
         log.info("daemon.stopped", **self.workers.counts)
 
-    def _healthy(self) -> bool:
-        return (self.watcher.alive() and self.workers.alive() and self.sender.alive()
-                and all(s.listener.alive() for s in self.pool.servers))
+    def _dead(self) -> list[str]:  # threads that should run and do not: a bug, we restart
+        parts = [("watcher", self.watcher), ("workers", self.workers), ("webhooks", self.sender),
+                 *((f"listener {s.name}", s.listener) for s in self.pool.servers)]
+        return [name for name, part in parts if not part.alive()]
 
     def _busy(self) -> bool:
         return (self.workers.busy() or not self.watcher.quiet() or self.draining.is_set()
@@ -329,7 +332,7 @@ class Daemon:
         """`NAME.cancel` in the inbox: stop the job NAME (or NAME.ext), wherever it is."""
         target = cancel_file.name[: -len(".cancel")]
         running = [s for f, s in self.workers.owned() if f == folder.name
-                   and target in _names(s.source) | _names(s.name)]
+                   and target in {s.source, s.name, Path(s.source).stem, Path(s.name).stem}]
         waiting = [p for p in folder.inbox.iterdir() if p != cancel_file
                    and target in (p.name, p.stem) and _plain(p)]  # a file or a job folder
         for state in running:
@@ -386,10 +389,6 @@ class Daemon:
         finally:
             if not parked:
                 self.workers.release(work.folder, state)
-
-
-def _names(name: str) -> set[str]:
-    return {name, Path(name).stem}
 
 
 def _plain(path: Path) -> bool:
