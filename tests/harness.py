@@ -36,8 +36,37 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "c
         time.sleep(0.05)
 
 
+def _port_block() -> range | None:
+    """Ports below the kernel's ephemeral range, a block of its own for each test process
+    (pytest-xdist worker). A port the kernel picks (bind to 0) may be handed out again, to the
+    other worker or to any client connection, before the server meant to listen on it has
+    bound it; a port from this block is handed out once per run, and never picked by the
+    kernel."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    size = 1500
+    start = 16000 + index * size
+    return range(start, start + size) if start + size <= low else None
+
+
+_PORTS = _port_block()
+_next_port = iter(_PORTS) if _PORTS is not None else None
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port on 127.0.0.1 nothing listens on, for a server the test starts next."""
+    for port in _next_port or ():
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))  # no SO_REUSEADDR: skips ports in TIME_WAIT too
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # no block of our own (or it is used up): the kernel's pick
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
