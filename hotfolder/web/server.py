@@ -362,8 +362,15 @@ class WebServer:
         if self._server is not None:
             from waitress import wasyncore
 
-            self._server.task_dispatcher.shutdown()
-            wasyncore.close_all(self._server._map)  # the listener and every connection
-            if self._thread is not None:
+            server, sockets = self._server, self._server._map
+            server.task_dispatcher.shutdown()
+            # the listener and every connection are closed by the serving thread itself (its
+            # trigger runs the close between two selects): closed from here, a select under
+            # way in that thread fails on the closed descriptors
+            trigger = getattr(server, "trigger", None)
+            if trigger is not None and self._thread is not None and self._thread.is_alive():
+                trigger.pull_trigger(lambda: wasyncore.close_all(sockets))
                 self._thread.join(timeout=5)
+            if sockets:  # not served (or it did not stop in time): closed here after all
+                wasyncore.close_all(sockets)
             self._server = None
