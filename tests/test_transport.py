@@ -1,5 +1,5 @@
 """The client's requests behind what sits in front of ComfyUI: a load balancer that sets a
-sticky cookie, a redirect. A job's POST /prompt is sent once, whatever the answer carries."""
+sticky cookie. A job's POST /prompt is sent once, whatever the answer carries."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -16,9 +16,9 @@ from hotfolder.comfy.client import ComfyClient
 
 
 class _Sticky(BaseHTTPRequestHandler):
-    """A balancer's answers: a cookie with every POST /prompt; /old-view redirects to /view."""
+    """A balancer's answers: a cookie with every POST /prompt; each request is noted."""
 
-    seen: list[tuple[str, str, str | None]] = []
+    seen: ClassVar[list[tuple[str, str, str | None]]] = []
 
     def log_message(self, *args: Any) -> None:
         pass
