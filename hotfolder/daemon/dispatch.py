@@ -26,7 +26,6 @@ class Dispatcher:
         self.peeker = Peeker(config.templates)
         self._lock = threading.Lock()
         self._unpaired: deque[Work] = deque()  # handed out without a server: we are stopping
-        self._hold_until: float | None = None  # a model load held back (schedule.py) until
 
     def update(self, config: Config) -> None:
         with self._lock:
@@ -51,9 +50,11 @@ class Dispatcher:
         """How long a worker may wait before asking again, at most `longest`: less when a
         model load was held back and may go sooner."""
         with self._lock:
-            if self._hold_until is None:
+            hold_until = self.queue.hold_until  # set by the last choice that held one back
+            if hold_until is None:
                 return longest
-            return min(longest, max(0.0, self._hold_until - time.monotonic()) + 0.005)
+            # a moment past the hold's end, so the next choice is no longer held
+            return min(longest, max(0.0, hold_until - time.monotonic()) + 0.005)
 
     def take(self, now: float | None = None) -> Work | None:
         """The next job with a slot reserved for it on its server, or None for now. While
@@ -64,6 +65,8 @@ class Dispatcher:
                 self._unpaired.extend(j.item for j in self.queue.take_all())
             if self._unpaired:
                 return self._unpaired.popleft()
+            # held back only if this take's choice says so (with no free server it makes none)
+            self.queue.hold_until = None
             if not len(self.queue):
                 return None
             free, busy = self.pool.free()
@@ -71,7 +74,6 @@ class Dispatcher:
             views = [FreeServer(s.name, s.tags, s.upcoming, s.load, bar) for s, bar in free]
             while views:
                 chosen = self.queue.choose(views, now, busy)
-                self._hold_until = self.queue.hold_until
                 if chosen is None:
                     return None
                 job, view = chosen
