@@ -180,6 +180,9 @@ def test_one_slot_beyond_max_in_flight_for_a_job_above_every_prompt_there():
     assert pool.free() == ([], [SDXL]) and pool.reserve(gpu, SDXL, 9) is None
     pool.queueing(gpu, "p2", 3)
     assert pool.free() == ([(gpu, 4)], [])
+    assert pool.free(priority=4) == ([(gpu, 4)], [])
+    # the highest priority waiting may not take the rush slot: the server counts as busy
+    assert pool.free(priority=3) == ([], [SDXL])
     assert pool.reserve(gpu, SDXL, 3) is None  # not above every prompt there
     rush = pool.reserve(gpu, FLUX, 4)
     assert rush is not None and gpu.in_flight == 3

@@ -279,3 +279,14 @@ def test_the_load_wait_gives_way_to_the_fairness_bound_and_to_fifo():
     q = queue(policy="fifo", switch_wait_seconds=5)
     q.add(job("b1", SDXL, ready_at=10.0))
     assert q.choose([server("a", FLUX)], now=10.0) is not None
+
+
+def test_top_priority_is_the_highest_waiting_and_none_when_empty():
+    q = queue()
+    assert q.top_priority() is None
+    low, rush = q.add(job("a", priority=0)), q.add(job("b", FLUX, priority=5))
+    assert q.top_priority() == 5
+    q.remove(rush)
+    assert q.top_priority() == 0
+    q.remove(low)
+    assert q.top_priority() is None

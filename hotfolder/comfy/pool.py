@@ -224,11 +224,14 @@ class ServerPool:
                 self._cond.wait(0.5)
         return None
 
-    def free(self) -> tuple[list[tuple[Server, int | None]], list[frozenset[str] | None]]:
+    def free(self, priority: int | None = None
+             ) -> tuple[list[tuple[Server, int | None]], list[frozenset[str] | None]]:
         """The servers that would take a prompt now (up, in the config), each with the lowest
         priority it takes: None with a slot free; above all our prompts there when its slots
         are full but its one slot for a rush job is not (`_rush_bar`). And the upcoming
-        models of the other servers that are up."""
+        models of the other servers that are up. With `priority` (the highest of the jobs
+        waiting), a rush slot it may not take counts as busy: with every slot taken, the
+        answer is then empty, which is most of the times a scheduler asks in a backlog."""
         with self._cond:
             free, busy = [], []
             for s in self.servers:
@@ -236,7 +239,7 @@ class ServerPool:
                     continue
                 room = _has_room(s)
                 bar = None if room else _rush_bar(s)
-                if room or bar is not None:
+                if room or (bar is not None and (priority is None or priority >= bar)):
                     free.append((s, bar))
                 else:
                     busy.append(s.upcoming)

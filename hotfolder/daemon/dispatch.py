@@ -69,7 +69,7 @@ class Dispatcher:
             self.queue.hold_until = None
             if not len(self.queue):
                 return None
-            free, busy = self.pool.free()
+            free, busy = self.pool.free(self.queue.top_priority())
             servers = {s.name: s for s, _ in free}
             views = [FreeServer(s.name, s.tags, s.upcoming, s.load, bar) for s, bar in free]
             while views:

@@ -88,6 +88,10 @@ class Queue:
         self._count += 1
         return job
 
+    def top_priority(self) -> int | None:
+        """The highest priority waiting (None: nothing waits)."""
+        return max((key[0] for key in self._groups), default=None)
+
     def take_all(self) -> list[Waiting]:
         """Every waiting job, oldest first (the daemon is stopping: they stay in the inbox)."""
         jobs = sorted((j for g in self._groups.values() for j in g), key=lambda j: j.seq)
