@@ -144,7 +144,7 @@ def _unmasked(frame: Any) -> bytes:
 
 
 def test_the_socket_rests_while_the_sampler_has_steps_to_go(monkeypatch: Any) -> None:
-    """Half the time the remaining steps will take (at the pace so far), at most 0.25 s; a
+    """Half the time the remaining steps will take (at the pace so far), at most 1 s; a
     clock passed in by patching, so no test waits."""
     clock = [100.0]
     monkeypatch.setattr(complete.time, "monotonic", lambda: clock[0])
@@ -158,7 +158,8 @@ def test_the_socket_rests_while_the_sampler_has_steps_to_go(monkeypatch: Any) ->
         return ws.hold_until
 
     assert step(1, 100.0) == 0.0  # one step tells no pace
-    assert step(2, 100.1) == 100.1 + 0.25  # 28 steps of 0.1 s to go: the cap
+    assert step(2, 100.1) == 100.1 + 1.0  # 28 steps of 0.1 s to go: the cap
+    assert round(step(20, 101.9) - 101.9, 6) == 0.5  # 10 steps to go: half their time
     assert round(step(29, 102.8) - 102.8, 6) == 0.05  # one step to go: half of it
     assert step(30, 102.9) == 102.85  # the last step: no new rest, the old one is over
     assert step(1, 103.0, steps=4) == 102.85  # a second sampler starts its own pace

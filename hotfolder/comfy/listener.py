@@ -29,7 +29,10 @@ from hotfolder.retry import Backoff
 log = structlog.get_logger()
 
 PROGRESS_LOG_SECONDS = 1.0  # at most one job.progress line a second per job
-MAX_HOLD_SECONDS = 0.25  # the longest pause between reads while a sampler has steps to go
+# the longest pause between reads while a sampler has steps to go: a long job wakes this
+# thread about once a second, not at each of its steps; what waits meanwhile is the queue
+# count in `status` messages and an interruption from elsewhere, noticed up to this late
+MAX_HOLD_SECONDS = 1.0
 # ComfyUI sends `progress_state` (every node's state, again at each step) about as often as
 # `progress`; it is nine tenths of the bytes of a job's messages and nothing here uses it.
 # ComfyUI writes messages with json.dumps' default separators, so the prefix identifies it
