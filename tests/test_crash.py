@@ -13,6 +13,7 @@ import pytest
 import requests
 from harness import HotFolder, make_config, wait_for
 
+from hotfolder.job.state import read_record
 from hotfolder.sim import SimServer
 
 
@@ -143,7 +144,9 @@ def _queue_ids(url: str) -> tuple[set[str], set[str]]:
 
 
 def _state(hot: HotFolder, name: str) -> dict:
-    return json.loads((hot.dir("processing") / f".{name}.state.json").read_text())
+    record = read_record(hot.dir("processing") / f".{name}.state.json")
+    assert record is not None
+    return record
 
 
 def test_cancel_a_queued_and_a_running_job(tmp_path):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from harness import HotFolder, make_config, wait_for
 
+from hotfolder.job.state import read_record
 from hotfolder.notify import Notifier
 from hotfolder.sim import SimServer
 
@@ -142,7 +143,7 @@ def test_grace_period_over_job_resumed_after_restart(tmp_path):
             wait_for(lambda: sim.stats()["prompts_received"] == 1, what="submitted")
             assert hot.stop() == 0
             assert "long.txt" in hot.in_processing()
-            state = json.loads((hot.dir("processing") / ".long.txt.state.json").read_text())
+            state = read_record(hot.dir("processing") / ".long.txt.state.json")
             assert state["prompt_id"] and state["phase"] == "submitted"
             hot.start()
             assert hot.finished("long.txt") == "done"

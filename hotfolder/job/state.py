@@ -11,6 +11,7 @@ gone may be adopted.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -94,6 +95,8 @@ class JobState:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _closed: bool = field(default=False, repr=False, compare=False)
     _saved: bool = field(default=False, repr=False, compare=False)
+    # lines this object appended since it last wrote the record whole (None: never did)
+    _appended: int | None = field(default=None, repr=False, compare=False)
 
     @staticmethod
     def path_for(folder: FolderConfig, name: str, suffix: str = ".state.json") -> Path:
@@ -132,12 +135,30 @@ class JobState:
     def save(self, folder: FolderConfig, *, durable: bool = True) -> None:
         """Write the record; a no-op once the job has finished (a late heartbeat must not
         bring a finished job's record back). `durable: False` for what only a crash of this
-        process must not lose (fsutil.write_json)."""
+        process must not lose (fsutil.write_json).
+
+        The record is a file of JSON lines, the last complete one being the record. The
+        first save of this object writes it whole (temp name + rename), so a line cut short
+        by an earlier crash, or another owner's lines, are gone; later saves append a line,
+        and every RECORD_LINES lines it is written whole again. A job is saved several times;
+        a new file each time cost a file creation and a deletion each, which on some file
+        systems (ext4 without a journal) is the daemon's largest cost per job."""
         with self._lock:
-            if not self._closed:
-                write_json(self.path_for(folder, self.name), self.record(), replace=True,
-                           compact=True, durable=durable)
-                self._saved = True
+            if self._closed:
+                return
+            path = self.path_for(folder, self.name)
+            if self._appended is not None and self._appended < RECORD_LINES:
+                try:
+                    append_line(path, self.record(), durable=durable)
+                    self._appended += 1
+                    return
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOENT, errno.ELOOP):
+                        raise
+                    # removed meanwhile (by hand), or a link put in its place: written whole
+            write_json(path, self.record(), replace=True, compact=True, durable=durable)
+            self._appended = 0
+            self._saved = True
 
     @property
     def saved(self) -> bool:
@@ -157,12 +178,57 @@ class JobState:
 
     @classmethod
     def load(cls, folder: FolderConfig, name: str) -> JobState | None:
-        try:
-            data = json.loads(cls.path_for(folder, name).read_text(encoding="utf-8"))
-            known = {k: v for k, v in data.items() if k in _PERSISTED}
-            return cls(**known)
-        except (OSError, ValueError, TypeError):
+        data = read_record(cls.path_for(folder, name))
+        if data is None:
             return None
+        try:
+            return cls(**{k: v for k, v in data.items() if k in _PERSISTED})
+        except (TypeError, ValueError):
+            return None
+
+
+RECORD_LINES = 32  # lines appended to a job's record before it is written whole again
+MAX_RECORD_BYTES = 1024 * 1024  # what is read of a record: its end, where the last line is
+
+
+def append_line(path: Path, data: dict[str, Any], *, durable: bool) -> None:
+    """One line onto an existing record; a reader meanwhile sees the line before it (a line
+    read in part does not parse, and `read_record` passes over it)."""
+    line = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.write(fd, line.encode("utf-8"))
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The last complete line of a job's record that is a JSON object, or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        start = max(0, size - MAX_RECORD_BYTES)
+        chunks, at = [], start
+        while at < size and (chunk := os.pread(fd, size - at, at)):
+            chunks.append(chunk)
+            at += len(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    for line in reversed(b"".join(chunks).split(b"\n")):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue  # empty, or cut short (by a crash, or being written right now)
+        if isinstance(data, dict):
+            return data
+    return None
 
 
 _PERSISTED = frozenset(f.name for f in fields(JobState)
