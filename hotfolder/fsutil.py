@@ -203,6 +203,11 @@ def atomic_writer(target: Path, mode: str = "wb") -> Iterator[tuple[IO[Any], lis
             os.unlink(tmp)
 
 
+def json_line(data: Any) -> str:
+    """`data` as one compact line of JSON (json's C encoder), newline included."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
+
+
 def write_json(target: Path, data: Any, *, replace: bool = False, compact: bool = False,
                durable: bool = True) -> Path:
     """Write JSON atomically; `replace` overwrites (state records), else a free name is used.
@@ -213,7 +218,7 @@ def write_json(target: Path, data: Any, *, replace: bool = False, compact: bool 
     cut may (the page cache outlives the process).
     """
     if compact:
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
+        text = json_line(data)
     else:
         text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
     if replace:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hotfolder.config.model import LEASE_SECONDS, FolderConfig
-from hotfolder.fsutil import write_json
+from hotfolder.fsutil import json_line, write_json
 
 # the name this daemon goes by in job records: two machines sharing a host name (containers)
 # set HOTFOLDER_NODE, or each would take the other's processes for its own
@@ -191,13 +191,14 @@ RECORD_LINES = 32  # lines appended to a job's record before it is written whole
 MAX_RECORD_BYTES = 1024 * 1024  # what is read of a record: its end, where the last line is
 
 
-def append_line(path: Path, data: dict[str, Any], *, durable: bool) -> None:
-    """One line onto an existing record; a reader meanwhile sees the line before it (a line
-    read in part does not parse, and `read_record` passes over it)."""
-    line = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+def append_line(path: Path, data: dict[str, Any], *, durable: bool, create: bool = False) -> None:
+    """One line onto a record (or a batch's journal, `create`d if need be); a reader meanwhile
+    sees the line before it (a line read in part does not parse, `read_record` passes over
+    it)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    fd = os.open(path, flags, 0o644)
     try:
-        os.write(fd, line.encode("utf-8"))
+        os.write(fd, json_line(data).encode("utf-8"))
         if durable:
             os.fsync(fd)
     finally:
@@ -264,18 +265,11 @@ class RunState(JobState):
         return {key: getattr(self, key) for key in RUN_FIELDS}
 
     def save(self, folder: FolderConfig) -> None:
-        line = json.dumps(self.record(), separators=(",", ":"), ensure_ascii=False,
-                          default=str) + "\n"
         with self._lock:
             if self._closed:
                 return
-            fd = os.open(JobState.journal_for(folder, self.name),
-                         os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                os.write(fd, line.encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            append_line(JobState.journal_for(folder, self.name), self.record(), durable=True,
+                        create=True)
             self._saved = True
 
     def renew(self, folder: FolderConfig, now: float | None = None) -> None:
