@@ -169,6 +169,17 @@ def test_a_slot_given_makes_the_job_s_models_the_servers_upcoming_ones():
     assert gpu.upcoming is None
 
 
+def test_free_names_the_busy_servers_models_only_when_a_server_is_free():
+    pool = ServerPool([ServerConfig(url="http://127.0.0.1:9", name="a"),
+                       ServerConfig(url="http://127.0.0.1:9", name="b")],
+                      ComfyConfig(max_in_flight=1), threading.Event())
+    a, b = pool.servers
+    assert pool.reserve(a, SDXL) is not None
+    assert pool.free() == ([(b, None)], [SDXL])  # what the choice weighs a waiting job with
+    assert pool.reserve(b, FLUX) is not None
+    assert pool.free() == ([], [])  # nothing to choose: the scan stops there
+
+
 def test_one_slot_beyond_max_in_flight_for_a_job_above_every_prompt_there():
     pool = ServerPool([ServerConfig(url="http://127.0.0.1:9", name="gpu")],
                       ComfyConfig(max_in_flight=2), threading.Event())
@@ -177,18 +188,18 @@ def test_one_slot_beyond_max_in_flight_for_a_job_above_every_prompt_there():
     assert all(slots) and gpu.in_flight == 2
     pool.queueing(gpu, "p1", 0)
     # a slot holder not queued yet: its priority is not known, so no rush slot
-    assert pool.free() == ([], [SDXL]) and pool.reserve(gpu, SDXL, 9) is None
+    assert pool.free() == ([], []) and pool.reserve(gpu, SDXL, 9) is None
     pool.queueing(gpu, "p2", 3)
     assert pool.free() == ([(gpu, 4)], [])
     assert pool.free(priority=4) == ([(gpu, 4)], [])
     # the highest priority waiting may not take the rush slot: the server counts as busy
-    assert pool.free(priority=3) == ([], [SDXL])
+    assert pool.free(priority=3) == ([], [])
     assert pool.reserve(gpu, SDXL, 3) is None  # not above every prompt there
     rush = pool.reserve(gpu, FLUX, 4)
     assert rush is not None and gpu.in_flight == 3
     assert pool.reserve(gpu, FLUX, 9) is None  # one rush slot a server
     assert pool.queueing(gpu, "rush", 4) is True  # in front
-    assert pool.free() == ([], [FLUX])
+    assert pool.free() == ([], []) and gpu.upcoming == FLUX
     rush.cancel()
     pool.forget_prompt(gpu, "rush")
     assert gpu.in_flight == 2 and pool.free() == ([(gpu, 4)], [])

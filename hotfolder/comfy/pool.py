@@ -144,8 +144,9 @@ class ServerPool:
         self.servers = [Server(s, comfy, stop) for s in servers]
         self._cond = threading.Condition()
         self._started = False
-        # called (outside the pool's lock) when a slot may have come free: the scheduler's
-        self.on_free: Callable[[], None] = lambda: None
+        # called (outside the pool's lock) when a slot may have come free, with the lowest
+        # priority that may take it (None: any job)
+        self.on_free: Callable[[int | None], None] = lambda priority: None
 
     def by_name(self, name: str | None) -> Server | None:
         return next((s for s in self.servers if s.name == name), None)
@@ -178,7 +179,7 @@ class ServerPool:
                 if self._started:
                     server.listener.start()
             self._cond.notify_all()
-        self.on_free()
+        self.on_free(None)
         return {"servers_added": added, "servers_removed": removed}
 
     def describe(self) -> list[dict[str, object]]:
@@ -228,10 +229,11 @@ class ServerPool:
              ) -> tuple[list[tuple[Server, int | None]], list[frozenset[str] | None]]:
         """The servers that would take a prompt now (up, in the config), each with the lowest
         priority it takes: None with a slot free; above all our prompts there when its slots
-        are full but its one slot for a rush job is not (`_rush_bar`). And the upcoming
-        models of the other servers that are up. With `priority` (the highest of the jobs
-        waiting), a rush slot it may not take counts as busy: with every slot taken, the
-        answer is then empty, which is most of the times a scheduler asks in a backlog."""
+        are full but its one slot for a rush job is not (`_rush_bar`). And, when any is
+        free, the upcoming models of the other servers that are up. With `priority` (the
+        highest of the jobs waiting), a rush slot it may not take counts as busy: with every
+        slot taken, the answer is then empty, which is most of the times a scheduler asks in
+        a backlog."""
         with self._cond:
             free, busy = [], []
             for s in self.servers:
@@ -242,8 +244,8 @@ class ServerPool:
                 if room or (bar is not None and (priority is None or priority >= bar)):
                     free.append((s, bar))
                 else:
-                    busy.append(s.upcoming)
-            return free, busy
+                    busy.append(s)
+            return free, [s.upcoming for s in busy] if free else []
 
     def reserve(self, server: Server, models: frozenset[str] | None = None,
                 priority: int | None = None) -> Reservation | None:
@@ -267,9 +269,9 @@ class ServerPool:
         with self._cond:
             front = any(p < priority for p in server.pending.values())
             server.pending[prompt_id] = priority
-            rush_slot = _rush_bar(server) is not None
-        if rush_slot:  # every slot holder is now queued: a rush job may take the extra one
-            self.on_free()
+            bar = _rush_bar(server)
+        if bar is not None:  # every slot holder is now queued: a rush job may take the extra one
+            self.on_free(bar)
         return front
 
     def queued(self, server: Server, models: frozenset[str]) -> bool | None:
@@ -300,7 +302,7 @@ class ServerPool:
         with self._cond:
             server.in_flight = max(0, server.in_flight - 1)
             self._cond.notify_all()
-        self.on_free()
+        self.on_free(None)
 
     def mark_down(self, server: Server, error: ServerError) -> None:
         with self._cond:
@@ -324,7 +326,7 @@ class ServerPool:
             server.last_error = ""
             self._cond.notify_all()
         if was_down:
-            self.on_free()
+            self.on_free(None)
             log.info("server.up", server=server.name, url=server.url)
 
     def probe(self, now: float | None = None) -> None:

@@ -26,6 +26,7 @@ class Dispatcher:
         self.peeker = Peeker(config.templates)
         self._lock = threading.Lock()
         self._unpaired: deque[Work] = deque()  # handed out without a server: we are stopping
+        self._more = False  # the last take left a job waiting and a server free for it
 
     def update(self, config: Config) -> None:
         with self._lock:
@@ -46,6 +47,15 @@ class Dispatcher:
         with self._lock:
             return len(self.queue) + len(self._unpaired)
 
+    def more(self) -> bool:
+        """Whether another take may hand out a job right away (another worker should ask)."""
+        with self._lock:
+            return self._more
+
+    def top_priority(self) -> int | None:
+        with self._lock:
+            return self.queue.top_priority()
+
     def wait_hint(self, longest: float) -> float:
         """How long a worker may wait before asking again, at most `longest`: less when a
         model load was held back and may go sooner."""
@@ -64,7 +74,9 @@ class Dispatcher:
             if self.pool.draining.is_set() or self.pool.stop.is_set():
                 self._unpaired.extend(j.item for j in self.queue.take_all())
             if self._unpaired:
-                return self._unpaired.popleft()
+                work = self._unpaired.popleft()
+                self._more = bool(self._unpaired)
+                return work
             # held back only if this take's choice says so (with no free server it makes none)
             self.queue.hold_until = None
             if not len(self.queue):
@@ -82,6 +94,7 @@ class Dispatcher:
                     views.remove(view)
                     continue
                 self.queue.remove(job)
+                self._more = len(views) > 1 and bool(len(self.queue))
                 work: Work = job.item
                 work.slot = slot
                 return work

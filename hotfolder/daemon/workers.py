@@ -41,6 +41,8 @@ class Work:
 class Source(Protocol):
     def add(self, work: Work) -> None: ...
     def take(self) -> Work | None: ...
+    def more(self) -> bool: ...
+    def top_priority(self) -> int | None: ...
     def __len__(self) -> int: ...
     def wait_hint(self, longest: float) -> float: ...
 
@@ -55,6 +57,7 @@ class Workers:
         self._wake = threading.Condition()
         self._held = 0  # pokes are held back (`held`) ...
         self._missed = 0  # ... and this many are due when they are let go
+        self._polling = False  # an idle worker waits to ask again while jobs wait (`_next`)
         self.threads: list[threading.Thread] = []
         self.lock = threading.Lock()  # guards everything below
         self.active: dict[tuple[str, str], JobState] = {}  # (folder, name) -> jobs we own
@@ -86,8 +89,13 @@ class Workers:
             if thread.is_alive():
                 thread.join(timeout=max(0.1, deadline - time.monotonic()))
 
-    def poke(self) -> None:
-        """Something changed (a file waits, a slot came free): one idle worker looks."""
+    def poke(self, priority: int | None = None) -> None:
+        """Something changed (a file waits, a slot came free): one idle worker looks. A slot
+        only a job of at least `priority` may take wakes none while no such job waits."""
+        if priority is not None:
+            top = self.source.top_priority()
+            if top is None or top < priority:
+                return
         with self._wake:
             if self._held:
                 self._missed += 1
@@ -115,11 +123,19 @@ class Workers:
             while not self.stop.is_set():
                 work = self._ours.popleft() if self._ours else self.source.take()
                 if work is not None:
-                    if self._ours or len(self.source):
-                        self._wake.notify()  # there may be more for another worker
+                    if self._ours or self.source.more():
+                        self._wake.notify()  # there is more for another worker
                     return work
-                self._wake.wait(self.source.wait_hint(WAITING_WAIT) if len(self.source)
-                                else IDLE_WAIT)
+                if len(self.source) and not self._polling:
+                    # one idle worker asks again every so often (a server's own queue may
+                    # shrink without a word); the others wait for a poke
+                    self._polling = True
+                    try:
+                        self._wake.wait(self.source.wait_hint(WAITING_WAIT))
+                    finally:
+                        self._polling = False
+                else:
+                    self._wake.wait(IDLE_WAIT)
         return None
 
     def _run(self) -> None:
