@@ -13,11 +13,12 @@ from hotfolder.daemon.workers import Work
 WORKFLOW = Path(__file__).resolve().parents[1] / "config/workflows/sdxl_txt2img.json"
 
 
-def dispatcher(tmp_path: Path, servers: int) -> tuple[Dispatcher, list[Work]]:
+def dispatcher(tmp_path: Path, servers: int,
+               slots: int = 1) -> tuple[Dispatcher, list[Work]]:
     config = parse_config({
         "servers": [{"name": f"gpu{i}", "url": f"http://127.0.0.1:{9 + i}"}
                     for i in range(servers)],
-        "comfy": {"max_in_flight": 1},
+        "comfy": {"max_in_flight": slots},
         "workflows": {}, "folders": [{"root": "hot", "workflow": str(WORKFLOW)}],
     }, base=tmp_path)
     folder = config.folders[0]
@@ -42,6 +43,12 @@ def test_another_worker_is_asked_to_take_only_while_a_server_is_left_free(tmp_pa
     second = d.take(now=10.0)
     assert second is works[1] and not d.more()  # every server is taken
     assert d.take(now=10.0) is None and len(d) == 1
+
+
+def test_another_worker_is_asked_while_the_same_server_has_a_slot_left(tmp_path):
+    d, works = dispatcher(tmp_path, servers=1, slots=2)
+    assert d.take(now=10.0) is works[0] and d.more()
+    assert d.take(now=10.0) is works[1] and not d.more()
 
 
 def test_the_last_waiting_job_taken_leaves_nothing_more(tmp_path):

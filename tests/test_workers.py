@@ -79,3 +79,46 @@ def test_a_rush_slot_wakes_a_worker_only_for_a_job_that_may_take_it():
     workers.poke(0)
     workers.poke()  # a slot any job may take
     assert wake.notified == 2
+
+
+class OneJobSource(NoSlotSource):
+    """Two jobs wait; the first is handed out once `release` is set, the second never."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.handed = False
+
+    def take(self) -> Work | None:
+        super().take()
+        with self._lock:
+            if self.release.is_set() and not self.handed:
+                self.handed = True
+                return Work(folder=None, path=None)  # type: ignore[arg-type]
+        return None
+
+
+def test_the_worker_asking_on_a_timer_hands_that_over_when_it_takes_a_job():
+    """Jobs still wait: without another worker taking over the asking, the next could wait
+    for a poke that never comes (a server's own queue shrinking sends none)."""
+    stop = threading.Event()
+    source = OneJobSource()
+    busy = threading.Event()
+    workers = Workers(handle=lambda work: busy.wait() and None, stop=stop, source=source)
+    workers.grow(2)
+    try:
+        deadline = time.monotonic() + 30
+        while len(source.asked) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        source.release.set()  # the worker on the timer takes the job and is busy with it
+        while not source.handed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        handed_at = dict(source.asked)
+        while sum(source.asked.values()) < sum(handed_at.values()) + 20 \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sum(source.asked.values()) >= sum(handed_at.values()) + 20  # someone asks on
+    finally:
+        stop.set()
+        busy.set()
+        workers.join(5)

@@ -247,6 +247,10 @@ class ServerPool:
                     busy.append(s)
             return free, [s.upcoming for s in busy] if free else []
 
+    def has_room(self, server: Server) -> bool:
+        with self._cond:
+            return _has_room(server)
+
     def reserve(self, server: Server, models: frozenset[str] | None = None,
                 priority: int | None = None) -> Reservation | None:
         """A slot on `server` for a job about to be claimed (needing `models`), if it still

@@ -26,7 +26,7 @@ class Dispatcher:
         self.peeker = Peeker(config.templates)
         self._lock = threading.Lock()
         self._unpaired: deque[Work] = deque()  # handed out without a server: we are stopping
-        self._more = False  # the last take left a job waiting and a server free for it
+        self._more = False  # the last take left a job waiting and a slot free for it
 
     def update(self, config: Config) -> None:
         with self._lock:
@@ -94,7 +94,8 @@ class Dispatcher:
                     views.remove(view)
                     continue
                 self.queue.remove(job)
-                self._more = len(views) > 1 and bool(len(self.queue))
+                self._more = bool(len(self.queue)) and (
+                    len(views) > 1 or self.pool.has_room(servers[view.name]))
                 work: Work = job.item
                 work.slot = slot
                 return work

@@ -123,8 +123,11 @@ class Workers:
             while not self.stop.is_set():
                 work = self._ours.popleft() if self._ours else self.source.take()
                 if work is not None:
-                    if self._ours or self.source.more():
-                        self._wake.notify()  # there is more for another worker
+                    if (self._ours or self.source.more()
+                            or (len(self.source) and not self._polling)):
+                        # there is more for another worker, or jobs wait and this one was
+                        # the one asking on a timer: another takes that over
+                        self._wake.notify()
                     return work
                 if len(self.source) and not self._polling:
                     # one idle worker asks again every so often (a server's own queue may
