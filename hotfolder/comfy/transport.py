@@ -5,19 +5,24 @@ may have reached the server anyway (`uncertain`)."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import requests
 import urllib3
+from requests.structures import CaseInsensitiveDict
 
 from hotfolder.errors import JobError, Kind, ServerError, Stopping
 
 CHUNK = 256 * 1024
+POOL_SIZE = 64  # connections to one server kept open for reuse (more may be open at once)
+_DIRECT = frozenset({"json", "params", "timeout", "verify"})  # what `_direct` knows how to send
 RATE_WINDOW = 30.0  # seconds over which a transfer must keep its minimum rate
 
 
@@ -46,6 +51,14 @@ class Transport:
         self._idle_lock = threading.Lock()
         self._proxies: dict[str, str] | None = None
         self._verify_setting = _ca_bundle_from_env(verify)
+        # the direct way (`_direct`): one connection pool shared by every thread; and the
+        # cookies any answer set, sent with later requests whichever way they go
+        self._direct_lock = threading.Lock()
+        self._adapter: requests.adapters.HTTPAdapter | None = None
+        self._pool: urllib3.HTTPConnectionPool | None = None
+        self._direct_headers: dict[str, str] = {}
+        self._prefix = urlsplit(self.url).path
+        self.cookies = requests.cookies.RequestsCookieJar()
 
     def _session(self) -> requests.Session:
         """An idle session of this server's, or a new one that reads the environment once.
@@ -83,6 +96,30 @@ class Transport:
             idle, self._idle = self._idle, []
         for session in idle:
             session.close()
+        with self._direct_lock:
+            adapter, self._adapter, self._pool = self._adapter, None, None
+        if adapter is not None:
+            adapter.close()
+
+    def _direct_pool(self) -> urllib3.HTTPConnectionPool | None:
+        """The connection pool for the direct way, or None where requests must do the work:
+        a proxy, or credentials in the URL."""
+        if self._pool is not None:
+            return self._pool
+        with self._direct_lock:
+            if self._pool is None and self._adapter is None:
+                session = self._session()  # the headers and proxies requests would use
+                self._give_back(session)
+                base = requests.Request("GET", self.url + "/").prepare()
+                if (requests.utils.select_proxy(base.url, session.proxies)
+                        or "@" in urlsplit(self.url).netloc):
+                    self._adapter = requests.adapters.HTTPAdapter()  # never used: marks "no"
+                    return None
+                self._direct_headers = dict(session.headers)
+                self._adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL_SIZE)
+                self._pool = self._adapter.get_connection_with_tls_context(
+                    base, self._verify_setting)
+        return self._pool
 
     def _request(self, method: str, path: str, *, stream: bool = False,
                  **kwargs: Any) -> requests.Response:
@@ -92,11 +129,13 @@ class Transport:
         kwargs.setdefault("timeout", self.timeout)
         kwargs.setdefault("verify", self._verify_setting)
         try:
-            session = self._session()
-            try:
-                response = _send(session, method, self.url + path, kwargs)
-            finally:
-                self._give_back(session)
+            response = self._direct(method, path, kwargs)
+            if response is None or response.is_redirect:
+                session = self._session()
+                try:
+                    response = _send(session, method, self.url + path, kwargs, self.cookies)
+                finally:
+                    self._give_back(session)
             if not stream:
                 with response:
                     body = io.BytesIO()
@@ -105,14 +144,17 @@ class Transport:
                                 what=f"its answer to {method} {path}", key="comfy.max_answer_bytes")
                 # what requests would have read itself, so .json() and .text work as usual
                 response._content = body.getvalue()
-        except requests.ConnectTimeout as exc:
+        except urllib3.exceptions.NewConnectionError as exc:  # (a ConnectTimeoutError too)
+            raise ServerError(f"ComfyUI at {self.url} is unreachable ({failure_reason(exc)})",
+                              server=self.name) from exc
+        except (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError) as exc:
             raise ServerError(f"ComfyUI at {self.url} did not accept a connection within "
                               f"{kwargs['timeout']:g} s", server=self.name) from exc
-        except requests.Timeout as exc:
+        except (requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
             raise ServerError(f"ComfyUI at {self.url} did not answer {method} {path} within "
                               f"{kwargs['timeout']:g} s", server=self.name,
                               uncertain=True) from exc
-        except requests.exceptions.SSLError as exc:
+        except (requests.exceptions.SSLError, urllib3.exceptions.SSLError) as exc:
             raise ServerError(f"ComfyUI at {self.url}: TLS failed ({failure_reason(exc)}); check "
                               "the certificate, servers[].ca_bundle or servers[].verify",
                               server=self.name) from exc
@@ -132,6 +174,54 @@ class Transport:
                               f"{response.status_code}: {body.strip() or '(empty body)'}",
                               server=self.name, status=response.status_code, body=body,
                               uncertain=True)
+        return response
+
+    def _direct(self, method: str, path: str,
+                kwargs: dict[str, Any]) -> requests.Response | None:
+        """The request sent straight through urllib3's connection pool, which requests itself
+        sends through, its answer dressed as the `requests.Response` requests would have
+        made; None where requests must send it (`_direct_pool`, an upload, a TLS setting of
+        the request's own). Preparing and sending through requests cost twice urllib3's own
+        time, the client's largest cost at fleet job rates.
+
+        A redirect is answered closed, to be asked again the usual way (a 3xx was not acted
+        on, so asking again is safe). Cookies a server sets are kept and sent with later
+        requests; the request that set them is never sent again (a POST /prompt behind a
+        sticky load balancer would queue the prompt twice)."""
+        if not _DIRECT.issuperset(kwargs) or kwargs["verify"] != self._verify_setting:
+            return None
+        pool = self._direct_pool()
+        if pool is None:
+            return None
+        target = self._prefix + path
+        if kwargs.get("params"):
+            target += "?" + urlencode(kwargs["params"], doseq=True)
+        headers, body, url = self._direct_headers, None, self.url + target[len(self._prefix):]
+        if kwargs.get("json") is not None:
+            body = json.dumps(kwargs["json"], allow_nan=False).encode()
+            headers = {**headers, "Content-Type": "application/json"}
+        if len(self.cookies):
+            cookie = requests.cookies.get_cookie_header(
+                self.cookies, requests.Request(method, url, headers=headers).prepare())
+            if cookie:
+                headers = {**headers, "Cookie": cookie}
+        timeout = float(kwargs["timeout"])
+        raw = pool.urlopen(method, target, body=body, headers=headers, retries=False,
+                           redirect=False, assert_same_host=False, preload_content=False,
+                           decode_content=False,
+                           timeout=urllib3.Timeout(connect=timeout, read=timeout))
+        response = requests.Response()
+        response.status_code = raw.status
+        response.headers = CaseInsensitiveDict(raw.headers)
+        response.raw = raw
+        response.reason = raw.reason
+        response.url = url
+        response.encoding = requests.utils.get_encoding_from_headers(response.headers)
+        if response.is_redirect:
+            response.close()
+        elif "set-cookie" in response.headers:
+            request = requests.Request(method, url, headers=headers).prepare()
+            requests.cookies.extract_cookies_to_jar(self.cookies, request, raw)
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -178,33 +268,15 @@ class Transport:
         return total
 
 
-_LEAN = frozenset({"json", "params", "timeout", "verify"})
-
-
-def _send(session: requests.Session, method: str, url: str,
-          kwargs: dict[str, Any]) -> requests.Response:
-    """`session.request(..., stream=True)`, made leaner for the two requests every job makes
-    (its POST /prompt, its GET /view): the request is prepared with the session's headers and
-    handed to the session's adapter directly, skipping the merging of per-request and session
-    settings (a tenth of a millisecond a request: it was the client's largest cost after the
-    socket). What the lean path does not do itself goes the usual way: a request with other
-    arguments (an upload) from the start; a redirect again through `session.request` (a 3xx
-    was not acted on, so asking again is safe). Cookies a server sets are kept in the
-    session's jar and sent with later requests; the request that set them is never sent again
-    (a POST /prompt behind a sticky load balancer would queue the prompt twice)."""
-    if not _LEAN.issuperset(kwargs):
-        return session.request(method, url, stream=True, **kwargs)
-    prepared = requests.PreparedRequest()
-    prepared.prepare(method=method, url=url, headers=session.headers,
-                     params=kwargs.get("params"), json=kwargs.get("json"),
-                     cookies=session.cookies if len(session.cookies) else None)
-    response = session.get_adapter(url).send(prepared, stream=True, timeout=kwargs["timeout"],
-                                             verify=kwargs["verify"], proxies=session.proxies)
-    if response.is_redirect:
-        response.close()
-        return session.request(method, url, stream=True, **kwargs)
-    if "set-cookie" in response.headers:  # kept, as session.request would: never sent again
-        requests.cookies.extract_cookies_to_jar(session.cookies, prepared, response.raw)
+def _send(session: requests.Session, method: str, url: str, kwargs: dict[str, Any],
+          cookies: requests.cookies.RequestsCookieJar) -> requests.Response:
+    """The way requests sends it: through a proxy, with credentials from the URL, an upload,
+    a redirect to follow. The cookies any answer set go along and are kept for the direct
+    way too."""
+    response = session.request(method, url, stream=True, cookies=cookies, **kwargs)
+    for answer in (*response.history, response):
+        if "set-cookie" in answer.headers:
+            requests.cookies.extract_cookies_to_jar(cookies, answer.request, answer.raw)
     return response
 
 
