@@ -115,3 +115,10 @@ def test_a_request_accepted_and_never_answered_may_have_been_sent():
         with pytest.raises(ServerError) as caught:
             client.submit({}, prompt_id="p-1", client_id="c")
     assert caught.value.uncertain and "did not answer POST /prompt" in caught.value.message
+
+
+def test_a_cookie_set_on_an_upload_goes_along_with_later_requests(sticky_url):
+    client = ComfyClient(sticky_url, timeout=10)
+    client._request("POST", "/upload/image", files={"image": ("a.png", b"PNG", "image/png")})
+    client._json("GET", "/queue")
+    assert _Sticky.seen == [("POST", "/upload/image", None), ("GET", "/queue", "lb=gpu-7")]

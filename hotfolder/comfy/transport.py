@@ -58,7 +58,9 @@ class Transport:
         self._pool: urllib3.HTTPConnectionPool | None = None
         self._direct_headers: dict[str, str] = {}
         self._prefix = urlsplit(self.url).path
-        self.cookies = requests.cookies.RequestsCookieJar()
+        self.cookies = requests.cookies.RequestsCookieJar()  # read and changed under:
+        self._cookies_lock = threading.Lock()
+        self._has_cookies = False
 
     def _session(self) -> requests.Session:
         """An idle session of this server's, or a new one that reads the environment once.
@@ -133,7 +135,7 @@ class Transport:
             if response is None or response.is_redirect:
                 session = self._session()
                 try:
-                    response = _send(session, method, self.url + path, kwargs, self.cookies)
+                    response = self._send(session, method, self.url + path, kwargs)
                 finally:
                     self._give_back(session)
             if not stream:
@@ -200,9 +202,10 @@ class Transport:
         if kwargs.get("json") is not None:
             body = json.dumps(kwargs["json"], allow_nan=False).encode()
             headers = {**headers, "Content-Type": "application/json"}
-        if len(self.cookies):
-            cookie = requests.cookies.get_cookie_header(
-                self.cookies, requests.Request(method, url, headers=headers).prepare())
+        if self._has_cookies:
+            request = requests.Request(method, url, headers=headers).prepare()
+            with self._cookies_lock:
+                cookie = requests.cookies.get_cookie_header(self.cookies, request)
             if cookie:
                 headers = {**headers, "Cookie": cookie}
         timeout = float(kwargs["timeout"])
@@ -220,9 +223,27 @@ class Transport:
         if response.is_redirect:
             response.close()
         elif "set-cookie" in response.headers:
-            request = requests.Request(method, url, headers=headers).prepare()
-            requests.cookies.extract_cookies_to_jar(self.cookies, request, raw)
+            self._keep_cookies(requests.Request(method, url, headers=headers).prepare(), raw)
         return response
+
+    def _send(self, session: requests.Session, method: str, url: str,
+              kwargs: dict[str, Any]) -> requests.Response:
+        """The way requests sends it: through a proxy, with credentials from the URL, an
+        upload, a redirect to follow. The cookies any answer set go along and are kept for
+        the direct way too."""
+        with self._cookies_lock:
+            cookies = self.cookies.copy()
+        response = session.request(method, url, stream=True, cookies=cookies, **kwargs)
+        for answer in (*response.history, response):
+            if "set-cookie" in answer.headers:
+                self._keep_cookies(answer.request, answer.raw)
+        return response
+
+    def _keep_cookies(self, request: requests.PreparedRequest,
+                      raw: urllib3.BaseHTTPResponse) -> None:
+        with self._cookies_lock:
+            requests.cookies.extract_cookies_to_jar(self.cookies, request, raw)
+            self._has_cookies = bool(len(self.cookies))
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
@@ -266,18 +287,6 @@ class Transport:
                                       "stopped", server=self.name)
                 window, in_window = now, 0
         return total
-
-
-def _send(session: requests.Session, method: str, url: str, kwargs: dict[str, Any],
-          cookies: requests.cookies.RequestsCookieJar) -> requests.Response:
-    """The way requests sends it: through a proxy, with credentials from the URL, an upload,
-    a redirect to follow. The cookies any answer set go along and are kept for the direct
-    way too."""
-    response = session.request(method, url, stream=True, cookies=cookies, **kwargs)
-    for answer in (*response.history, response):
-        if "set-cookie" in answer.headers:
-            requests.cookies.extract_cookies_to_jar(cookies, answer.request, answer.raw)
-    return response
 
 
 def _ca_bundle_from_env(verify: bool | str) -> bool | str:
