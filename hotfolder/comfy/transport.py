@@ -54,6 +54,7 @@ class Transport:
         # the direct way (`_direct`): one connection pool shared by every thread; and the
         # cookies any answer set, sent with later requests whichever way they go
         self._direct_lock = threading.Lock()
+        self._direct_checked = False  # whether the direct way may be taken is known
         self._adapter: requests.adapters.HTTPAdapter | None = None
         self._pool: urllib3.HTTPConnectionPool | None = None
         self._direct_headers: dict[str, str] = {}
@@ -100,27 +101,27 @@ class Transport:
             session.close()
         with self._direct_lock:
             adapter, self._adapter, self._pool = self._adapter, None, None
+            self._direct_checked = False
         if adapter is not None:
             adapter.close()
 
     def _direct_pool(self) -> urllib3.HTTPConnectionPool | None:
         """The connection pool for the direct way, or None where requests must do the work:
         a proxy, or credentials in the URL."""
-        if self._pool is not None:
+        if self._direct_checked:
             return self._pool
         with self._direct_lock:
-            if self._pool is None and self._adapter is None:
+            if not self._direct_checked:
                 session = self._session()  # the headers and proxies requests would use
                 self._give_back(session)
                 base = requests.Request("GET", self.url + "/").prepare()
-                if (requests.utils.select_proxy(base.url, session.proxies)
+                if not (requests.utils.select_proxy(base.url, session.proxies)
                         or "@" in urlsplit(self.url).netloc):
-                    self._adapter = requests.adapters.HTTPAdapter()  # never used: marks "no"
-                    return None
-                self._direct_headers = dict(session.headers)
-                self._adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL_SIZE)
-                self._pool = self._adapter.get_connection_with_tls_context(
-                    base, self._verify_setting)
+                    self._direct_headers = dict(session.headers)
+                    self._adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL_SIZE)
+                    self._pool = self._adapter.get_connection_with_tls_context(
+                        base, self._verify_setting)
+                self._direct_checked = True
         return self._pool
 
     def _request(self, method: str, path: str, *, stream: bool = False,
@@ -202,6 +203,7 @@ class Transport:
         if kwargs.get("json") is not None:
             body = json.dumps(kwargs["json"], allow_nan=False).encode()
             headers = {**headers, "Content-Type": "application/json"}
+        request = None  # as requests would have prepared it, for the cookies' rules
         if self._has_cookies:
             request = requests.Request(method, url, headers=headers).prepare()
             with self._cookies_lock:
@@ -223,7 +225,8 @@ class Transport:
         if response.is_redirect:
             response.close()
         elif "set-cookie" in response.headers:
-            self._keep_cookies(requests.Request(method, url, headers=headers).prepare(), raw)
+            self._keep_cookies(request or requests.Request(method, url, headers=headers).prepare(),
+                               raw)
         return response
 
     def _send(self, session: requests.Session, method: str, url: str,
