@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
+
+from harness import wait_for
 
 from hotfolder.daemon.workers import Work, Workers
 
@@ -45,10 +46,8 @@ def test_while_jobs_wait_for_a_slot_only_one_idle_worker_keeps_asking():
     workers = Workers(handle=lambda work: None, stop=stop, source=source)
     workers.grow(8)
     try:
-        deadline = time.monotonic() + 30
-        while (len(source.asked) < 8 or max(source.asked.values()) < 50) \
-                and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: len(source.asked) == 8 and max(source.asked.values()) >= 50,
+                 what="every worker asking once and one of them fifty times")
         asked = dict(source.asked)
         assert len(asked) == 8  # each worker asked once as it started
         assert sorted(asked.values())[:-1] == [1] * 7  # then only one of them went on
@@ -107,17 +106,12 @@ def test_the_worker_asking_on_a_timer_hands_that_over_when_it_takes_a_job():
     workers = Workers(handle=lambda work: busy.wait() and None, stop=stop, source=source)
     workers.grow(2)
     try:
-        deadline = time.monotonic() + 30
-        while len(source.asked) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: len(source.asked) == 2, what="both workers asking")
         source.release.set()  # the worker on the timer takes the job and is busy with it
-        while not source.handed and time.monotonic() < deadline:
-            time.sleep(0.01)
-        handed_at = dict(source.asked)
-        while sum(source.asked.values()) < sum(handed_at.values()) + 20 \
-                and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert sum(source.asked.values()) >= sum(handed_at.values()) + 20  # someone asks on
+        wait_for(lambda: source.handed, what="the job handed out")
+        handed_at = sum(source.asked.values())
+        wait_for(lambda: sum(source.asked.values()) >= handed_at + 20,
+                 what="the other worker asking on the timer")
     finally:
         stop.set()
         busy.set()
